@@ -1,0 +1,42 @@
+# The two commands of the README. Each creates .venv when it is missing, installs the pinned
+# torch and egalib with its dev extras once (a stamp file records it), and fetches Fashion-MNIST
+# when it is not on disk. Running either again installs nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.egalib-installed
+FMNIST := train-images-idx3-ubyte.gz
+
+.PHONY: demo test data lint clean
+
+demo: $(STAMP) data
+	$(PY) -m egalib demo
+
+test: $(STAMP) data
+	$(PY) -m ruff check egalib tests
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check egalib tests
+	$(PY) -m ruff format --check egalib tests
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's dataset-fashion-mnist where apt-get can be run as root; else torchvision's download.
+data: $(STAMP)
+	@if [ -f /usr/share/datasets/fashion-mnist/$(FMNIST) ] || \
+	    [ -f data/fashion-mnist/FashionMNIST/raw/$(FMNIST) ]; then \
+	  echo "Fashion-MNIST: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  $(PY) -m egalib download fashion-mnist; \
+	fi
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,146 @@
+"""Command line: `python -m egalib list | train | pretrain-teacher | demo | download`."""
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from . import methods, models
+from .config import PROFILES, RunConfig
+from .data import DATASETS
+
+
+def cmd_list(args) -> None:
+    print("methods:", " ".join(methods.METHODS))
+    print("teachers:", " ".join(models.TEACHERS))
+    print("students:", " ".join(models.STUDENTS))
+    print("datasets:", " ".join(DATASETS))
+    print("profiles:", " ".join(PROFILES))
+
+
+def _option(text: str) -> tuple[str, float]:
+    key, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return key, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=NUMBER, e.g. edge_weight=0.3, got {text!r}"
+        ) from None
+
+
+TRAIN_FLAGS = ("method", "teacher", "student", "dataset", "protocol", "epochs", "batch_size",
+               "lr", "embed_dim", "gamma", "alpha", "beta", "kd_temperature", "probe_epochs",
+               "train_size", "test_size", "seed", "device", "runs_dir", "name")  # fmt: skip
+
+
+def config_from_args(args) -> RunConfig:
+    overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
+    overrides["options"] = dict(args.option or []) or None
+    return RunConfig.from_profile(args.profile, **overrides)
+
+
+def cmd_train(args) -> None:
+    from .train import fit
+
+    run = fit(config_from_args(args))
+    print(f"run folder: {run.path}")
+    print(json.dumps(run.metrics, indent=2))
+
+
+def cmd_pretrain_teacher(args) -> None:
+    from .pretrain import PretrainConfig, pretrain_teacher
+
+    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
+    card = pretrain_teacher(cfg, Path(args.out), args.device)
+    print(json.dumps(card, indent=2))
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.profile, args.methods, args.runs_dir)
+
+
+def cmd_download(args) -> None:
+    from .data import load_dataset
+
+    data = load_dataset(args.dataset, download=True)
+    print(
+        f"{args.dataset}: {len(data.train_labels)} training and {len(data.test_labels)} test images"
+    )
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    types = {f.name: f.type for f in fields(RunConfig)}
+    p.add_argument("--profile", default="demo", help="base values: " + ", ".join(PROFILES))
+    for name in TRAIN_FLAGS:
+        kind = types[name] if types[name] in ("str", "int", "float") else None
+        convert = {"int": int, "float": float}.get(str(kind), None)
+        if name in ("train_size", "test_size", "epochs", "batch_size", "embed_dim",
+                    "probe_epochs", "seed"):  # fmt: skip
+            convert = int
+        elif name in ("lr", "gamma", "alpha", "beta", "kd_temperature"):
+            convert = float
+        p.add_argument("--" + name.replace("_", "-"), type=convert or str, default=None)
+    p.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        metavar="KEY=NUMBER",
+        help="a method option, e.g. --option edge_weight=0.3 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m egalib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the known methods, teachers, students, datasets").set_defaults(
+        func=cmd_list
+    )
+    train = sub.add_parser("train", help="train one student; prints its final metrics")
+    add_train_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    from .pretrain import PretrainConfig
+
+    pre = sub.add_parser("pretrain-teacher", help="SimCLR-pretrain the embedded teacher")
+    for f in fields(PretrainConfig):
+        convert = type(f.default) if f.default is not None else int
+        pre.add_argument("--" + f.name.replace("_", "-"), type=convert, default=f.default)
+    pre.add_argument("--out", default=str(models.teachers.TEACHER_DIR))
+    pre.add_argument("--device", default="cpu")
+    pre.set_defaults(func=cmd_pretrain_teacher)
+
+    demo = sub.add_parser("demo", help="the embedded default, end to end, with a table")
+    demo.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    demo.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(methods.METHODS),
+        choices=list(methods.METHODS),
+        metavar="METHOD",
+    )
+    demo.add_argument("--runs-dir", default="runs")
+    demo.set_defaults(func=cmd_demo)
+
+    download = sub.add_parser("download", help="fetch a dataset where a network exists")
+    download.add_argument("dataset", choices=sorted(DATASETS))
+    download.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

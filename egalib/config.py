@@ -1,0 +1,124 @@
+"""RunConfig: every choice of one training run, validated when it is made.
+
+A profile (`smoke`, `demo`) is only a set of RunConfig values: nothing else branches on it.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from . import methods, models
+from .data import DATASETS
+
+PROTOCOLS = ("pretrained", "joint")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = "ega"
+    teacher: str = "ssl-fmnist"
+    student: str = "small-cnn"
+    dataset: str = "fashion-mnist"
+    protocol: str = "pretrained"  # teacher head: linear probe first (pretrained) or joint
+    epochs: int = 240
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    embed_dim: int = 256  # D, the node embedding size of both heads
+    gamma: float | None = None  # weight of CE; None: the method's default
+    alpha: float | None = None  # weight of KD; None: the method's default
+    beta: float | None = None  # weight of the method's term; None: the method's default
+    options: dict = field(default_factory=dict)  # the method's options, e.g. edge_weight
+    kd_temperature: float = 4.0
+    teacher_lr: float = 0.01  # the teacher head's SGD (joint) and linear probe (pretrained)
+    probe_epochs: int = 240  # epochs of the teacher head's linear probe (pretrained)
+    train_size: int | None = None  # labelled training images, class-balanced; None: all
+    test_size: int | None = None  # test images, class-balanced; None: all
+    padding: int = 4  # RandomCrop padding of both views
+    seed: int = 0
+    device: str = "auto"  # auto: CUDA when available, else CPU
+    runs_dir: str = "runs"
+    name: str | None = None  # run folder name; None: derived from the config
+
+    def __post_init__(self):
+        known = {
+            "method": methods.METHODS, "teacher": models.TEACHERS,
+            "student": models.STUDENTS, "dataset": DATASETS, "protocol": PROTOCOLS,
+        }  # fmt: skip
+        for key, names in known.items():
+            value = getattr(self, key)
+            if value not in names:
+                raise ValueError(
+                    f"unknown {key} {value!r}; known {key}s: {', '.join(names)}. Pick one of those."
+                )
+        if self.batch_size < 2:
+            raise ValueError(
+                f"batch_size must be at least 2, got {self.batch_size}: EGA's graph relates the "
+                "samples of a batch (and batch norm needs two). Use a larger batch."
+            )
+        for key in ("epochs", "embed_dim", "probe_epochs"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}.")
+        defaults = methods.get(self.method).options
+        unknown = set(self.options) - set(defaults)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(sorted(unknown))} for method {self.method!r}; "
+                f"its options are: {', '.join(defaults) or 'none'}."
+            )
+
+    @property
+    def weights(self) -> methods.Method:
+        """The method with this config's weights and options in place of the defaults."""
+        m = methods.get(self.method)
+        given = {k: getattr(self, k) for k in ("gamma", "alpha", "beta")}
+        return replace(
+            m, **{k: v for k, v in given.items() if v is not None},
+            options={**m.options, **self.options},
+        )  # fmt: skip
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def from_profile(cls, profile: str, **overrides) -> "RunConfig":
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}.")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**PROFILES[profile], **given})
+
+    @property
+    def run_name(self) -> str:
+        """Readable and unique: the main choices, then a hash of everything that shapes results."""
+        if self.name:
+            return self.name
+        shaping = {
+            k: v for k, v in self.to_dict().items() if k not in ("device", "runs_dir", "name")
+        }
+        digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
+        parts = (self.dataset, self.teacher, self.student, self.method, self.protocol)
+        return "_".join([*parts, f"e{self.epochs}", f"s{self.seed}", digest])
+
+
+PROFILES = {
+    # seconds: what CI and the notebook tests run
+    "smoke": dict(
+        epochs=1,
+        train_size=256,
+        test_size=256,
+        batch_size=32,
+        embed_dim=64,
+        probe_epochs=2,
+        device="cpu",
+    ),  # fmt: skip
+    # minutes on a 2-core CPU: the embedded default that `make demo` runs
+    "demo": dict(
+        epochs=6, train_size=4000, test_size=None, batch_size=64, embed_dim=128, probe_epochs=60
+    ),  # fmt: skip
+}

@@ -1,0 +1,66 @@
+"""Embedding graphs: nodes are a batch's embeddings, edges their Pearson correlations.
+
+For a batch of teacher embeddings X_t and student embeddings X_s (both B x D):
+
+    E_t  = pearson(X_t, X_t)   teacher graph, B x B, ones on the diagonal
+    E_s  = pearson(X_s, X_s)   student graph
+    N_st = pearson(X_t, X_s)   node matrix: rows teacher, columns student
+
+EGA aligns E_s with E_t (edges) and pushes N_st towards the identity (nodes).
+"""
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation between every row of `a` (Ba x D) and every row of `b` (Bb x D).
+
+    Each row is centred by its own mean over the D features, and the result is the cosine of
+    the centred rows. A constant row has no direction: its correlations are 0 (finite, not NaN),
+    because the row norm is clamped at `eps` before dividing.
+    """
+    b = a if b is None else b
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"pearson expects two 2-d tensors with the same number of features, got shapes "
+            f"{tuple(a.shape)} and {tuple(b.shape)}; project both to one embedding size first."
+        )
+    a = _centre_and_normalise(a, eps)
+    b = _centre_and_normalise(b, eps)
+    return a @ b.T
+
+
+def _centre_and_normalise(x: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x - x.mean(dim=1, keepdim=True)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+class Graphs(NamedTuple):
+    teacher: torch.Tensor  # E_t
+    student: torch.Tensor  # E_s
+    node: torch.Tensor  # N_st
+
+
+def embedding_graphs(xs: torch.Tensor, xt: torch.Tensor) -> Graphs:
+    """The three B x B matrices of EGA from student (xs) and teacher (xt) embeddings."""
+    return Graphs(teacher=pearson(xt), student=pearson(xs), node=pearson(xt, xs))
+
+
+class EmbeddingHead(nn.Module):
+    """Node embedding layer and classifier: feature f -> embedding x (linear, D-d) -> logits.
+
+    No activation and no normalisation between the two, as in the method; the classifier's
+    logits give the cross-entropy (and KD's soft targets).
+    """
+
+    def __init__(self, feature_dim: int, embed_dim: int, num_classes: int):
+        super().__init__()
+        self.embed = nn.Linear(feature_dim, embed_dim)
+        self.classifier = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.embed(features)
+        return x, self.classifier(x)

@@ -1,0 +1,366 @@
+"""Distillation losses as pure functions: student first, teacher second, a scalar out.
+
+Every function takes the student's tensors before the teacher's and returns a 0-d tensor. Shapes
+are checked up front so that a wrong call fails with one sentence rather than deep inside torch.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .graph import embedding_graphs
+
+
+def _check_pair(name: str, s: torch.Tensor, t: torch.Tensor, min_batch: int = 1) -> None:
+    if s.dim() != 2 or t.dim() != 2:
+        raise ValueError(
+            f"{name} expects 2-d (batch, features) tensors, got shapes {tuple(s.shape)} and "
+            f"{tuple(t.shape)}; flatten or pool the features first."
+        )
+    if s.shape[0] != t.shape[0]:
+        raise ValueError(
+            f"{name} needs as many student rows as teacher rows, got {s.shape[0]} and "
+            f"{t.shape[0]}; pass the two views of the same batch."
+        )
+    if s.shape[0] < min_batch:
+        raise ValueError(
+            f"{name} needs a batch of at least {min_batch} samples, got {s.shape[0]}; "
+            f"use batch_size >= {min_batch} (a graph relates the samples of a batch)."
+        )
+
+
+def _check_same_shape(name: str, s: torch.Tensor, t: torch.Tensor) -> None:
+    if s.shape != t.shape:
+        raise ValueError(
+            f"{name} needs student and teacher embeddings of the same shape, got "
+            f"{tuple(s.shape)} and {tuple(t.shape)}; project both to one embedding size."
+        )
+
+
+def ega_terms(xs: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_node, L_edge): ||N_st - I||_F and ||E_t - E_s||_F, Frobenius norms, not squared."""
+    _check_pair("ega", xs, xt, min_batch=2)
+    _check_same_shape("ega", xs, xt)
+    graphs = embedding_graphs(xs, xt)
+    identity = torch.eye(xs.shape[0], dtype=graphs.node.dtype, device=graphs.node.device)
+    node = torch.linalg.matrix_norm(graphs.node - identity)
+    edge = torch.linalg.matrix_norm(graphs.teacher - graphs.student)
+    return node, edge
+
+
+def ega(
+    fs: torch.Tensor, ft: torch.Tensor, node_weight: float = 0.8, edge_weight: float = 0.24
+) -> torch.Tensor:
+    """Embedding Graph Alignment: node_weight * L_node + edge_weight * L_edge.
+
+    `fs`, `ft` are the student's and teacher's node embeddings (B x D, same D). The defaults are
+    the authors' code; the paper's L_node + lambda * L_edge has lambda = 0.24 / 0.8 = 0.3.
+    """
+    node, edge = ega_terms(fs, ft)
+    return node_weight * node + edge_weight * edge
+
+
+def kd(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0) -> torch.Tensor:
+    """Hinton's KD: T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch."""
+    _check_pair("kd", logits_s, logits_t)
+    _check_same_shape("kd", logits_s, logits_t)
+    log_p_s = F.log_softmax(logits_s / T, dim=1)
+    log_p_t = F.log_softmax(logits_t / T, dim=1)
+    return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * T * T
+
+
+# --- Baselines ------------------------------------------------------------------------------------
+
+
+def _check_rows(name: str, what: str, x: torch.Tensor, batch: int, dims: int) -> None:
+    if x.dim() != dims or x.shape[0] != batch:
+        raise ValueError(
+            f"{name} expects {what} as a {dims}-d tensor with one row per sample ({batch} rows), "
+            f"got shape {tuple(x.shape)}; pass the {what} of the same batch."
+        )
+
+
+def _check_logits(name: str, logits_s: torch.Tensor, logits_t: torch.Tensor, batch: int) -> None:
+    _check_rows(name, "logits_s", logits_s, batch, dims=2)
+    _check_rows(name, "logits_t", logits_t, batch, dims=2)
+    if logits_s.shape != logits_t.shape:
+        raise ValueError(
+            f"{name} needs student and teacher logits over the same classes, got shapes "
+            f"{tuple(logits_s.shape)} and {tuple(logits_t.shape)}; give both classifiers one "
+            f"output per class."
+        )
+
+
+def _safe_divide(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x / scale, the scale floored at the dtype's smallest normal number: 0 / 0 gives 0."""
+    return x / scale.clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine of every row of `a` with every row of `b`; a zero row has cosine 0 with all."""
+    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+
+
+def _differences(x: torch.Tensor) -> torch.Tensor:
+    """(B, B, D) tensor whose entry [i, j] is x_j - x_i."""
+    return x.unsqueeze(0) - x.unsqueeze(1)
+
+
+def _distances(x: torch.Tensor) -> torch.Tensor:
+    """B x B Euclidean distances ||x_i - x_j||; where a distance is 0 its gradient is 0, not NaN."""
+    return torch.linalg.vector_norm(_differences(x), dim=-1)
+
+
+def fitnet(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    """FitNets' hint loss: mean over all B x D entries of (fs - ft)^2."""
+    _check_pair("fitnet", fs, ft)
+    _check_same_shape("fitnet", fs, ft)
+    return F.mse_loss(fs, ft)
+
+
+def _cosine_probabilities(x: torch.Tensor) -> torch.Tensor:
+    """PKT's row probabilities: P_ij = k_ij / sum_m k_im, k_ij = (cos(x_i, x_j) + 1) / 2."""
+    k = (_cosines(x, x) + 1) / 2
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def pkt(fs: torch.Tensor, ft: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Probabilistic Knowledge Transfer (Passalis & Tefas, ECCV 2018).
+
+    With P^s and P^t the B x B matrices of `_cosine_probabilities`,
+    loss = mean over all i, j of P^t_ij * log((P^t_ij + eps) / (P^s_ij + eps)); 0 when fs == ft.
+    The two embeddings may have different widths.
+    """
+    _check_pair("pkt", fs, ft, min_batch=2)
+    p_s, p_t = _cosine_probabilities(fs), _cosine_probabilities(ft)
+    return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
+
+
+def _mean_scaled_distances(x: torch.Tensor) -> torch.Tensor:
+    """Distances divided by the mean of the positive ones (all 0 if every sample is the same)."""
+    d = _distances(x)
+    return _safe_divide(d, d.sum() / (d > 0).sum().clamp_min(1))
+
+
+def _angle_cosines(x: torch.Tensor) -> torch.Tensor:
+    """(B, B, B) tensor: entry [i, j, k] is e_ij . e_ik, e_ij the unit vector from x_i to x_j (0 if
+    x_j = x_i), i.e. the cosine of the angle at vertex i of the triangle (x_i, x_j, x_k)."""
+    e = F.normalize(_differences(x), dim=-1)
+    return e @ e.transpose(1, 2)
+
+
+def rkd(
+    fs: torch.Tensor, ft: torch.Tensor, distance_weight: float = 25.0, angle_weight: float = 50.0
+) -> torch.Tensor:
+    """Relational Knowledge Distillation (Park et al., CVPR 2019).
+
+    distance = smoothL1(d^s / mu^s, d^t / mu^t) over the B x B distance matrices d, mu the mean
+    of the positive (off-diagonal, distinct-sample) distances; angle = smoothL1 over all B^3
+    angle cosines e_ij . e_ik (see `_angle_cosines`); smoothL1 has beta 1 and averages entries.
+    loss = distance_weight * distance + angle_weight * angle. Unchanged when both embeddings are
+    scaled; widths may differ. Gradients reach the teacher too unless the caller detaches it.
+    """
+    _check_pair("rkd", fs, ft, min_batch=2)
+    distance = F.smooth_l1_loss(_mean_scaled_distances(fs), _mean_scaled_distances(ft))
+    angle = F.smooth_l1_loss(_angle_cosines(fs), _angle_cosines(ft))
+    return distance_weight * distance + angle_weight * angle
+
+
+def nce(fs: torch.Tensor, ft: torch.Tensor, target: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+    """CCL's class-aware contrastive term (Chen et al., CVPR 2021).
+
+    p_ij = softmax over j of cos(s_i, t_j) / tau. Row i costs the mean of -log p_ij over the j
+    with target_j == target_i (i included) plus the mean of -log(1 - p_ij) over the other j (0 if
+    there is none); the loss is the mean over rows. 1 - p is floored at the dtype's smallest
+    normal number, so the loss stays finite even where p rounds to 1.
+    """
+    _check_pair("nce", fs, ft, min_batch=2)
+    _check_same_shape("nce", fs, ft)
+    _check_rows("nce", "target", target, fs.shape[0], dims=1)
+    logits = _cosines(fs, ft) / tau
+    same = (target[:, None] == target[None, :]).to(logits.dtype)
+    other = 1 - same
+    log_p = logits.log_softmax(dim=1)
+    log_not_p = torch.log((1 - log_p.exp()).clamp_min(torch.finfo(log_p.dtype).tiny))
+    pull = -(same * log_p).sum(dim=1) / same.sum(dim=1)
+    push = -(other * log_not_p).sum(dim=1) / other.sum(dim=1).clamp_min(1)
+    return (pull + push).mean()
+
+
+def ccl(
+    fs: torch.Tensor,
+    ft: torch.Tensor,
+    target: torch.Tensor,
+    logits_s: torch.Tensor,
+    logits_t: torch.Tensor,
+    tau: float = 0.1,
+    T: float = 1.0,
+) -> torch.Tensor:
+    """CCL: nce(fs, ft, target, tau) + 0.5 * (KL(p_t || p_s) + KL(p_s || p_t)).
+
+    p = softmax(logits / T), each KL averaged over the batch (`kd` divided by T^2).
+    """
+    contrast = nce(fs, ft, target, tau)
+    _check_logits("ccl", logits_s, logits_t, fs.shape[0])
+    return contrast + (kd(logits_s, logits_t, T) + kd(logits_t, logits_s, T)) / (2 * T * T)
+
+
+def _max_scaled_distances(x: torch.Tensor) -> torch.Tensor:
+    """Distances divided by their maximum (all 0 if every sample is the same)."""
+    d = _distances(x)
+    return _safe_divide(d, d.amax())
+
+
+def irg(
+    fs: torch.Tensor,
+    ft: torch.Tensor,
+    logits_s: torch.Tensor,
+    logits_t: torch.Tensor,
+    vertex_weight: float = 1.0,
+    edge_weight: float = 1.0,
+) -> torch.Tensor:
+    """Instance Relation Graph (Liu et al., CVPR 2019), egalib's variant (EGA's code has no IRG).
+
+        loss = vertex_weight * mean_{i,c} (z^s_ic - z^t_ic)^2
+             + edge_weight   * mean_{i,j} (d^s_ij / max(d^s) - d^t_ij / max(d^t))^2
+
+    z the logits (B x C), d^s_ij = ||fs_i - fs_j||_2 and d^t_ij = ||ft_i - ft_j||_2 (B x B,
+    Euclidean, not squared); a batch of identical samples has d / max(d) = 0. The paper's
+    transformation term and its multi-layer graphs are left out; embedding widths may differ.
+    """
+    _check_pair("irg", fs, ft, min_batch=2)
+    _check_logits("irg", logits_s, logits_t, fs.shape[0])
+    vertex = F.mse_loss(logits_s, logits_t)
+    edge = F.mse_loss(_max_scaled_distances(fs), _max_scaled_distances(ft))
+    return vertex_weight * vertex + edge_weight * edge
+
+
+class CRD(nn.Module):
+    """Contrastive Representation Distillation (Tian et al., ICLR 2020) with its memory bank.
+
+    Each side is embedded by a linear layer to `embed_dim` and L2-normalised: s_i, t_i. Two
+    memory banks hold one embedding per training sample (N = len(labels)): `memory_s`
+    (student's) and `memory_t` (teacher's). For anchor i, slot 0 is i itself and slots 1..K are
+    negatives drawn uniformly, with replacement, among the training samples of other classes.
+    With P_ik = exp(anchor . memory_k / tau) / Z (Z = N * mean of the first batch's exp terms,
+    one per anchor side, stored in the buffer `z`), noise c = K / N and eps = 1e-7, one side's
+    loss is
+
+        -(1 / B) * sum_i [ log(P_i0 / (P_i0 + c + eps)) + sum_{k>=1} log(c / (P_ik + c + eps)) ]
+
+    The student anchor s_i is scored against `memory_t`, the teacher anchor t_i against
+    `memory_s`; the forward returns the sum of both sides. Afterwards, without gradient, only the
+    slots at `index` move: m <- normalise(momentum * m + (1 - momentum) * new embedding).
+
+    K = min(num_negatives, N - size of the largest class). The banks start uniform in
+    (-stdv, stdv), stdv = 1 / sqrt(embed_dim / 3), so that each row's expected squared norm is 1.
+    Banks and `z` are buffers, saved in the state_dict; the label bookkeeping is rebuilt from
+    `labels`. Memory per training sample: 2 banks x embed_dim floats x 4 bytes = 1024 B at
+    embed_dim 128 (float32), plus 16 B of int64 bookkeeping (the sample's class and its
+    position in class order); CIFAR-100's 50,000 images take about 52 MB.
+    """
+
+    def __init__(
+        self,
+        student_dim: int,
+        teacher_dim: int,
+        labels: torch.Tensor,
+        embed_dim: int = 128,
+        num_negatives: int = 16384,
+        tau: float = 0.07,
+        momentum: float = 0.5,
+    ):
+        super().__init__()
+        if labels.dim() != 1 or labels.is_floating_point():
+            raise ValueError(
+                f"CRD expects labels as a 1-d integer tensor with one class per training sample, "
+                f"got dtype {labels.dtype} and shape {tuple(labels.shape)}; pass the training "
+                f"set's targets, e.g. torch.as_tensor(dataset.targets)."
+            )
+        _, sample_class, class_count = torch.unique(labels, return_inverse=True, return_counts=True)
+        if len(class_count) < 2:
+            raise ValueError(
+                f"CRD draws its negatives from other classes, but the {len(labels)} labels hold "
+                f"{len(class_count)} class; pass the labels of a training set with two or more."
+            )
+        self.embed_s = nn.Linear(student_dim, embed_dim)
+        self.embed_t = nn.Linear(teacher_dim, embed_dim)
+        self.tau = tau
+        self.momentum = momentum
+        self.num_negatives = min(num_negatives, len(labels) - int(class_count.max()))
+        stdv = 1.0 / math.sqrt(embed_dim / 3)
+        self.register_buffer("memory_s", torch.empty(len(labels), embed_dim).uniform_(-stdv, stdv))
+        self.register_buffer("memory_t", torch.empty(len(labels), embed_dim).uniform_(-stdv, stdv))
+        self.register_buffer("z", torch.full((2,), -1.0))  # -1: not estimated yet
+        self.register_buffer("sample_class", sample_class, persistent=False)
+        self.register_buffer("class_count", class_count, persistent=False)
+        self.register_buffer("class_start", class_count.cumsum(0) - class_count, persistent=False)
+        self.register_buffer("by_class", torch.argsort(sample_class, stable=True), persistent=False)
+
+    def embed(self, fs: torch.Tensor, ft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The L2-normalised embeddings (s, t) of student and teacher features."""
+        return F.normalize(self.embed_s(fs), dim=1), F.normalize(self.embed_t(ft), dim=1)
+
+    def sample_negatives(
+        self, index: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B, K) training-sample positions, each row drawn uniformly with replacement among the
+        samples whose class differs from that of the sample at `index`."""
+        count = self.class_count[self.sample_class[index]].unsqueeze(1)
+        start = self.class_start[self.sample_class[index]].unsqueeze(1)
+        # Position u among the N - count samples of other classes, in class order: skip the block
+        # [start, start + count) of the anchor's own class.
+        size = (len(index), self.num_negatives)
+        u = torch.randint(2**62, size, generator=generator, device=index.device)
+        u = u % (len(self.sample_class) - count)
+        return self.by_class[u + count * (u >= start)]
+
+    def forward(
+        self,
+        fs: torch.Tensor,
+        ft: torch.Tensor,
+        index: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """CRD loss for features fs (B x student_dim) and ft (B x teacher_dim) of the training
+        samples at positions `index` (B,); then updates those samples' memory slots."""
+        self._check_inputs(fs, ft, index)
+        s, t = self.embed(fs, ft)
+        slots = torch.cat([index.unsqueeze(1), self.sample_negatives(index, generator)], dim=1)
+        student_anchor = torch.einsum("bkd,bd->bk", self.memory_t[slots], s)
+        teacher_anchor = torch.einsum("bkd,bd->bk", self.memory_s[slots], t)
+        dots = torch.stack([student_anchor, teacher_anchor]) / self.tau  # (2, B, K + 1)
+        estimate = dots.detach().exp().mean(dim=(1, 2)) * len(self.sample_class)
+        self.z.copy_(torch.where(self.z > 0, self.z, estimate.to(self.z.dtype)))
+        log_p = dots - self.z.log().view(2, 1, 1)
+        noise = self.num_negatives / len(self.sample_class)
+        log_positive = log_p[..., 0] - torch.log(log_p[..., 0].exp() + noise + 1e-7)
+        log_negative = math.log(noise) - torch.log(log_p[..., 1:].exp() + noise + 1e-7)
+        loss = -(log_positive.sum() + log_negative.sum()) / len(index)
+        self._update(self.memory_s, index, s)
+        self._update(self.memory_t, index, t)
+        return loss
+
+    @torch.no_grad()
+    def _update(self, bank: torch.Tensor, index: torch.Tensor, new: torch.Tensor) -> None:
+        mixed = self.momentum * bank[index] + (1 - self.momentum) * new.to(bank.dtype)
+        bank.index_copy_(0, index, F.normalize(mixed, dim=1))
+
+    def _check_inputs(self, fs: torch.Tensor, ft: torch.Tensor, index: torch.Tensor) -> None:
+        _check_pair("CRD", fs, ft, min_batch=2)
+        sizes = (self.embed_s.in_features, self.embed_t.in_features)
+        if (fs.shape[1], ft.shape[1]) != sizes:
+            raise ValueError(
+                f"CRD was built for student and teacher features of sizes {sizes}, got "
+                f"{(fs.shape[1], ft.shape[1])}; build CRD with the feature sizes of your models."
+            )
+        _check_rows("CRD", "index", index, fs.shape[0], dims=1)
+        n = len(self.sample_class)
+        if index.dtype != torch.long or bool(((index < 0) | (index >= n)).any()):
+            raise ValueError(
+                f"CRD expects index as int64 positions in the training set, in [0, {n}), got "
+                f"dtype {index.dtype} with values {index.min().item()} to {index.max().item()}; "
+                f"have the dataset return each sample's position and pass it unchanged."
+            )

@@ -1,0 +1,139 @@
+"""Run folders: config.json, history.csv, metrics.json, checkpoint.pt, embeddings.pt.
+
+Every file is written to a temporary name in the same folder and renamed into place, so a run
+killed at any moment leaves either the old file or the new one, never half of one.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not belong to this run."""
+
+
+class Run:
+    """One run folder under `runs_dir`, named by the config."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, config) -> "Run":
+        """The folder of `config`; created with its config.json, or checked against it."""
+        run = cls(Path(config.runs_dir) / config.run_name)
+        wanted = _comparable(config.to_dict())
+        if run.config_path.is_file():
+            stored = _comparable(json.loads(run.config_path.read_text()))
+            if stored != wanted:
+                changed = sorted(k for k in wanted.keys() | stored.keys()
+                                 if wanted.get(k) != stored.get(k))  # fmt: skip
+                raise ValueError(
+                    f"run folder {run.path} holds a run with a different config (differs in: "
+                    f"{', '.join(changed)}); choose another --name or remove that folder."
+                )
+        else:
+            atomic_write_text(run.config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+        return run
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self.config_path.read_text())
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / "metrics.json").is_file()
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads((self.path / "metrics.json").read_text())
+
+    @property
+    def history(self):
+        import pandas as pd
+
+        return pd.read_csv(self.path / "history.csv")
+
+    def write_history(self, history: list[dict]) -> None:
+        import pandas as pd
+
+        atomic_write_text(self.path / "history.csv", pd.DataFrame(history).to_csv(index=False))
+
+    def save_checkpoint(self, state: dict) -> None:
+        atomic_torch_save(state, self.path / "checkpoint.pt")
+
+    def load_checkpoint(self) -> dict | None:
+        path = self.path / "checkpoint.pt"
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read ({error.__class__.__name__}: "
+                f"{str(error).splitlines()[0][:120]}); delete it to start this run afresh."
+            ) from None
+
+    def save_embeddings(self, embeddings: dict) -> None:
+        atomic_torch_save(embeddings, self.path / "embeddings.pt")
+
+    def load_embeddings(self) -> dict:
+        return torch.load(self.path / "embeddings.pt", map_location="cpu", weights_only=True)
+
+    def finish(self, history: list[dict], wall_time_s: float) -> None:
+        best = max(history, key=lambda row: row["test_acc"])
+        last = history[-1]
+        metrics = {
+            "top1": round(100 * last["test_acc"], 2),  # the last epoch: the reported number
+            "best_top1": round(100 * best["test_acc"], 2),
+            "best_epoch": best["epoch"],
+            "teacher_top1": round(100 * last["teacher_test_acc"], 2),
+            "epochs": last["epoch"],
+            "wall_time_s": round(wall_time_s, 1),
+            "images_per_s": round(sum(r["images_per_s"] for r in history) / len(history), 1),
+        }
+        atomic_write_text(self.path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
+def _comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in ("device", "runs_dir")}
+
+
+def load_runs(runs_dir: str | Path = "runs"):
+    """Every finished run under `runs_dir`: one row each, its config and its final metrics."""
+    import pandas as pd
+
+    rows = []
+    for metrics_path in sorted(Path(runs_dir).glob("*/metrics.json")):
+        run = Run(metrics_path.parent)
+        rows.append({"run": run.path.name, "path": str(run.path), **run.config, **run.metrics})
+    return pd.DataFrame(rows)

@@ -1,0 +1,279 @@
+"""One training loop: `fit(config) -> Run`.
+
+Loss per step:  gamma * CE(student) + alpha * KD + beta * method term  (see `methods`).
+The teacher's encoder is frozen. Its head (projection + classifier) is either trained first as a
+linear probe and frozen (`pretrained` protocol) or trained alongside the student by CE on its own
+logits with its own SGD (`joint`); distillation gradients never reach it.
+
+Speed: the dataset sits on the device as uint8 and both views are made there; on CUDA the student
+runs under bf16 autocast in channels_last; loss terms are summed on the device and read once per
+epoch, so a step never waits for the host.
+"""
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import losses, models
+from .config import RunConfig
+from .data import Dataset, ViewSpec, eval_view, load_dataset, train_view
+from .graph import EmbeddingHead
+from .methods import DistillInputs
+from .probe import MILESTONES, encode_all, train_head
+from .runs import Run
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def student_view_spec(data: Dataset, teacher: models.Teacher) -> ViewSpec:
+    """The student sees the dataset's native size and channels, normalised like the teacher."""
+    same = len(teacher.mean) == data.channels
+    mean = teacher.mean if same else (sum(teacher.mean) / len(teacher.mean),) * data.channels
+    std = teacher.std if same else (sum(teacher.std) / len(teacher.std),) * data.channels
+    return ViewSpec(data.image_size, data.channels, mean, std)
+
+
+class Distillation(nn.Module):
+    """Student, heads and frozen teacher of one run, with the step that trains them."""
+
+    def __init__(self, config: RunConfig, data: Dataset):
+        super().__init__()
+        self.config, self.method = config, config.weights
+        self.teacher = models.teacher(config.teacher)
+        if data.channels > self.teacher.in_channels:
+            raise ValueError(
+                f"teacher {config.teacher!r} takes {self.teacher.in_channels}-channel images but "
+                f"dataset {config.dataset!r} has {data.channels}; pick a matching teacher."
+            )
+        self.student = models.student(config.student, in_channels=data.channels)
+        d, c = config.embed_dim, data.num_classes
+        self.student_head = EmbeddingHead(self.student.feature_dim, d, c)
+        self.teacher_head = EmbeddingHead(self.teacher.feature_dim, d, c)
+        self.student_view = student_view_spec(data, self.teacher)
+        m = self.method
+        self.method_module = m.module(d, data.train_labels, **m.options) if m.module else None
+
+    def trainable_state(self) -> dict:
+        """Everything a checkpoint needs (the frozen teacher encoder is rebuilt, not saved)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+    def forward_student(self, images: torch.Tensor):
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=images.is_cuda):
+            features = self.student(images)
+        return self.student_head(features.float())
+
+    def forward_teacher(self, images: torch.Tensor):
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=images.is_cuda):
+            features = self.teacher.encode(images)
+        return self.teacher_head(features.float())
+
+    def views(self, images: torch.Tensor, generator: torch.Generator):
+        pad = self.config.padding
+        return (
+            train_view(images, self.student_view, generator, pad),
+            train_view(images, self.teacher.view, generator, pad),
+        )
+
+    def loss_terms(self, student_in, teacher_in, labels, index, generator=None):
+        """All loss terms of one batch (a dict of tensors); 'loss' is the student's weighted sum."""
+        m = self.method
+        xs, logits_s = self.forward_student(student_in)
+        xt, logits_t = self.forward_teacher(teacher_in)
+        terms = {"ce": F.cross_entropy(logits_s, labels)}
+        loss = m.gamma * terms["ce"]
+        if m.alpha:
+            terms["kd"] = losses.kd(logits_s, logits_t.detach(), self.config.kd_temperature)
+            loss = loss + m.alpha * terms["kd"]
+        if m.distill is not None:
+            inputs = DistillInputs(xs, xt.detach(), logits_s, logits_t.detach(), labels, index,
+                                   self.method_module, generator)  # fmt: skip
+            options = {} if m.module else m.options  # a module took its options when built
+            terms["distill"], logged = m.distill(inputs, **options)
+            terms.update(logged)
+            loss = loss + m.beta * terms["distill"]
+        terms["loss"] = loss
+        terms["teacher_ce"] = F.cross_entropy(logits_t, labels)
+        terms["correct"] = (logits_s.argmax(1) == labels).sum()
+        return terms
+
+
+class Trainer:
+    """Owns the optimisers and schedules around a Distillation, and steps it."""
+
+    def __init__(self, config: RunConfig, data: Dataset, device: torch.device):
+        torch.manual_seed(config.seed)
+        self.config, self.data, self.device = config, data, device
+        self.model = Distillation(config, data).to(device)
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        trained = [self.model.student, self.model.student_head, self.model.method_module]
+        student_params = [p for part in trained if part is not None for p in part.parameters()]
+        self.optimizer = torch.optim.SGD(
+            student_params, lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay, foreach=True,
+        )  # fmt: skip
+        milestones = [round(f * config.epochs) for f in MILESTONES]
+        self.schedule = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, 0.1)
+        self.teacher_optimizer = torch.optim.SGD(
+            self.model.teacher_head.parameters(), lr=config.teacher_lr, momentum=0.9,
+            weight_decay=5e-4,
+        )  # fmt: skip
+        self.joint = config.protocol == "joint"
+        self.model.teacher_head.requires_grad_(self.joint)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    def fit_teacher_head(self) -> None:
+        """The `pretrained` protocol: a linear probe on frozen teacher features, then frozen."""
+        model = self.model
+        features = encode_all(model.teacher, self.data.train_images)
+        head = model.teacher_head.requires_grad_(True)
+        train_head(head, features, self.data.train_labels, self.config.probe_epochs,
+                   seed=self.config.seed, lr=self.config.teacher_lr)  # fmt: skip
+        head.requires_grad_(False)
+
+    def step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        images, labels = self.data.train_images[index], self.data.train_labels[index]
+        self.model.train()
+        student_in, teacher_in = self.model.views(images, self.generator)
+        terms = self.model.loss_terms(student_in, teacher_in, labels, index, self.generator)
+        backward = terms["loss"] + (terms["teacher_ce"] if self.joint else 0)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.teacher_optimizer.zero_grad(set_to_none=True)
+        backward.backward()
+        self.optimizer.step()
+        if self.joint:
+            self.teacher_optimizer.step()
+        return {k: v.detach() for k, v in terms.items()}
+
+    def train_epoch(self, progress: bool = False, desc: str = "") -> dict[str, float]:
+        """One pass over the training set in random batches (last partial batch dropped)."""
+        n, b = len(self.data.train_labels), self.config.batch_size
+        order = torch.randperm(n, device=self.device, generator=self.generator)
+        batches = order[: n - n % b].view(-1, b) if n >= b else order[None]
+        sums: dict[str, torch.Tensor] = {}
+        for index in tqdm(batches, desc=desc, disable=not progress, leave=False):
+            for k, v in self.step(index).items():
+                sums[k] = sums.get(k, 0) + v.float()
+        self.schedule.step()
+        seen = batches.numel()
+        row = {f"train_{k}": (v / len(batches)).item() for k, v in sums.items() if k != "correct"}
+        row["train_acc"] = sums["correct"].item() / seen
+        return row
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 500):
+        """Test-view embeddings and logits of the student and the teacher, for all images."""
+        self.model.eval()
+        out = {"xs": [], "logits_s": [], "xt": [], "logits_t": []}
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            xs, ls = self.model.forward_student(eval_view(chunk, self.model.student_view))
+            xt, lt = self.model.forward_teacher(eval_view(chunk, self.model.teacher.view))
+            for key, value in zip(out, (xs, ls, xt, lt)):
+                out[key].append(value.float())
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Test loss and top-1 of student and teacher head, and EGA's terms on test batches."""
+        out = self.embed(self.data.test_images)
+        labels = self.data.test_labels
+        row = {
+            "test_ce": F.cross_entropy(out["logits_s"], labels).item(),
+            "test_acc": (out["logits_s"].argmax(1) == labels).float().mean().item(),
+            "teacher_test_acc": (out["logits_t"].argmax(1) == labels).float().mean().item(),
+        }
+        row.update(graph_terms_by_batch(out["xs"], out["xt"], self.config.batch_size))
+        return row, {**out, "labels": labels}
+
+    def state(self, epoch: int, history: list[dict]) -> dict:
+        return {
+            "epoch": epoch,
+            "history": history,
+            "model": self.model.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "teacher_optimizer": self.teacher_optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state(self, state: dict) -> tuple[int, list[dict]]:
+        self.model.load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.teacher_optimizer.load_state_dict(state["teacher_optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        return state["epoch"], state["history"]
+
+
+def graph_terms_by_batch(xs: torch.Tensor, xt: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """Mean L_node and L_edge over consecutive test batches of the training batch size."""
+    groups = len(xs) // batch_size
+    if groups == 0:
+        return {}
+    terms = [losses.ega_terms(s, t) for s, t in zip(xs.split(batch_size)[:groups],
+                                                     xt.split(batch_size)[:groups])]  # fmt: skip
+    return {
+        "test_node": sum(float(n) for n, _ in terms) / groups,
+        "test_edge": sum(float(e) for _, e in terms) / groups,
+    }
+
+
+def prepare_data(config: RunConfig, device: torch.device) -> Dataset:
+    data = load_dataset(config.dataset)
+    return data.subset(config.train_size, config.test_size, config.seed).to(device)
+
+
+def fit(
+    config: RunConfig,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> Run:
+    """Train (or resume, or just return) the run that `config` names."""
+    run = Run.open(config)
+    if run.finished:
+        return run
+    device = resolve_device(config.device)
+    trainer = Trainer(config, prepare_data(config, device), device)
+    checkpoint = run.load_checkpoint()
+    if checkpoint is None:
+        start, history = 0, []
+        if config.protocol == "pretrained":
+            trainer.fit_teacher_head()
+    else:
+        start, history = trainer.load_state(checkpoint)
+    wall, embeddings = sum(row["wall_s"] for row in history), None
+    for epoch in range(start, config.epochs):
+        began = time.time()
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        row = {"epoch": epoch + 1, "lr": lr}
+        row.update(trainer.train_epoch(progress, f"{config.method} epoch {epoch + 1}"))
+        seconds = time.time() - began
+        test_row, embeddings = trainer.evaluate()
+        row.update(test_row)
+        row["seconds"] = seconds
+        row["images_per_s"] = len(trainer.data.train_labels) / seconds
+        row["wall_s"] = time.time() - began
+        history.append(row)
+        wall += row["wall_s"]
+        run.save_checkpoint(trainer.state(epoch + 1, history))
+        run.write_history(history)
+        if progress:
+            top1 = 100 * row["test_acc"]
+            print(f"[{config.method}] epoch {epoch + 1}/{config.epochs}: test top-1 "
+                  f"{top1:.2f} %, {seconds:.1f} s", flush=True)  # fmt: skip
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+    if embeddings is None:  # resumed after the last epoch's checkpoint
+        embeddings = trainer.evaluate()[1]
+    run.save_embeddings({k: v.cpu() for k, v in embeddings.items()})
+    run.finish(history, wall)
+    return run

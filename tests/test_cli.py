@@ -1,0 +1,35 @@
+import json
+import subprocess
+import sys
+
+
+def egalib(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "egalib", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)  # fmt: skip
+
+
+def test_list_prints_one_line_per_kind():
+    out = egalib("list")
+    assert out.returncode == 0
+    lines = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
+    assert {"methods", "teachers", "students", "datasets"} <= set(lines)
+    assert {"vanilla", "ega", "ega-node", "ega-edge", "kd", "ega+kd"} <= set(
+        lines["methods"].split()
+    )
+    assert "resnet8x4" in lines["students"].split()
+    assert "fashion-mnist" in lines["datasets"].split()
+
+
+def test_train_prints_the_final_metrics(tmp_path):
+    out = egalib("train", "--profile", "smoke", "--method", "ega", "--train-size", "64",
+                 "--test-size", "64", "--runs-dir", str(tmp_path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout[out.stdout.index("{") :])
+    assert set(metrics) >= {"top1", "best_top1", "teacher_top1", "wall_time_s"}
+
+
+def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
+    out = egalib("train", "--profile", "smoke", "--method", "nope", "--runs-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: unknown method 'nope'; known methods:")
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -1,0 +1,62 @@
+import pytest
+import torch
+from torch import nn
+
+from egalib import models
+from egalib.models import teachers
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_resnet8x4_matches_the_crd_parameter_count():
+    backbone = models.student("resnet8x4", in_channels=3)
+    assert backbone.feature_dim == 256
+    assert _params(backbone) + _params(nn.Linear(256, 100)) == 1_233_540
+
+
+@pytest.mark.parametrize("name", sorted(models.STUDENTS))
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32), (3, 40), (1, 64)])
+def test_students_take_any_size_and_channels(name, channels, size):
+    backbone = models.student(name, in_channels=channels)
+    out = backbone(torch.randn(2, channels, size, size))
+    assert out.shape == (2, backbone.feature_dim)
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(ValueError, match="unknown student 'resnet9'.*resnet8x4"):
+        models.student("resnet9")
+    with pytest.raises(ValueError, match="unknown teacher 'clip'.*ssl-fmnist"):
+        models.teacher("clip")
+
+
+def test_teacher_interface_is_frozen_and_stays_in_eval():
+    t = models.teacher("ssl-fmnist", pretrained=False)
+    assert not any(p.requires_grad for p in t.parameters())
+    t.train()
+    assert not t.training and not t.encoder.training
+    x = torch.randn(3, t.in_channels, t.input_size, t.input_size, requires_grad=True)
+    f = t.encode(x)
+    assert f.shape == (3, t.feature_dim) and f.dtype == torch.float32 and not f.requires_grad
+    assert len(t.mean) == len(t.std) == t.in_channels
+    assert t.view.size == t.input_size
+
+
+def test_shipped_teacher_loads_with_its_card():
+    t = models.teacher("ssl-fmnist", pretrained=True)
+    shipped = teachers.load_teacher_weights("ssl-fmnist")
+    assert all(torch.equal(v, shipped[k]) for k, v in t.encoder.state_dict().items())
+    card = teachers.teacher_card("ssl-fmnist")
+    for key in ("command", "config", "wall_time_s", "device", "linear_probe_top1"):
+        assert key in card
+    assert card["command"].startswith("python -m egalib pretrain-teacher")
+    assert card["config"]["seed"] == 0 and card["config"]["epochs"] >= 1
+
+
+def test_missing_or_corrupt_teacher_weights_say_how_to_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pretrain-teacher"):
+        teachers.load_teacher_weights("ssl-fmnist", folder=tmp_path)
+    (tmp_path / "ssl-fmnist.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="could not be read"):
+        teachers.load_teacher_weights("ssl-fmnist", folder=tmp_path)

@@ -1,0 +1,59 @@
+"""Notebooks in git are stripped and parametrised; papermill runs each at the smoke size."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from egalib.demo import NOTEBOOK_DIR, execute_notebook
+
+NOTEBOOKS = sorted(p.name for p in Path(NOTEBOOK_DIR).glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert "01_graph_building.ipynb" in NOTEBOOKS
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_stripped_and_has_parameters(name):
+    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+
+
+def _images(nb) -> int:
+    return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_notebook_01_runs_at_smoke_size(tmp_path):
+    out = execute_notebook("01_graph_building.ipynb",
+                           {"profile": "smoke", "epochs": 1, "runs_dir": str(tmp_path)},
+                           tmp_path / "notebooks")  # fmt: skip
+    nb = nbformat.read(out, as_version=4)
+    assert _images(nb) == 2  # the graphs before and after training
+    tables = [o for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
+    assert any("L_node" in t["data"]["text/html"] and "after" in t["data"]["text/html"]
+               for t in tables)  # fmt: skip
+    for name in ("01_graphs_before.png", "01_graphs_after.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 10_000
+
+
+def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path):
+    from egalib.methods import METHODS
+    from egalib.runs import load_runs
+
+    parameters = {"profile": "smoke", "runs_dir": str(tmp_path)}
+    out = execute_notebook("02_distillation.ipynb", parameters, tmp_path / "notebooks")
+    nb = nbformat.read(out, as_version=4)
+    assert _images(nb) == 1
+    html = "".join(o["data"].get("text/html", "") for c in nb.cells for o in c.get("outputs", [])
+                   if "data" in o)  # fmt: skip
+    for method in METHODS:
+        assert f"<th>{method}</th>" in html
+    assert "paper top-1" in html
+    runs = load_runs(tmp_path)
+    assert sorted(runs["method"]) == sorted(METHODS)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}
+    execute_notebook("02_distillation.ipynb", parameters, tmp_path / "again")
+    assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}

@@ -1,0 +1,159 @@
+import json
+
+import pytest
+import torch
+
+from egalib import train
+from egalib.config import RunConfig
+from egalib.methods import METHODS
+from egalib.runs import CheckpointError, Run, load_runs
+
+TIMING = ("seconds", "images_per_s", "wall_s")
+
+
+def _without_timing(history):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_trains_one_smoke_epoch(smoke, method):
+    run = train.fit(smoke(method=method), progress=False)
+    metrics, history = run.metrics, run.history
+    assert 0 <= metrics["top1"] <= 100 and metrics["epochs"] == 1
+    for column in ("train_loss", "train_ce", "test_acc", "teacher_test_acc", "lr", "test_node"):
+        assert column in history.columns
+    if "ega" in method:
+        assert {"train_node", "train_edge", "train_distill"} <= set(history.columns)
+    if method in ("kd", "ega+kd"):
+        assert "train_kd" in history.columns
+    assert history.notna().all().all()
+    embeddings = run.load_embeddings()
+    assert embeddings["xs"].shape == (128, 64) and embeddings["labels"].shape == (128,)
+    assert (run.path / "config.json").is_file() and (run.path / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "vanilla"])
+def test_loss_decreases_on_a_fixed_batch(smoke, method):
+    config = smoke(method=method, protocol="joint", lr=0.01)
+    device = torch.device("cpu")
+    trainer = train.Trainer(config, train.prepare_data(config, device), device)
+    index = torch.arange(config.batch_size)
+    images, labels = trainer.data.train_images[index], trainer.data.train_labels[index]
+    student_in, teacher_in = trainer.model.views(images, trainer.generator)
+    seen = []
+    for _ in range(20):
+        trainer.model.train()
+        terms = trainer.model.loss_terms(student_in, teacher_in, labels, index, trainer.generator)
+        trainer.optimizer.zero_grad()
+        terms["loss"].backward()
+        trainer.optimizer.step()
+        seen.append(terms["loss"].item())
+    assert sum(seen[-3:]) / 3 < seen[0], seen
+
+
+def test_distillation_gradients_never_reach_the_teacher_head(smoke):
+    config = smoke(method="ega+kd", protocol="joint")
+    device = torch.device("cpu")
+    trainer = train.Trainer(config, train.prepare_data(config, device), device)
+    index = torch.arange(config.batch_size)
+    images, labels = trainer.data.train_images[index], trainer.data.train_labels[index]
+    terms = trainer.model.loss_terms(*trainer.model.views(images, trainer.generator), labels, index)
+    terms["loss"].backward()
+    assert all(p.grad is None for p in trainer.model.teacher_head.parameters())
+    assert any(p.grad is not None for p in trainer.model.student_head.parameters())
+
+
+def test_joint_protocol_trains_the_teacher_head_and_pretrained_freezes_it(smoke):
+    for protocol, should_change in (("joint", True), ("pretrained", False)):
+        config = smoke(method="ega", protocol=protocol)
+        device = torch.device("cpu")
+        trainer = train.Trainer(config, train.prepare_data(config, device), device)
+        if protocol == "pretrained":
+            trainer.fit_teacher_head()
+        before = [p.clone() for p in trainer.model.teacher_head.parameters()]
+        trainer.train_epoch()
+        after = list(trainer.model.teacher_head.parameters())
+        changed = any(not torch.equal(a, b) for a, b in zip(before, after))
+        assert changed == should_change, protocol
+
+
+def test_a_killed_run_resumes_to_the_same_history(smoke, tmp_path):
+    straight = train.fit(smoke(method="ega", epochs=3), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, row):
+        if epoch == 1:
+            raise Killed
+
+    config = smoke(method="ega", epochs=3, runs_dir=str(tmp_path / "other"))
+    with pytest.raises(Killed):
+        train.fit(config, progress=False, on_epoch_end=kill_after_first)
+    partial = Run.open(config)
+    assert not partial.finished and len(partial.history) == 1
+    resumed = train.fit(config, progress=False)
+    assert _without_timing(resumed.history.to_dict("records")) == _without_timing(
+        straight.history.to_dict("records")
+    )
+    assert resumed.metrics["top1"] == straight.metrics["top1"]
+
+
+def test_a_finished_run_is_reused_not_retrained(smoke):
+    config = smoke(method="vanilla")
+    run = train.fit(config, progress=False)
+    stamp = (run.path / "metrics.json").stat().st_mtime_ns
+    again = train.fit(config, progress=False)
+    assert again.path == run.path
+    assert (run.path / "metrics.json").stat().st_mtime_ns == stamp
+    table = load_runs(config.runs_dir)
+    assert list(table["method"]) == ["vanilla"] and "top1" in table.columns
+
+
+def test_corrupt_checkpoint_is_one_clear_error(smoke):
+    config = smoke(method="vanilla")
+    run = Run.open(config)
+    (run.path / "checkpoint.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="cannot be read.*delete it"):
+        train.fit(config, progress=False)
+
+
+def test_a_folder_holding_another_config_is_refused(smoke):
+    Run.open(smoke(method="vanilla", name="mine"))
+    with pytest.raises(ValueError, match="different config.*method"):
+        Run.open(smoke(method="ega", name="mine"))
+
+
+def test_no_temporary_files_are_left_behind(smoke):
+    run = train.fit(smoke(method="vanilla"), progress=False)
+    assert not [p for p in run.path.iterdir() if p.name.startswith(".")]
+    assert json.loads((run.path / "config.json").read_text())["method"] == "vanilla"
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"method": "egaa"},
+            r"unknown method 'egaa'; known methods: vanilla, kd, fitnet.*ega-edge",
+        ),
+        ({"student": "vit"}, r"unknown student 'vit'; known students: .*resnet8x4"),
+        ({"teacher": "clip"}, r"unknown teacher 'clip'; known teachers: ssl-fmnist"),
+        ({"dataset": "mnist"}, r"unknown dataset 'mnist'; known datasets: fashion-mnist"),
+        ({"protocol": "later"}, r"unknown protocol 'later'; known protocols: pretrained, joint"),
+        ({"batch_size": 1}, r"batch_size must be at least 2, got 1"),
+        ({"options": {"edge_wieght": 0.1}}, r"unknown option\(s\) edge_wieght.*edge_weight"),
+        ({"epochs": 0}, r"epochs must be a positive integer"),
+    ],
+)
+def test_bad_config_is_one_clear_sentence(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig(**overrides)
+
+
+def test_config_overrides_method_defaults():
+    config = RunConfig(method="ega", beta=2.0, options={"edge_weight": 0.5})
+    assert config.weights.beta == 2.0 and config.weights.gamma == 1.0
+    assert config.weights.options == {"node_weight": 0.8, "edge_weight": 0.5}
+    assert RunConfig(method="kd").weights.alpha == 0.9
+    assert RunConfig.from_dict(config.to_dict()) == config
