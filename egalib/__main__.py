@@ -64,6 +64,25 @@ def cmd_demo(args) -> None:
     run_demo(args.profile, args.methods, args.runs_dir)
 
 
+def cmd_reproduce(args) -> None:
+    from .reproduce import table_configs
+    from .runs import Run
+    from .train import fit
+
+    overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs}
+    configs = table_configs(args.table, args.protocol, args.only, **overrides)
+    for config in configs:
+        folder = Run(Path(config.runs_dir) / config.run_name)
+        state = "finished" if folder.finished else "to run"
+        print(f"{state:9} {config.teacher:14} {config.student:13} {config.dataset:13} "
+              f"{config.method:9} {config.protocol:10} {folder.path}")  # fmt: skip
+    print(f"{len(configs)} cells of table {args.table!r}")
+    if args.dry_run:
+        return
+    for config in configs:
+        fit(config)
+
+
 def cmd_download(args) -> None:
     from .data import load_dataset
 
@@ -125,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--runs-dir", default="runs")
     demo.set_defaults(func=cmd_demo)
+
+    from .reproduce import TABLES
+
+    reproduce = sub.add_parser("reproduce", help="train the cells of one of the paper's tables")
+    reproduce.add_argument("--table", required=True, choices=TABLES)
+    reproduce.add_argument("--protocol", choices=["pretrained", "joint"], default=None)
+    reproduce.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods")
+    reproduce.add_argument("--epochs", type=int, default=None, help="override the 240 epochs")
+    reproduce.add_argument("--device", default="auto")
+    reproduce.add_argument("--runs-dir", default="runs")
+    reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
+    reproduce.set_defaults(func=cmd_reproduce)
 
     download = sub.add_parser("download", help="fetch a dataset where a network exists")
     download.add_argument("dataset", choices=sorted(DATASETS))

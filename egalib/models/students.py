@@ -1,17 +1,33 @@
 """Student backbones: images in, a pooled feature vector out (no classifier).
 
-`resnet8x4` follows the CRD code base's CIFAR ResNet (BasicBlocks, widths 32-64-128-256, one
-block per stage); with a 100-way linear classifier on its 256-d features it has 1,233,540
-parameters. Pooling is adaptive, so any input size works.
+The architectures follow the CRD code base (RepDistiller). With a plain 100-way linear classifier
+on their features they have exactly CRD's parameter counts:
+
+| name         | features | parameters |
+|--------------|----------|------------|
+| resnet8x4    | 256      | 1,233,540  |
+| shufflenetv1 | 960      | 949,258    |
+| vgg13        | 512      | 9,462,180  |
+| wrn-40-2     | 128      | 2,255,156  |
+
+Pooling is adaptive, so any input size works (CRD hard-codes pool sizes for 32x32 inputs).
 """
 
+import torch
 from torch import nn
 
 
-def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
+def conv_bn(
+    cin: int, cout: int, stride: int = 1, kernel: int = 3, groups: int = 1, bias: bool = False
+) -> list[nn.Module]:
+    """A 'same'-padded convolution and its BatchNorm, as a list to splice into a Sequential."""
+    conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=bias)
+    return [conv, nn.BatchNorm2d(cout)]
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1, **conv_kwargs) -> nn.Sequential:
+    """Conv, BatchNorm, ReLU; `conv_kwargs` (kernel, groups, bias) go to `conv_bn`."""
+    return nn.Sequential(*conv_bn(cin, cout, stride, **conv_kwargs), nn.ReLU(inplace=True))
 
 
 class BasicBlock(nn.Module):
@@ -65,4 +81,149 @@ def small_cnn(in_channels: int = 3, width: int = 16) -> Backbone:
     return Backbone(layers, 8 * width)
 
 
-STUDENTS = {"resnet8x4": resnet8x4, "small-cnn": small_cnn}
+# ShuffleNetV1 ------------------------------------------------------------------------------------
+
+
+class ChannelShuffle(nn.Module):
+    """Interleaves the channels of `groups` groups so the next grouped conv sees every group."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        return x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV1 bottleneck: grouped 1x1, shuffle, depthwise 3x3, grouped 1x1, then a residual.
+
+    With stride 2 the shortcut is a 3x3 average pool concatenated to the branch (so the branch
+    only produces `cout - cin` channels); with stride 1 it is an identity added to the branch.
+    The first unit after the 24-channel stem uses an ungrouped 1x1 conv, as in the paper and CRD.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, groups: int, first_groups: int):
+        super().__init__()
+        self.concat = stride == 2
+        branch_out = cout - cin if self.concat else cout
+        mid = branch_out // 4
+        self.branch = nn.Sequential(
+            conv_bn_relu(cin, mid, kernel=1, groups=first_groups),
+            ChannelShuffle(first_groups),
+            conv_bn_relu(mid, mid, stride, groups=mid),
+            *conv_bn(mid, branch_out, kernel=1, groups=groups),
+        )
+        self.shortcut = nn.AvgPool2d(3, 2, 1) if self.concat else nn.Identity()
+
+    def forward(self, x):
+        out, res = self.branch(x), self.shortcut(x)
+        return (torch.cat([out, res], 1) if self.concat else out + res).relu()
+
+
+def _shuffle_stage(
+    cin: int, cout: int, blocks: int, groups: int, first_groups: int
+) -> list[ShuffleUnit]:
+    """One downsampling unit (its first 1x1 conv in `first_groups` groups), then same-width ones."""
+    units = [ShuffleUnit(cin, cout, 2, groups, first_groups)]
+    return units + [ShuffleUnit(cout, cout, 1, groups, groups) for _ in range(blocks - 1)]
+
+
+def shufflenetv1(in_channels: int = 3) -> Backbone:
+    """CRD's ShuffleV1: groups 3, widths 240-480-960, 4-8-4 units.
+
+    The stem is a 1x1 conv to 24 channels with BN-ReLU, as in CRD (which keeps full resolution for
+    32x32 inputs); a 3x3 stem would add 576 parameters and miss CRD's 949,258.
+    """
+    widths, blocks, groups = (24, 240, 480, 960), (4, 8, 4), 3
+    layers = [conv_bn_relu(in_channels, widths[0], kernel=1)]
+    for stage, (cin, cout, n) in enumerate(zip(widths, widths[1:], blocks)):
+        layers += _shuffle_stage(cin, cout, n, groups, first_groups=1 if stage == 0 else groups)
+    return Backbone(nn.Sequential(*layers), widths[-1])
+
+
+# VGG13 -------------------------------------------------------------------------------------------
+
+
+class MaxPoolIfLarge(nn.Module):
+    """2x2 max pool applied only to maps of at least `min_size` pixels a side.
+
+    CRD's VGG pools before its last stage only for 64x64 inputs (`if h == 64`), keeping a 4x4 map
+    for 32x32 ones; pooling whenever the map is still >= 8 generalises that to any input size.
+    """
+
+    def __init__(self, min_size: int = 8):
+        super().__init__()
+        self.min_size = min_size
+
+    def forward(self, x):
+        return nn.functional.max_pool2d(x, 2) if min(x.shape[-2:]) >= self.min_size else x
+
+
+def vgg13(in_channels: int = 3) -> Backbone:
+    """CRD's vgg13 with BN: five stages of two biased 3x3 convs, 64-128-256-512-512."""
+    stages = (64, 128, 256, 512, 512)
+    layers, cin = [], in_channels
+    for i, width in enumerate(stages):
+        layers += [conv_bn_relu(cin, width, bias=True), conv_bn_relu(width, width, bias=True)]
+        if i < 3:
+            layers.append(nn.MaxPool2d(2))
+        elif i == 3:
+            layers.append(MaxPoolIfLarge(8))
+        cin = width
+    return Backbone(nn.Sequential(*layers), stages[-1])
+
+
+# WRN-40-2 ----------------------------------------------------------------------------------------
+
+
+class PreActBlock(nn.Module):
+    """Wide-ResNet pre-activation block: BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus a shortcut.
+
+    When the width or stride changes, the shortcut is a 1x1 conv applied to the *activated*
+    input (as in the WRN reference code); otherwise it is the raw input.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.preact = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
+        self.branch = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+        )
+        self.projection = None
+        if stride != 1 or cin != cout:
+            self.projection = nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x):
+        act = self.preact(x)
+        shortcut = x if self.projection is None else self.projection(act)
+        return self.branch(act) + shortcut
+
+
+def wide_resnet(depth: int, widen: int, in_channels: int = 3) -> Backbone:
+    """WRN-depth-widen: a 16-channel stem, three stages of (depth-4)/6 blocks, final BN-ReLU."""
+    n = (depth - 4) // 6
+    widths = (16, 16 * widen, 32 * widen, 64 * widen)
+    layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
+    for stage, (cin, cout) in enumerate(zip(widths, widths[1:])):
+        stride = 1 if stage == 0 else 2
+        layers += [PreActBlock(cin, cout, stride)] + [PreActBlock(cout, cout) for _ in range(n - 1)]
+    layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True)]
+    return Backbone(nn.Sequential(*layers), widths[-1])
+
+
+def wrn_40_2(in_channels: int = 3) -> Backbone:
+    return wide_resnet(40, 2, in_channels)
+
+
+STUDENTS = {
+    "resnet8x4": resnet8x4,
+    "small-cnn": small_cnn,
+    "shufflenetv1": shufflenetv1,
+    "vgg13": vgg13,
+    "wrn-40-2": wrn_40_2,
+}

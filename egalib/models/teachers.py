@@ -2,11 +2,16 @@
 `in_channels`, `mean`, `std`.
 
 The embedded default is a small CNN that egalib pretrains itself on Fashion-MNIST without labels
-(SimCLR, see `egalib.pretrain`); its weights ship in `data/teachers/`. CLIP teachers plug into
-the same interface.
+(SimCLR, see `egalib.pretrain`); its weights ship in `data/teachers/`. The paper's teachers plug
+into the same interface: CLIP image towers (through open_clip) and ImageNet-supervised ResNets
+(through torchvision). Their weights download on first use into egalib's cache folder
+(`$EGALIB_CACHE`, default `~/.cache/egalib`); `pretrained=False` builds the same network with
+random weights and downloads nothing.
 """
 
 import json
+import os
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -106,4 +111,106 @@ def teacher_card(name: str, folder: Path | None = None) -> dict:
     return json.loads((Path(folder or TEACHER_DIR) / f"{name}.json").read_text())
 
 
-TEACHERS = {"ssl-fmnist": ssl_fmnist}
+# ---------------------------------------------------------------------------------------------
+# Downloaded teachers: CLIP and ImageNet-supervised
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A downloaded teacher's weights are neither cached nor downloadable; the message names the
+    file, the folder looked in and how to provide it."""
+
+
+def cache_dir(family: str) -> Path:
+    """Where a family's weights are cached: `$EGALIB_CACHE/<family>`, default
+    `~/.cache/egalib/<family>`; read at call time so a notebook or test can redirect it."""
+    root = os.environ.get("EGALIB_CACHE") or Path.home() / ".cache" / "egalib"
+    return Path(root).expanduser() / family
+
+
+def _missing(name: str, file: str, folder: Path, error: Exception, fix: str) -> Exception:
+    return WeightsNotFoundError(
+        f"weights of teacher {name!r} ({file}) are not in {folder} and could not be downloaded "
+        f"({error.__class__.__name__}); run once where a network exists to download them there, "
+        f"or {fix}."
+    )
+
+
+CLIP_MODELS = {
+    "clip-vit-b32": ("ViT-B-32", "openai"),
+    "clip-vit-b16": ("ViT-B-16", "openai"),
+    "clip-rn101": ("RN101", "openai"),
+    "clip-rn50": ("RN50", "openai"),
+}
+"""egalib name -> (open_clip architecture, pretrained tag)."""
+
+
+def clip(name: str, pretrained: bool = True) -> Teacher:
+    """A CLIP image tower: f_t = `encode_image(x)`, float and not L2-normalised (METHOD.md).
+
+    Only `model.visual` is kept (it is exactly `encode_image` without normalisation); the text
+    tower is dropped to save memory. OpenAI's weights were trained with QuickGELU, which
+    open_clip's plain architectures do not use, so the activation follows the tag's config.
+    """
+    import open_clip  # lazy: heavy, and only the paper profile needs it
+
+    arch, tag = CLIP_MODELS[name]
+    tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
+    folder = cache_dir("clip")
+    checkpoint = None
+    if pretrained:
+        try:
+            checkpoint = open_clip.download_pretrained(tag_cfg, cache_dir=str(folder))
+        except Exception as error:
+            hub, file = tag_cfg["hf_hub"].rstrip("/"), open_clip.constants.HF_SAFE_WEIGHTS_NAME
+            fix = (f"run `hf download {hub} {file} --cache-dir {folder}` on a machine that has "
+                   "one and copy that folder here")  # fmt: skip
+            raise _missing(name, f"{file} of Hugging Face repo {hub}", folder, error, fix) from None
+    model = open_clip.create_model(
+        arch, pretrained=checkpoint, cache_dir=str(folder),
+        force_quick_gelu=tag_cfg.get("quick_gelu", False),
+    )  # fmt: skip
+    visual = model.visual
+    size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    mean = tag_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
+    std = tag_cfg.get("std", open_clip.OPENAI_DATASET_STD)
+    return Teacher(visual, visual.output_dim, size, 3, mean, std)
+
+
+SUPERVISED_MODELS = {
+    "supervised-rn50": ("resnet50", "IMAGENET1K_V1"),
+    "supervised-rn101": ("resnet101", "IMAGENET1K_V1"),
+}
+"""egalib name -> (torchvision architecture, weights tag)."""
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def supervised(name: str, pretrained: bool = True) -> Teacher:
+    """An ImageNet-supervised torchvision ResNet; f_t is the 2048-d globally pooled feature
+    (the classifier `fc` is replaced by Identity), for the paper's supervised-teacher table."""
+    import torchvision
+
+    arch, tag = SUPERVISED_MODELS[name]
+    encoder = torchvision.models.get_model(arch, weights=None)
+    feature_dim = encoder.fc.in_features
+    encoder.fc = nn.Identity()
+    if pretrained:
+        weights = torchvision.models.get_model_weights(arch)[tag]
+        folder, file = cache_dir("torchvision"), os.path.basename(weights.url)
+        try:  # the file already in `folder` is used as is
+            state = torch.hub.load_state_dict_from_url(
+                weights.url, model_dir=str(folder), map_location="cpu", check_hash=True,
+                weights_only=True,
+            )  # fmt: skip
+        except Exception as error:
+            fix = f"save {weights.url} into that folder"
+            raise _missing(name, file, folder, error, fix) from None
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        encoder.load_state_dict(state)
+    return Teacher(encoder, feature_dim, 224, 3, IMAGENET_MEAN, IMAGENET_STD)
+
+
+TEACHERS = {
+    "ssl-fmnist": ssl_fmnist,
+    **{name: partial(clip, name) for name in CLIP_MODELS},
+    **{name: partial(supervised, name) for name in SUPERVISED_MODELS},
+}

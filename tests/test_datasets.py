@@ -1,0 +1,411 @@
+"""CIFAR-100, STL-10 and Tiny-ImageNet loaders, on tiny fake copies in the official formats.
+
+Nothing here touches the network: downloads are tested against a fake `urlopen`.
+"""
+
+import hashlib
+import io
+import pickle
+import shutil
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from egalib import data
+
+# ---------------------------------------------------------------------------------------------
+# Fake copies in the on-disk formats
+
+
+def write_cifar100(where, train=6, test=4):
+    """cifar-100-python/{meta,train,test} as Python pickles; returns the raw (N, 3072) rows."""
+    folder = where / "cifar-100-python"
+    folder.mkdir(parents=True)
+    meta = {
+        "fine_label_names": [f"fine{i:02d}" for i in range(100)],
+        "coarse_label_names": [f"coarse{i:02d}" for i in range(20)],
+    }
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
+    rng = np.random.default_rng(0)
+    raw = {}
+    for split, n in (("train", train), ("test", test)):
+        rows = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        entry = {
+            "batch_label": split,
+            "filenames": [f"{i}.png" for i in range(n)],
+            "fine_labels": [(7 * i + 3) % 100 for i in range(n)],
+            "coarse_labels": [i % 20 for i in range(n)],
+            "data": rows,
+        }
+        (folder / split).write_bytes(pickle.dumps(entry, protocol=2))
+        raw[split] = (rows, entry["fine_labels"])
+    return raw
+
+
+def stl10_pixel(i, c, y, x):
+    """A pattern where rows, columns, channels and images all differ."""
+    return (y + 2 * x + 50 * c + 7 * i) % 256
+
+
+def write_stl10(where, train=3, test=2):
+    """stl10_binary/*.bin with each channel stored column-major; returns the images as (N,3,H,W)."""
+    folder = where / "stl10_binary"
+    folder.mkdir(parents=True)
+    names = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+    (folder / "class_names.txt").write_text("\n".join(names) + "\n")
+    i, c, y, x = np.ogrid[: train + test, :3, :96, :96]
+    images = stl10_pixel(i, c, y, x).astype(np.uint8)
+    raw = np.empty((train + test, 3, 96 * 96), dtype=np.uint8)
+    for col in range(96):  # column-major: column 0 top to bottom, then column 1, ...
+        raw[:, :, col * 96 : (col + 1) * 96] = images[:, :, :, col]
+    labels = np.array([1, 10, 5, 2, 10], dtype=np.uint8)[: train + test]  # 1..10 on disk
+    for split, part in (("train", slice(0, train)), ("test", slice(train, None))):
+        (folder / f"{split}_X.bin").write_bytes(raw[part].tobytes())
+        (folder / f"{split}_y.bin").write_bytes(labels[part].tobytes())
+    return images, labels.astype(np.int64) - 1, tuple(names)
+
+
+TINY_WNIDS = ["n03", "n01", "n02"]  # wnids.txt order; labels follow the sorted order
+TINY_COLOURS = {"n01": (200, 30, 30), "n02": (30, 200, 30), "n03": (30, 30, 200)}
+
+
+def _jpeg(path, colour, grey=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode, fill = ("L", colour[0]) if grey else ("RGB", colour)
+    Image.new(mode, (64, 64), fill).save(path, quality=95)
+
+
+def write_tinyimagenet(where, train_per_class=2, val_per_class=2):
+    """tiny-imagenet-200/ as unzipped: flat-colour JPEGs, val/images + val_annotations.txt."""
+    base = where / "tiny-imagenet-200"
+    base.mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    words = [
+        "n00\tentity",
+        "n01\tgoldfish, Carassius auratus",
+        "n02\tsalamander",
+        "n03\ttabby, tabby cat",
+        "n04\tnot in this dataset",
+    ]
+    (base / "words.txt").write_text("\n".join(words) + "\n")
+    for wnid in TINY_WNIDS:
+        for k in range(train_per_class):
+            _jpeg(base / "train" / wnid / "images" / f"{wnid}_{k}.JPEG", TINY_COLOURS[wnid])
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
+    lines = []
+    for k in range(val_per_class * len(TINY_WNIDS)):
+        wnid = TINY_WNIDS[k % len(TINY_WNIDS)]
+        _jpeg(base / "val" / "images" / f"val_{k}.JPEG", TINY_COLOURS[wnid])
+        lines.append(f"val_{k}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    _jpeg(base / "test" / "images" / "test_0.JPEG", (0, 0, 0))  # unlabelled, never read
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-100
+
+
+def test_cifar100_reads_the_official_pickles(tmp_path):
+    raw = write_cifar100(tmp_path)
+    ds = data.load_dataset("cifar100", root=tmp_path)
+    assert ds.train_images.shape == (6, 3, 32, 32) and ds.test_images.shape == (4, 3, 32, 32)
+    assert ds.train_images.dtype == torch.uint8 and ds.train_labels.dtype == torch.int64
+    assert ds.classes == tuple(f"fine{i:02d}" for i in range(100)) and ds.num_classes == 100
+    for split, images, labels in (
+        ("train", ds.train_images, ds.train_labels),
+        ("test", ds.test_images, ds.test_labels),
+    ):
+        rows, fine = raw[split]
+        assert labels.tolist() == fine
+        # a row is the red, green then blue 32x32 planes, each row-major
+        for i, c, y, x in ((0, 0, 0, 1), (1, 2, 31, 0), (2, 1, 5, 17)):
+            assert images[i, c, y, x] == rows[i, c * 1024 + y * 32 + x]
+        np.testing.assert_array_equal(images.numpy().reshape(len(rows), -1), rows)
+
+
+def test_cifar100_truncated_pickle_is_one_clear_sentence(tmp_path):
+    write_cifar100(tmp_path)
+    train = tmp_path / "cifar-100-python" / "train"
+    train.write_bytes(train.read_bytes()[:500])
+    with pytest.raises(data.DatasetCorruptError) as error:
+        data.load_cifar100(tmp_path)
+    message = str(error.value)
+    assert str(train) in message and "python -m egalib download cifar100" in message
+    assert "\n" not in message
+
+
+def test_cifar100_in_a_torchvision_style_data_dir_is_found(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)
+    write_cifar100(tmp_path)  # DATA_DIR/cifar-100-python, not DATA_DIR/cifar100/...
+    assert len(data.load_dataset("cifar100").train_labels) == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# STL-10
+
+
+def test_stl10_reads_the_binaries_and_transposes_columns(tmp_path):
+    images, labels, names = write_stl10(tmp_path)
+    ds = data.load_dataset("stl10", root=tmp_path)
+    assert ds.train_images.shape == (3, 3, 96, 96) and ds.test_images.shape == (2, 3, 96, 96)
+    assert ds.train_images.dtype == torch.uint8 and ds.train_labels.dtype == torch.int64
+    assert ds.train_images.is_contiguous()
+    assert ds.classes == names and ds.image_size == 96 and ds.channels == 3
+    assert ds.train_labels.tolist() == [0, 9, 4] and ds.test_labels.tolist() == [1, 9]
+    np.testing.assert_array_equal(ds.train_images.numpy(), images[:3])
+    np.testing.assert_array_equal(ds.test_images.numpy(), images[3:])
+    # orientation, spelled out: moving right along row 0 adds 2, moving down column 0 adds 1
+    assert ds.train_images[0, 0, 0, 1] == stl10_pixel(0, 0, 0, 1) == 2
+    assert ds.train_images[0, 0, 1, 0] == stl10_pixel(0, 0, 1, 0) == 1
+
+
+def test_stl10_truncated_binary_is_one_clear_sentence(tmp_path):
+    write_stl10(tmp_path)
+    bad = tmp_path / "stl10_binary" / "test_X.bin"
+    bad.write_bytes(bad.read_bytes()[:-1])
+    with pytest.raises(data.DatasetCorruptError) as error:
+        data.load_stl10(tmp_path)
+    assert str(bad) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_stl10_label_count_mismatch_is_reported(tmp_path):
+    write_stl10(tmp_path)
+    (tmp_path / "stl10_binary" / "train_y.bin").write_bytes(bytes([1, 2]))
+    with pytest.raises(data.DatasetCorruptError, match="3 images but 2 labels"):
+        data.load_stl10(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny-ImageNet
+
+
+def check_tiny(ds):
+    assert ds.train_images.shape == (6, 3, 64, 64) and ds.test_images.shape == (6, 3, 64, 64)
+    assert ds.train_images.dtype == torch.uint8 and ds.test_labels.dtype == torch.int64
+    assert ds.classes == ("goldfish", "salamander", "tabby")  # sorted wnids n01, n02, n03
+    assert ds.train_labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert sorted(ds.test_labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    for images, labels in ((ds.train_images, ds.train_labels), (ds.test_images, ds.test_labels)):
+        for image, label in zip(images, labels):
+            colour = TINY_COLOURS[sorted(TINY_COLOURS)[label]]
+            expected = torch.tensor(colour, dtype=torch.int16)[:, None, None]
+            assert (image.short() - expected).abs().max() <= 3  # flat colours survive JPEG
+
+
+def test_tinyimagenet_sorts_val_by_class_once_and_caches(tmp_path, monkeypatch):
+    base = write_tinyimagenet(tmp_path)
+    first = data.load_dataset("tinyimagenet", root=tmp_path)
+    check_tiny(first)
+    val = base / "val"
+    assert not (val / "images").exists()
+    moved = sorted(p.name for p in (val / "n01" / "images").iterdir())
+    assert moved == ["val_1.JPEG", "val_4.JPEG"]  # val_annotations.txt says n01 for these
+    assert (val / "val_annotations.txt").is_file()
+    assert not (base / "val.tmp").exists() and not (base / "val.old").exists()
+    cache = tmp_path / "tinyimagenet-uint8.npz"
+    assert cache.is_file() and [p.name for p in tmp_path.glob(".*")] == []  # no temp files
+
+    # the second load reads the cache only: no sorting, no decoding
+    def refuse(*args):
+        raise AssertionError("the second load should come from the cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(data, "_sort_val_by_class", refuse)
+        patch.setattr(data, "_decode_jpeg", refuse)
+        second = data.load_tinyimagenet(tmp_path)
+    for field in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(first, field), getattr(second, field))
+    assert second.classes == first.classes
+
+    # without the cache the JPEGs are decoded again, but val/ (already by class) is left alone
+    inode = val.stat().st_ino
+    cache.unlink()
+    check_tiny(data.load_tinyimagenet(tmp_path))
+    assert val.stat().st_ino == inode and cache.is_file()
+
+
+class Interrupted(BaseException):
+    """Stands for a kill or Ctrl-C at an awkward moment."""
+
+
+def interrupt_on_call(monkeypatch, module, name, call):
+    real, calls = getattr(module, name), []
+
+    def fake(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == call:
+            raise Interrupted
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, fake)
+
+
+def test_tinyimagenet_sorting_interrupted_while_building_leaves_nothing(tmp_path, monkeypatch):
+    base = write_tinyimagenet(tmp_path)
+    with monkeypatch.context() as patch:
+        interrupt_on_call(patch, data.shutil, "copyfile", 3)
+        with pytest.raises(Interrupted):
+            data.load_tinyimagenet(tmp_path)
+    assert not (base / "val.tmp").exists() and (base / "val" / "images").is_dir()
+    assert len(list((base / "val" / "images").iterdir())) == 6
+    check_tiny(data.load_tinyimagenet(tmp_path))
+
+
+def test_tinyimagenet_sorting_interrupted_between_renames_is_finished(tmp_path, monkeypatch):
+    base = write_tinyimagenet(tmp_path)
+    with monkeypatch.context() as patch:
+        interrupt_on_call(patch, data.os, "replace", 2)  # after val -> val.old
+        with pytest.raises(Interrupted):
+            data.load_tinyimagenet(tmp_path)
+    assert not (base / "val").exists() and (base / "val.old").is_dir()
+    check_tiny(data.load_tinyimagenet(tmp_path))
+    assert not (base / "val.tmp").exists() and not (base / "val.old").exists()
+
+
+def test_tinyimagenet_greyscale_jpeg_becomes_rgb(tmp_path):
+    base = write_tinyimagenet(tmp_path)
+    _jpeg(base / "train" / "n01" / "images" / "n01_1.JPEG", (90, 90, 90), grey=True)
+    ds = data.load_tinyimagenet(tmp_path)
+    grey = ds.train_images[1].short()
+    assert grey.shape == (3, 64, 64) and (grey - 90).abs().max() <= 3
+
+
+def test_tinyimagenet_corrupt_jpeg_names_the_file(tmp_path):
+    base = write_tinyimagenet(tmp_path)
+    bad = base / "train" / "n02" / "images" / "n02_0.JPEG"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(data.DatasetCorruptError) as error:
+        data.load_tinyimagenet(tmp_path)
+    assert str(bad) in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "tinyimagenet-uint8.npz").exists()
+
+
+def test_tinyimagenet_corrupt_cache_says_delete_it(tmp_path):
+    write_tinyimagenet(tmp_path)
+    (tmp_path / "tinyimagenet-uint8.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(data.DatasetCorruptError, match="delete it and it is rebuilt") as error:
+        data.load_tinyimagenet(tmp_path)
+    assert "tinyimagenet-uint8.npz" in str(error.value)
+
+
+def test_tinyimagenet_cache_alone_is_enough(tmp_path):
+    base = write_tinyimagenet(tmp_path)
+    data.load_tinyimagenet(tmp_path)
+    shutil.rmtree(base)
+    check_tiny(data.load_tinyimagenet(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Missing data and downloads
+
+NEW = [
+    ("cifar100", "CIFAR-100", "cifar-100-python"),
+    ("stl10", "STL-10", "stl10_binary"),
+    ("tinyimagenet", "Tiny-ImageNet", "tiny-imagenet-200"),
+]
+
+
+def test_registry_has_the_four_datasets():
+    assert set(data.DATASETS) == {"fashion-mnist", "cifar100", "stl10", "tinyimagenet"}
+
+
+@pytest.mark.parametrize("name, title, folder", NEW)
+def test_missing_dataset_is_one_sentence_with_where_and_how(tmp_path, name, title, folder):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.load_dataset(name, root=empty)
+    message = str(error.value)
+    assert title in message and str(empty) in message and f"`{folder}/`" in message
+    assert f"python -m egalib download {name}" in message and "\n" not in message
+
+
+def test_default_folders_are_named_in_the_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path)
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.load_dataset("stl10")
+    assert f"looked in {tmp_path / 'stl10'}, {tmp_path};" in str(error.value)
+
+
+class FakeResponse(io.BytesIO):
+    """What urlopen returns: serves `payload`, then fails if asked to."""
+
+    url = None  # torchvision asks where redirects lead; None means nowhere
+
+    def __init__(self, payload, fail):
+        super().__init__(payload)
+        self.length, self.fail = len(payload), fail
+
+    def read(self, size=-1):
+        chunk = super().read(size)
+        if not chunk and self.fail:
+            raise ConnectionResetError("connection reset by peer")
+        return chunk
+
+
+def fake_urlopen(monkeypatch, payload=b"", fail=False, refuse=False):
+    calls = []
+
+    def urlopen(request, *args, **kwargs):
+        calls.append(getattr(request, "full_url", request))
+        if refuse:
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+        return FakeResponse(payload, fail)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return calls
+
+
+@pytest.mark.parametrize("refuse", [True, False], ids=["no-network", "cut-off-midway"])
+@pytest.mark.parametrize("name, title, folder", NEW)
+def test_failed_download_is_one_sentence_and_leaves_nothing(
+    tmp_path, monkeypatch, name, title, folder, refuse
+):
+    calls = fake_urlopen(monkeypatch, payload=b"x" * 5000, fail=True, refuse=refuse)
+    root = tmp_path / "new"
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.load_dataset(name, root=root, download=True)
+    message = str(error.value)
+    assert calls, "the download was not even tried"
+    assert title in message and str(root) in message and "download failed" in message
+    assert f"python -m egalib download {name}" in message and "\n" not in message
+    assert ("URLError" if refuse else "ConnectionResetError") in message
+    assert not root.exists()  # made for the download, removed with it
+
+    root.mkdir()  # an existing folder stays as it was
+    with pytest.raises(data.DatasetNotFoundError):
+        data.load_dataset(name, root=root, download=True)
+    assert list(root.iterdir()) == []
+
+
+def tiny_zip(tmp_path):
+    write_tinyimagenet(tmp_path / "src")
+    archive = shutil.make_archive(
+        str(tmp_path / "tiny"), "zip", root_dir=tmp_path / "src", base_dir="tiny-imagenet-200"
+    )
+    return open(archive, "rb").read()
+
+
+def test_tinyimagenet_download_checks_md5_and_moves_into_place(tmp_path, monkeypatch):
+    payload = tiny_zip(tmp_path)
+    monkeypatch.setattr(data, "TINYIMAGENET_MD5", hashlib.md5(payload).hexdigest())
+    calls = fake_urlopen(monkeypatch, payload)
+    root = tmp_path / "root"
+    (root / "tiny-imagenet-200").mkdir(parents=True)  # an incomplete copy: replaced
+    (root / "tiny-imagenet-200" / "wnids.txt").write_text("n01\n")
+    check_tiny(data.load_tinyimagenet(root, download=True))
+    assert calls == [data.TINYIMAGENET_URL]
+    assert sorted(p.name for p in root.iterdir()) == ["tiny-imagenet-200", "tinyimagenet-uint8.npz"]
+
+
+def test_tinyimagenet_download_with_wrong_md5_leaves_nothing(tmp_path, monkeypatch):
+    fake_urlopen(monkeypatch, tiny_zip(tmp_path))
+    root = tmp_path / "root"
+    with pytest.raises(data.DatasetNotFoundError, match="download failed.*MD5"):
+        data.load_tinyimagenet(root, download=True)
+    assert not root.exists()

@@ -1,0 +1,62 @@
+"""The CRD students: exact parameter counts, any input size and channels, finite gradients."""
+
+import pytest
+import torch
+from torch import nn
+
+from egalib import models
+
+# name -> (feature_dim, parameters with a 100-way linear classifier), as in the CRD code base.
+CRD_STUDENTS = {
+    "shufflenetv1": (960, 949_258),
+    "vgg13": (512, 9_462_180),
+    "wrn-40-2": (128, 2_255_156),
+}
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module")
+def backbones():
+    """One 3-channel instance per student, built once: VGG13 alone has 9.4M parameters."""
+    torch.manual_seed(0)
+    return {name: models.student(name) for name in CRD_STUDENTS}
+
+
+@pytest.mark.parametrize("name", sorted(CRD_STUDENTS))
+def test_crd_parameter_counts_and_feature_dims(backbones, name):
+    dim, count = CRD_STUDENTS[name]
+    backbone = backbones[name]
+    assert backbone.feature_dim == dim
+    assert _params(backbone) + _params(nn.Linear(dim, 100)) == count
+
+
+@pytest.mark.parametrize("name", sorted(CRD_STUDENTS))
+@pytest.mark.parametrize("size", [32, 64, 96])
+def test_any_input_size_gives_finite_features(backbones, name, size):
+    backbone = backbones[name].eval()
+    with torch.no_grad():
+        out = backbone(torch.randn(2, 3, size, size))
+    assert out.shape == (2, CRD_STUDENTS[name][0])
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(CRD_STUDENTS))
+def test_one_channel_28x28_trains_with_finite_gradients(name):
+    torch.manual_seed(0)
+    backbone = models.student(name, in_channels=1).train()
+    out = backbone(torch.randn(2, 1, 28, 28))
+    assert out.shape == (2, backbone.feature_dim) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    for pname, p in backbone.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+
+
+def test_students_are_registered_backbones():
+    for name in CRD_STUDENTS:
+        assert name in models.STUDENTS
+        assert isinstance(models.student(name, in_channels=1), models.Backbone)
+    assert {"resnet8x4", "small-cnn"} <= set(models.STUDENTS)
