@@ -58,6 +58,13 @@ def cmd_pretrain_teacher(args) -> None:
     print(json.dumps(card, indent=2))
 
 
+def cmd_train_teacher(args) -> None:
+    from .pretrain import train_supervised_teacher
+
+    card = train_supervised_teacher(epochs=args.epochs, device=args.device, runs_dir=args.runs_dir)
+    print(json.dumps(card, indent=2))
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -65,9 +72,18 @@ def cmd_demo(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
-    from .reproduce import table_configs
+    from .demo import run_notebooks
+    from .reproduce import run_cells, table_configs
     from .runs import Run
-    from .train import fit
+
+    if (args.table is None) == (args.profile is None):
+        raise ValueError(
+            "reproduce needs exactly one of --table (train a table's cells) or --profile "
+            "(execute the notebooks 01-05 at that size); see `python -m egalib reproduce -h`."
+        )
+    if args.profile is not None:
+        run_notebooks(args.profile, args.runs_dir)
+        return
 
     overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs}
     configs = table_configs(args.table, args.protocol, args.only, **overrides)
@@ -79,8 +95,7 @@ def cmd_reproduce(args) -> None:
     print(f"{len(configs)} cells of table {args.table!r}")
     if args.dry_run:
         return
-    for config in configs:
-        fit(config)
+    run_cells(configs, args.parallel)
 
 
 def cmd_download(args) -> None:
@@ -133,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--device", default="cpu")
     pre.set_defaults(func=cmd_pretrain_teacher)
 
+    teach = sub.add_parser("train-teacher", help="train WRN-40-2 on CIFAR-100 as a teacher")
+    teach.add_argument("--epochs", type=int, default=240)
+    teach.add_argument("--device", default="auto")
+    teach.add_argument("--runs-dir", default="runs")
+    teach.set_defaults(func=cmd_train_teacher)
+
     demo = sub.add_parser("demo", help="the embedded default, end to end, with a table")
     demo.add_argument("--profile", default="demo", choices=sorted(PROFILES))
     demo.add_argument(
@@ -148,12 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .reproduce import TABLES
 
     reproduce = sub.add_parser("reproduce", help="train the cells of one of the paper's tables")
-    reproduce.add_argument("--table", required=True, choices=TABLES)
+    reproduce.add_argument("--table", choices=TABLES, help="train the cells of this table")
+    reproduce.add_argument("--profile", choices=sorted(PROFILES),
+                           help="execute the notebooks in order at this size")  # fmt: skip
     reproduce.add_argument("--protocol", choices=["pretrained", "joint"], default=None)
     reproduce.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods")
     reproduce.add_argument("--epochs", type=int, default=None, help="override the 240 epochs")
     reproduce.add_argument("--device", default="auto")
     reproduce.add_argument("--runs-dir", default="runs")
+    reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
     reproduce.set_defaults(func=cmd_reproduce)
 

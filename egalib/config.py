@@ -11,6 +11,8 @@ from . import methods, models
 from .data import DATASETS
 
 PROTOCOLS = ("pretrained", "joint")
+EXECUTION_ONLY = ("device", "runs_dir", "compile")  # may differ when a run is resumed
+NO_TEACHER = "none"  # plain supervised training: no teacher is built (methods without one)
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,13 @@ class RunConfig:
     padding: int = 4  # RandomCrop padding of both views
     seed: int = 0
     device: str = "auto"  # auto: CUDA when available, else CPU
+    compile: bool = False  # torch.compile the student (worth it on CUDA for long runs)
     runs_dir: str = "runs"
     name: str | None = None  # run folder name; None: derived from the config
 
     def __post_init__(self):
         known = {
-            "method": methods.METHODS, "teacher": models.TEACHERS,
+            "method": methods.METHODS, "teacher": [*models.TEACHERS, NO_TEACHER],
             "student": models.STUDENTS, "dataset": DATASETS, "protocol": PROTOCOLS,
         }  # fmt: skip
         for key, names in known.items():
@@ -52,6 +55,12 @@ class RunConfig:
                 raise ValueError(
                     f"unknown {key} {value!r}; known {key}s: {', '.join(names)}. Pick one of those."
                 )
+        uses_teacher = self.weights.alpha > 0 or self.weights.distill is not None
+        if self.teacher == NO_TEACHER and uses_teacher:
+            raise ValueError(
+                f"method {self.method!r} distils from a teacher, but teacher is {NO_TEACHER!r}; "
+                "name a teacher (see `python -m egalib list`) or use method 'vanilla'."
+            )
         if self.batch_size < 2:
             raise ValueError(
                 f"batch_size must be at least 2, got {self.batch_size}: EGA's graph relates the "
@@ -81,6 +90,10 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def shaping(self) -> dict:
+        """The values that shape a run's results (not where or how fast it runs)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
+
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
         known = {f.name for f in fields(cls)}
@@ -98,9 +111,7 @@ class RunConfig:
         """Readable and unique: the main choices, then a hash of everything that shapes results."""
         if self.name:
             return self.name
-        shaping = {
-            k: v for k, v in self.to_dict().items() if k not in ("device", "runs_dir", "name")
-        }
+        shaping = {k: v for k, v in self.shaping().items() if k != "name"}
         digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
         parts = (self.dataset, self.teacher, self.student, self.method, self.protocol)
         return "_".join([*parts, f"e{self.epochs}", f"s{self.seed}", digest])

@@ -35,7 +35,15 @@ def execute_notebook(name: str, parameters: dict, out_dir: Path) -> Path:
     return out
 
 
-DEMO_NOTEBOOKS = ("01_graph_building.ipynb", "02_distillation.ipynb")
+def run_notebooks(profile: str, runs_dir: str = "runs") -> list[Path]:
+    """Execute every notebook in order (01, 02, ...) at `profile`; copies in runs/notebooks/."""
+    runs = Path(runs_dir).resolve()
+    executed = []
+    for path in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
+        print(f"executing {path.name} ({profile}) ...", flush=True)
+        parameters = {"profile": profile, "runs_dir": str(runs)}
+        executed.append(execute_notebook(path.name, parameters, runs / "notebooks"))
+    return executed
 
 
 def run_demo(profile: str = "demo", methods=tuple(METHODS), runs_dir: str = "runs") -> str:
@@ -46,12 +54,7 @@ def run_demo(profile: str = "demo", methods=tuple(METHODS), runs_dir: str = "run
         run = fit(RunConfig.from_profile(profile, method=method, runs_dir=runs_dir))
         rows.append((method, run.metrics))
     runs = Path(runs_dir).resolve()
-    for name in DEMO_NOTEBOOKS:
-        parameters = {"profile": profile, "runs_dir": str(runs)}
-        if name.startswith("02"):
-            parameters["methods"] = list(methods)
-        print(f"executing {name} ...", flush=True)
-        execute_notebook(name, parameters, runs / "notebooks")
+    run_notebooks(profile, runs_dir)
     table = results_table(profile, rows, time.time() - began)
     atomic_write_text(runs / f"{profile}_results.md", table + "\n")
     print(table)
@@ -70,8 +73,8 @@ def results_table(profile: str, rows: list[tuple[str, dict]], wall_s: float) -> 
         "| --- | ---: | ---: |",
         f"| teacher: linear probe, all 60,000 labels (shipped card) | "
         f"{card['linear_probe_top1']:.2f} | |",
-        f"| teacher: linear probe, {labelled} labels (this run's head) | "
-        f"{rows[0][1]['teacher_top1']:.2f} | |",
+        f"| teacher: linear probe, {labelled} labels (the runs' head) | "
+        f"{next(m['teacher_top1'] for _, m in rows if m['teacher_top1'] is not None):.2f} | |",
     ]
     for method, metrics in rows:
         lines.append(

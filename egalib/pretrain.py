@@ -149,3 +149,34 @@ def _device_name(device: str) -> str:
     if str(device).startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def train_supervised_teacher(
+    name: str = "supervised-wrn40", epochs: int = 240, device: str = "auto",
+    runs_dir: str = "runs", out_dir: Path | None = None,
+) -> dict:  # fmt: skip
+    """WRN-40-2 on CIFAR-100 with labels (the CRD code base's recipe: the paper profile's SGD
+    schedule, no teacher), trained as an ordinary run, then saved as a teacher's weights."""
+    from .config import RunConfig
+    from .train import fit
+
+    config = RunConfig.from_profile(
+        "paper", method="vanilla", teacher="none", student="wrn-40-2", dataset="cifar100",
+        epochs=epochs, device=device, runs_dir=runs_dir, name=f"teacher_{name}",
+    )  # fmt: skip
+    run = fit(config)
+    state = torch.load(run.path / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    encoder = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
+    card = {
+        "name": name,
+        "method": "supervised cross-entropy on CIFAR-100 (CRD recipe)",
+        "command": f"python -m egalib train-teacher --epochs {epochs}",
+        "config": config.to_dict(),
+        "wall_time_s": run.metrics["wall_time_s"],
+        "test_top1": run.metrics["top1"],
+        "torch": torch.__version__,
+    }
+    out_dir = Path(out_dir or models.teachers.TEACHER_DIR)
+    atomic_torch_save(encoder, out_dir / f"{name}.pt")
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
+    return card

@@ -5,6 +5,7 @@ killed at any moment leaves either the old file or the new one, never half of on
 """
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -47,9 +48,9 @@ class Run:
     def open(cls, config) -> "Run":
         """The folder of `config`; created with its config.json, or checked against it."""
         run = cls(Path(config.runs_dir) / config.run_name)
-        wanted = _comparable(config.to_dict())
+        wanted = config.shaping()
         if run.config_path.is_file():
-            stored = _comparable(json.loads(run.config_path.read_text()))
+            stored = type(config).from_dict(json.loads(run.config_path.read_text())).shaping()
             if stored != wanted:
                 changed = sorted(k for k in wanted.keys() | stored.keys()
                                  if wanted.get(k) != stored.get(k))  # fmt: skip
@@ -116,7 +117,7 @@ class Run:
             "top1": round(100 * last["test_acc"], 2),  # the last epoch: the reported number
             "best_top1": round(100 * best["test_acc"], 2),
             "best_epoch": best["epoch"],
-            "teacher_top1": round(100 * last["teacher_test_acc"], 2),
+            "teacher_top1": _percent(last["teacher_test_acc"]),  # None: no teacher
             "epochs": last["epoch"],
             "wall_time_s": round(wall_time_s, 1),
             "images_per_s": round(sum(r["images_per_s"] for r in history) / len(history), 1),
@@ -124,8 +125,8 @@ class Run:
         atomic_write_text(self.path / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
-def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in ("device", "runs_dir")}
+def _percent(fraction: float) -> float | None:
+    return None if math.isnan(fraction) else round(100 * fraction, 2)
 
 
 def load_runs(runs_dir: str | Path = "runs"):

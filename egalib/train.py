@@ -19,10 +19,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses, models
-from .config import RunConfig
+from .config import NO_TEACHER, RunConfig
 from .data import Dataset, ViewSpec, eval_view, load_dataset, train_view
 from .graph import EmbeddingHead
 from .methods import DistillInputs
+from .models.teachers import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from .probe import MILESTONES, encode_all, train_head
 from .runs import Run
 
@@ -33,11 +34,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def student_view_spec(data: Dataset, teacher: models.Teacher) -> ViewSpec:
-    """The student sees the dataset's native size and channels, normalised like the teacher."""
-    same = len(teacher.mean) == data.channels
-    mean = teacher.mean if same else (sum(teacher.mean) / len(teacher.mean),) * data.channels
-    std = teacher.std if same else (sum(teacher.std) / len(teacher.std),) * data.channels
+def student_view_spec(data: Dataset, teacher: models.Teacher | None) -> ViewSpec:
+    """The student sees the dataset's native size and channels, normalised like the teacher
+    (METHOD.md: both views with CLIP's statistics); without a teacher, with CLIP's for colour
+    images and Fashion-MNIST's for grey ones."""
+    if teacher is None:
+        mean, std = (
+            (CLIP_MEAN, CLIP_STD) if data.channels == 3 else (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+        )
+    else:
+        mean, std = teacher.mean, teacher.std
+    if len(mean) != data.channels:
+        mean, std = (sum(mean) / len(mean),) * data.channels, (sum(std) / len(std),) * data.channels
     return ViewSpec(data.image_size, data.channels, mean, std)
 
 
@@ -47,16 +55,18 @@ class Distillation(nn.Module):
     def __init__(self, config: RunConfig, data: Dataset):
         super().__init__()
         self.config, self.method = config, config.weights
-        self.teacher = models.teacher(config.teacher)
-        if data.channels > self.teacher.in_channels:
-            raise ValueError(
-                f"teacher {config.teacher!r} takes {self.teacher.in_channels}-channel images but "
-                f"dataset {config.dataset!r} has {data.channels}; pick a matching teacher."
-            )
-        self.student = models.student(config.student, in_channels=data.channels)
         d, c = config.embed_dim, data.num_classes
+        self.teacher = self.teacher_head = None  # teacher "none": plain supervised training
+        if config.teacher != NO_TEACHER:
+            self.teacher = models.teacher(config.teacher)
+            if data.channels > self.teacher.in_channels:
+                raise ValueError(
+                    f"teacher {config.teacher!r} takes {self.teacher.in_channels}-channel images "
+                    f"but dataset {config.dataset!r} has {data.channels}; pick a matching teacher."
+                )
+            self.teacher_head = EmbeddingHead(self.teacher.feature_dim, d, c)
+        self.student = models.student(config.student, in_channels=data.channels)
         self.student_head = EmbeddingHead(self.student.feature_dim, d, c)
-        self.teacher_head = EmbeddingHead(self.teacher.feature_dim, d, c)
         self.student_view = student_view_spec(data, self.teacher)
         m = self.method
         self.method_module = m.module(d, data.train_labels, **m.options) if m.module else None
@@ -71,24 +81,28 @@ class Distillation(nn.Module):
         return self.student_head(features.float())
 
     def forward_teacher(self, images: torch.Tensor):
-        with torch.autocast(images.device.type, torch.bfloat16, enabled=images.is_cuda):
-            features = self.teacher.encode(images)
-        return self.teacher_head(features.float())
+        return self.teacher_head(self.teacher.encode(images))
 
     def views(self, images: torch.Tensor, generator: torch.Generator):
         pad = self.config.padding
-        return (
-            train_view(images, self.student_view, generator, pad),
-            train_view(images, self.teacher.view, generator, pad),
-        )
+        student = train_view(images, self.student_view, generator, pad)
+        if self.teacher is None:
+            return student, None
+        return student, train_view(images, self.teacher.view, generator, pad)
 
     def loss_terms(self, student_in, teacher_in, labels, index, generator=None):
         """All loss terms of one batch (a dict of tensors); 'loss' is the student's weighted sum."""
         m = self.method
         xs, logits_s = self.forward_student(student_in)
-        xt, logits_t = self.forward_teacher(teacher_in)
-        terms = {"ce": F.cross_entropy(logits_s, labels)}
+        terms = {
+            "ce": F.cross_entropy(logits_s, labels),
+            "correct": (logits_s.argmax(1) == labels).sum(),
+        }
         loss = m.gamma * terms["ce"]
+        if self.teacher is None:
+            terms["loss"] = loss
+            return terms
+        xt, logits_t = self.forward_teacher(teacher_in)
         if m.alpha:
             terms["kd"] = losses.kd(logits_s, logits_t.detach(), self.config.kd_temperature)
             loss = loss + m.alpha * terms["kd"]
@@ -101,7 +115,6 @@ class Distillation(nn.Module):
             loss = loss + m.beta * terms["distill"]
         terms["loss"] = loss
         terms["teacher_ce"] = F.cross_entropy(logits_t, labels)
-        terms["correct"] = (logits_s.argmax(1) == labels).sum()
         return terms
 
 
@@ -114,6 +127,8 @@ class Trainer:
         self.model = Distillation(config, data).to(device)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
+        if config.compile:
+            self.model.student.compile()  # in place: checkpoint keys stay the same
         trained = [self.model.student, self.model.student_head, self.model.method_module]
         student_params = [p for part in trained if part is not None for p in part.parameters()]
         self.optimizer = torch.optim.SGD(
@@ -122,17 +137,23 @@ class Trainer:
         )  # fmt: skip
         milestones = [round(f * config.epochs) for f in MILESTONES]
         self.schedule = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, 0.1)
-        self.teacher_optimizer = torch.optim.SGD(
-            self.model.teacher_head.parameters(), lr=config.teacher_lr, momentum=0.9,
-            weight_decay=5e-4,
-        )  # fmt: skip
-        self.joint = config.protocol == "joint"
-        self.model.teacher_head.requires_grad_(self.joint)
+        head = self.model.teacher_head
+        self.joint = config.protocol == "joint" and head is not None
+        self.teacher_optimizer = None
+        if head is not None:
+            head.requires_grad_(self.joint)
+        if self.joint:
+            self.teacher_optimizer = torch.optim.SGD(
+                head.parameters(), lr=config.teacher_lr, momentum=0.9, weight_decay=5e-4
+            )
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.test_teacher_features = None  # the frozen teacher's test features, made once
 
     def fit_teacher_head(self) -> None:
         """The `pretrained` protocol: a linear probe on frozen teacher features, then frozen."""
         model = self.model
+        if model.teacher is None:
+            return
         features = encode_all(model.teacher, self.data.train_images)
         head = model.teacher_head.requires_grad_(True)
         train_head(head, features, self.data.train_labels, self.config.probe_epochs,
@@ -146,7 +167,8 @@ class Trainer:
         terms = self.model.loss_terms(student_in, teacher_in, labels, index, self.generator)
         backward = terms["loss"] + (terms["teacher_ce"] if self.joint else 0)
         self.optimizer.zero_grad(set_to_none=True)
-        self.teacher_optimizer.zero_grad(set_to_none=True)
+        if self.joint:
+            self.teacher_optimizer.zero_grad(set_to_none=True)
         backward.backward()
         self.optimizer.step()
         if self.joint:
@@ -169,29 +191,33 @@ class Trainer:
         return row
 
     @torch.no_grad()
-    def embed(self, images: torch.Tensor, batch_size: int = 500):
-        """Test-view embeddings and logits of the student and the teacher, for all images."""
-        self.model.eval()
-        out = {"xs": [], "logits_s": [], "xt": [], "logits_t": []}
-        for i in range(0, len(images), batch_size):
-            chunk = images[i : i + batch_size]
-            xs, ls = self.model.forward_student(eval_view(chunk, self.model.student_view))
-            xt, lt = self.model.forward_teacher(eval_view(chunk, self.model.teacher.view))
-            for key, value in zip(out, (xs, ls, xt, lt)):
-                out[key].append(value.float())
-        return {k: torch.cat(v) for k, v in out.items()}
+    def embed_test_set(self, batch_size: int = 500) -> dict[str, torch.Tensor]:
+        """Test-view embeddings and logits of the student and (if any) the teacher head. The
+        frozen teacher's features of the test set never change, so they are computed once."""
+        model, images = self.model.eval(), self.data.test_images
+        chunks = [model.forward_student(eval_view(chunk, model.student_view))
+                  for chunk in images.split(batch_size)]  # fmt: skip
+        out = {
+            "xs": torch.cat([c[0] for c in chunks]),
+            "logits_s": torch.cat([c[1] for c in chunks]),
+        }
+        if model.teacher is not None:
+            if self.test_teacher_features is None:
+                self.test_teacher_features = encode_all(model.teacher, images, batch_size)
+            out["xt"], out["logits_t"] = model.teacher_head(self.test_teacher_features)
+        return {k: v.float() for k, v in out.items()}
 
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """Test loss and top-1 of student and teacher head, and EGA's terms on test batches."""
-        out = self.embed(self.data.test_images)
+        out = self.embed_test_set()
         labels = self.data.test_labels
-        row = {
-            "test_ce": F.cross_entropy(out["logits_s"], labels).item(),
-            "test_acc": (out["logits_s"].argmax(1) == labels).float().mean().item(),
-            "teacher_test_acc": (out["logits_t"].argmax(1) == labels).float().mean().item(),
-        }
-        row.update(graph_terms_by_batch(out["xs"], out["xt"], self.config.batch_size))
+        accuracy = lambda logits: (logits.argmax(1) == labels).float().mean().item()
+        row = {"test_ce": F.cross_entropy(out["logits_s"], labels).item(),
+               "test_acc": accuracy(out["logits_s"]), "teacher_test_acc": float("nan")}  # fmt: skip
+        if "xt" in out:
+            row["teacher_test_acc"] = accuracy(out["logits_t"])
+            row.update(graph_terms_by_batch(out["xs"], out["xt"], self.config.batch_size))
         return row, {**out, "labels": labels}
 
     def state(self, epoch: int, history: list[dict]) -> dict:
@@ -200,7 +226,7 @@ class Trainer:
             "history": history,
             "model": self.model.trainable_state(),
             "optimizer": self.optimizer.state_dict(),
-            "teacher_optimizer": self.teacher_optimizer.state_dict(),
+            "teacher_optimizer": self.teacher_optimizer.state_dict() if self.joint else {},
             "schedule": self.schedule.state_dict(),
             "generator": self.generator.get_state(),
         }
@@ -208,7 +234,8 @@ class Trainer:
     def load_state(self, state: dict) -> tuple[int, list[dict]]:
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.teacher_optimizer.load_state_dict(state["teacher_optimizer"])
+        if self.joint:
+            self.teacher_optimizer.load_state_dict(state["teacher_optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"])
         return state["epoch"], state["history"]

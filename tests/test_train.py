@@ -157,3 +157,11 @@ def test_config_overrides_method_defaults():
     assert config.weights.options == {"node_weight": 0.8, "edge_weight": 0.5}
     assert RunConfig(method="kd").weights.alpha == 0.9
     assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_teacher_none_trains_a_plain_supervised_student(smoke):
+    run = train.fit(smoke(method="vanilla", teacher="none"), progress=False)
+    assert run.metrics["teacher_top1"] is None and 0 <= run.metrics["top1"] <= 100
+    assert "train_teacher_ce" not in run.history.columns
+    with pytest.raises(ValueError, match="distils from a teacher, but teacher is 'none'"):
+        smoke(method="ega", teacher="none")

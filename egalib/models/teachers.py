@@ -18,10 +18,13 @@ import torch
 from torch import nn
 
 from ..data import REPO_DATA, ViewSpec
-from .students import conv_bn_relu
+from .students import conv_bn_relu, wrn_40_2
 
 TEACHER_DIR = REPO_DATA / "teachers"
+TEACHER_RECIPES = {"supervised-wrn40": "train-teacher"}  # the command that makes the weights
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the normalisation of METHOD.md's views
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class Teacher(nn.Module):
@@ -50,7 +53,9 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x).float()
+        """Features as float32; on CUDA the forward runs under bf16 autocast."""
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=x.is_cuda):
+            return self.encoder(x).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)
@@ -94,7 +99,8 @@ def load_teacher_weights(name: str, folder: Path | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"weights of teacher {name!r} not found at {path}; run "
-            f"`python -m egalib pretrain-teacher` to make them (or restore the shipped file)."
+            f"`python -m egalib {TEACHER_RECIPES.get(name, 'pretrain-teacher')}` to make them "
+            "(or restore the shipped file)."
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -209,8 +215,18 @@ def supervised(name: str, pretrained: bool = True) -> Teacher:
     return Teacher(encoder, feature_dim, 224, 3, IMAGENET_MEAN, IMAGENET_STD)
 
 
+def supervised_wrn40(pretrained: bool = True) -> Teacher:
+    """WRN-40-2 trained on CIFAR-100 with labels by egalib itself (`python -m egalib
+    train-teacher`, the CRD code base's recipe); its weights are cached in data/teachers/."""
+    encoder = wrn_40_2(3)
+    if pretrained:
+        encoder.load_state_dict(load_teacher_weights("supervised-wrn40"))
+    return Teacher(encoder, encoder.feature_dim, 32, 3, CLIP_MEAN, CLIP_STD)
+
+
 TEACHERS = {
     "ssl-fmnist": ssl_fmnist,
+    "supervised-wrn40": supervised_wrn40,
     **{name: partial(clip, name) for name in CLIP_MODELS},
     **{name: partial(supervised, name) for name in SUPERVISED_MODELS},
 }

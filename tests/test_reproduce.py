@@ -1,0 +1,57 @@
+"""The paper's tables as configs, and the supervised WRN-40-2 teacher egalib trains itself."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_datasets import write_cifar100
+
+from egalib import data, models
+from egalib.models import teachers
+from egalib.paper import paper_results
+from egalib.pretrain import train_supervised_teacher
+from egalib.reproduce import TABLES, table_configs
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_one_config_per_cell_of_each_table(table):
+    cells = paper_results().query("table == @table")
+    configs = table_configs(table)
+    assert len(configs) == len(cells)
+    assert len({c.run_name for c in configs}) == len(configs)  # one run folder per cell
+    assert all(c.epochs == 240 and c.batch_size == 64 for c in configs)
+    for config in configs:
+        assert config.lr == (0.01 if config.student == "shufflenetv1" else 0.05)
+
+
+def test_protocol_and_only_filter_the_cells():
+    joint = table_configs("architectures", protocol="joint", only=["ega", "crd"])
+    assert len(joint) == 10 and {c.method for c in joint} == {"ega", "crd"}
+    assert {c.protocol for c in joint} == {"joint"}
+
+
+def test_reproduce_dry_run_lists_the_cells_and_trains_nothing(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "egalib", "reproduce", "--table", "datasets", "--dry-run",
+         "--runs-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("to run")]
+    assert len(lines) == len(paper_results().query("table == 'datasets'"))
+    assert "39 cells of table 'datasets'" in out.stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_teacher_makes_the_weights_the_wrn40_teacher_loads(tmp_path, monkeypatch):
+    write_cifar100(tmp_path / "data" / "cifar100", train=8, test=4)
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path / "data")
+    monkeypatch.setattr(teachers, "TEACHER_DIR", tmp_path / "teachers")
+    card = train_supervised_teacher(epochs=1, device="cpu", runs_dir=str(tmp_path / "runs"))
+    assert card["command"] == "python -m egalib train-teacher --epochs 1"
+    assert (tmp_path / "teachers" / "supervised-wrn40.json").is_file()
+    teacher = models.teacher("supervised-wrn40")
+    assert teacher.feature_dim == 128 and teacher.input_size == 32
+    features = teacher.encode(torch.randn(2, 3, 32, 32))
+    assert features.shape == (2, 128) and torch.isfinite(features).all()
