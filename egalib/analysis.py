@@ -1,0 +1,113 @@
+"""Numbers that say what a t-SNE picture shows: how well an embedding separates the classes.
+
+All measures here work in the geometry EGA aligns: each embedding row is centred over its
+features and scaled to unit length (`pearson_normalise`), so the Euclidean distance between two
+rows is a monotone function of their Pearson correlation (|a - b|^2 = 2 - 2 corr(a, b)).
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+def as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def pearson_normalise(x) -> np.ndarray:
+    """Rows centred over their features and scaled to unit norm (a constant row stays 0)."""
+    x = as_numpy(x).astype(np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+
+
+def balanced_subsample(labels, max_points: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most `max_points` samples, as equal per class as the data allow."""
+    labels = as_numpy(labels)
+    if max_points >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    pools = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
+    taken = {c: 0 for c in classes}
+    left = max_points
+    while left > 0:  # deal out one round per class until the budget is spent
+        open_classes = [c for c in classes if taken[c] < len(pools[c])]
+        share = max(1, left // len(open_classes))
+        for c in open_classes:
+            extra = min(share, len(pools[c]) - taken[c], left)
+            taken[c] += extra
+            left -= extra
+            if left == 0:
+                break
+    return np.sort(np.concatenate([pools[c][: taken[c]] for c in classes]))
+
+
+def knn_accuracy(x, labels, k: int = 5, seed: int = 0, normalise: bool = True) -> float:
+    """k-NN top-1 (%): fitted on one random half of the samples, scored on the other half."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x = pearson_normalise(x) if normalise else as_numpy(x)
+    labels = as_numpy(labels)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    fit_on, score_on = order[: len(order) // 2], order[len(order) // 2 :]
+    k = max(1, min(k, len(fit_on)))
+    knn = KNeighborsClassifier(n_neighbors=k).fit(x[fit_on], labels[fit_on])
+    return 100.0 * float(knn.score(x[score_on], labels[score_on]))
+
+
+def silhouette(x, labels, max_points: int = 2000, seed: int = 0, normalise: bool = True) -> float:
+    """Silhouette score of the classes (-1 to 1; higher: tighter, better separated classes),
+    on a class-balanced subsample of at most `max_points` samples."""
+    from sklearn.metrics import silhouette_score
+
+    labels = as_numpy(labels)
+    keep = balanced_subsample(labels, max_points, seed)
+    x = pearson_normalise(x) if normalise else as_numpy(x)
+    if len(np.unique(labels[keep])) < 2:
+        return float("nan")
+    return float(silhouette_score(x[keep], labels[keep]))
+
+
+def embedding_scores(
+    embeddings: dict, labels, k: int = 5, seed: int = 0, max_points: int = 2000
+) -> pd.DataFrame:
+    """One row per named embedding: its silhouette score and its k-NN accuracy (%)."""
+    rows = {
+        name: {
+            "silhouette": silhouette(x, labels, max_points, seed),
+            f"{k}-NN top-1 (%)": knn_accuracy(x, labels, k, seed),
+        }
+        for name, x in embeddings.items()
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def tsne_2d(x, perplexity: float = 30.0, seed: int = 0, normalise: bool = True) -> np.ndarray:
+    """A 2-d t-SNE map of the rows of x; the perplexity is clamped below the number of points."""
+    from sklearn.manifold import TSNE
+
+    x = pearson_normalise(x) if normalise else as_numpy(x)
+    perplexity = float(min(perplexity, max(1.0, (len(x) - 1) / 3)))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    return tsne.fit_transform(x.astype(np.float32))
+
+
+def final_numbers(histories: dict) -> pd.DataFrame:
+    """The last epoch of each run's history: train and test error (%), their gap, the best test
+    error, and EGA's node and edge terms on the test set; `histories` maps name -> DataFrame."""
+    rows = {}
+    for name, h in histories.items():
+        last = h.iloc[-1]
+        rows[name] = {
+            "epochs": int(last["epoch"]),
+            "train error (%)": 100 * (1 - last["train_acc"]),
+            "test error (%)": 100 * (1 - last["test_acc"]),
+            "gap (test - train, %)": 100 * (last["train_acc"] - last["test_acc"]),
+            "best test error (%)": 100 * (1 - h["test_acc"].max()),
+            "test L_node": last.get("test_node", float("nan")),
+            "test L_edge": last.get("test_edge", float("nan")),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,0 +1,179 @@
+"""The poster's tables filled with our finished runs, beside the paper's numbers.
+
+A run fills a cell when its config's teacher, student, dataset, method and protocol are the
+cell's and it trained for exactly `epochs` epochs (the paper's 240 by default). A cell without
+such a run stays empty ("–"): it is never filled with another run or with the paper's number.
+Where several runs match a cell (e.g. seeds), the cell shows their mean top-1 and says how many.
+
+`table_cells` gives one row per cell (the long form written to tables.csv), `paper_table` the
+poster's layout (rows: methods, columns: the cells' teacher / student or dataset), and
+`write_tables` writes every table to <runs_dir>/tables.md and <runs_dir>/tables.csv.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+from .reproduce import SUPERVISED_ROWS, table_rows
+from .runs import atomic_write_text, load_runs
+
+# (table, protocol, title) of every table, in the poster's order.
+TABLE_LAYOUTS = (
+    ("architectures", "pretrained", "Different architectures (teacher head trained first)"),
+    ("architectures", "joint", "Teacher and student trained simultaneously"),
+    ("supervised-teachers", "pretrained", "Supervised teachers"),
+    ("datasets", "pretrained", "Different datasets (teacher head trained first)"),
+    ("datasets", "joint", "Different datasets, teacher and student trained simultaneously"),
+)
+LONG_COLUMNS = ["table", "protocol", "teacher", "student", "dataset", "method", "ours", "paper",
+                "diff"]  # fmt: skip
+KEYS = ["teacher", "student", "dataset", "method", "protocol"]
+MISSING = "–"
+RUN_COLUMNS = ["method", "teacher", "student", "dataset", "protocol", "epochs", "top1",
+               "best_top1"]  # fmt: skip
+SUPERVISED_NOTE = (
+    "The poster lost the method names of the supervised-teacher table; its eight rows are read "
+    "as " + ", ".join(SUPERVISED_ROWS.values()) + " (the order of the other tables without "
+    "IRG). This is an assumption (egalib.reproduce.SUPERVISED_ROWS)."
+)
+
+
+def matching_runs(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """The finished runs that may fill a cell: those trained for exactly `epochs` epochs."""
+    if runs is None or len(runs) == 0 or not set(KEYS + ["epochs", "top1"]) <= set(runs):
+        return pd.DataFrame(columns=KEYS + ["epochs", "top1"])
+    return runs[runs["epochs"] == epochs]
+
+
+def table_cells(table: str, protocol: str, runs: pd.DataFrame, epochs: int = 240) -> pd.DataFrame:
+    """One row per cell of a poster table: our top-1 (NaN without a matching run), the paper's,
+    their difference, how many runs matched, and whether ours is the best of its column."""
+    cells = table_rows(table, protocol)
+    mine = matching_runs(runs, epochs)
+    rows = []
+    for cell in cells.itertuples():
+        wanted = dict(teacher=cell.teacher, student=cell.student, dataset=cell.dataset,
+                      method=cell.egalib_method, protocol=cell.egalib_protocol)  # fmt: skip
+        hit = mine
+        for key, value in wanted.items():
+            hit = hit[hit[key] == value]
+        ours = float(hit["top1"].mean()) if len(hit) else float("nan")
+        rows.append({
+            "table": table, **wanted, "ours": ours, "paper": float(cell.top1),
+            "diff": ours - float(cell.top1), "runs": len(hit), "row": cell.method,
+            "column": _column_label(table, cell),
+        })  # fmt: skip
+    out = pd.DataFrame(rows)
+    out[["ours", "diff"]] = out[["ours", "diff"]].round(2)
+    best = out.groupby("column")["ours"].transform("max")
+    out["best"] = out["ours"].notna() & (out["ours"] == best)
+    return out
+
+
+def _column_label(table: str, cell) -> str:
+    if table == "datasets":
+        return cell.dataset
+    if table == "supervised-teachers":
+        return cell.teacher
+    return f"{cell.teacher} / {cell.student}"
+
+
+def _row_label(table: str, cell: pd.Series) -> str:
+    if table == "supervised-teachers":
+        return f"{cell['method']} ({cell['row']}, assumed)"
+    return cell["row"]
+
+
+def format_cell(ours: float, paper: float, runs: int = 1, best: bool = False,
+                bold=("**", "**")) -> str:  # fmt: skip
+    """'ours (paper P, +D)'; '– (paper P)' without a run; the best of a column in bold."""
+    paper_text = "n/a" if pd.isna(paper) else f"{paper:.2f}"
+    if pd.isna(ours):
+        return f"{MISSING} (paper {paper_text})"
+    number = f"{ours:.2f}"
+    if best:
+        number = f"{bold[0]}{number}{bold[1]}"
+    diff = "" if pd.isna(paper) else f", {ours - paper:+.2f}"
+    several = f" [mean of {runs} runs]" if runs > 1 else ""
+    return f"{number} (paper {paper_text}{diff}){several}"
+
+
+def paper_table(
+    table: str, protocol: str, runs: pd.DataFrame, epochs: int = 240, bold=("**", "**")
+) -> pd.DataFrame:
+    """The poster's layout of one table: rows are methods, columns the cells' teacher / student
+    (or dataset, or supervised teacher); each entry says ours, the paper's and the difference."""
+    cells = table_cells(table, protocol, runs, epochs)
+    cells["text"] = [format_cell(c.ours, c.paper, c.runs, c.best, bold)
+                     for c in cells.itertuples()]  # fmt: skip
+    cells["row_label"] = [_row_label(table, c) for _, c in cells.iterrows()]
+    wide = cells.pivot(index="row_label", columns="column", values="text")
+    wide = wide.loc[list(dict.fromkeys(cells["row_label"])), list(dict.fromkeys(cells["column"]))]
+    wide.index.name, wide.columns.name = "method", None
+    return wide
+
+
+def finished_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every finished run, whatever its size: what exists under the runs folder."""
+    if runs is None or len(runs) == 0:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    out = runs[[c for c in RUN_COLUMNS if c in runs]]
+    return out.sort_values(["dataset", "teacher", "student", "protocol", "epochs", "method"])
+
+
+def _text(value) -> str:
+    if isinstance(value, float):
+        return "" if pd.isna(value) else f"{value:.2f}"
+    return str(value)
+
+
+def to_markdown(frame: pd.DataFrame, index: bool = True) -> str:
+    """A GitHub markdown table (no extra dependency); floats with two decimals."""
+    header = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for label, row in frame.iterrows():
+        values = [str(label)] if index else []
+        values += [_text(v) for v in row]
+        lines.append("| " + " | ".join(v.replace("|", "\\|") for v in values) + " |")
+    return "\n".join(lines)
+
+
+def all_cells(runs: pd.DataFrame, epochs: int = 240) -> pd.DataFrame:
+    """The long form of every table: the rows of tables.csv."""
+    parts = [table_cells(table, protocol, runs, epochs) for table, protocol, _ in TABLE_LAYOUTS]
+    return pd.concat(parts, ignore_index=True)
+
+
+def tables_markdown(runs: pd.DataFrame, epochs: int = 240) -> str:
+    """Every table as markdown, each with a line saying how many of its cells have a run."""
+    lines = [
+        "# The poster's tables: our runs beside the paper's numbers",
+        "",
+        f"Each cell: our top-1 (%, last epoch, runs of exactly {epochs} epochs) (the paper's "
+        f"top-1, ours - paper). {MISSING}: no such run. Bold: our best in the column.",
+    ]
+    for table, protocol, title in TABLE_LAYOUTS:
+        cells = table_cells(table, protocol, runs, epochs)
+        filled = int(cells["ours"].notna().sum())
+        lines += ["", f"## {title}", "", f"table `{table}`, protocol `{protocol}`: "
+                  f"{filled} of {len(cells)} cells have a run."]  # fmt: skip
+        if filled == 0:
+            lines[-1] += f" The table is empty: no finished {epochs}-epoch run matches its cells."
+        if table == "supervised-teachers":
+            lines += ["", SUPERVISED_NOTE]
+        lines += ["", to_markdown(paper_table(table, protocol, runs, epochs))]
+    finished = finished_runs(runs)
+    lines += ["", "## All finished runs", "", f"{len(finished)} finished runs, of any size."]
+    if len(finished):
+        lines += ["", to_markdown(finished, index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(runs_dir: str | Path, epochs: int = 240) -> tuple[Path, Path]:
+    """Write every table to <runs_dir>/tables.md and (long form) <runs_dir>/tables.csv."""
+    runs_dir = Path(runs_dir)
+    runs = load_runs(runs_dir)
+    md, csv = runs_dir / "tables.md", runs_dir / "tables.csv"
+    atomic_write_text(md, tables_markdown(runs, epochs))
+    atomic_write_text(csv, all_cells(runs, epochs)[LONG_COLUMNS].to_csv(index=False))
+    return md, csv
