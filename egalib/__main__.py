@@ -98,6 +98,12 @@ def cmd_reproduce(args) -> None:
     run_cells(configs, args.parallel)
 
 
+def cmd_bench(args) -> None:
+    from .bench import bench
+
+    bench(args)
+
+
 def cmd_download(args) -> None:
     from .data import load_dataset
 
@@ -180,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
     reproduce.set_defaults(func=cmd_reproduce)
+
+    from .bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="images/s of egalib's loop against a reference loop")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
 
     download = sub.add_parser("download", help="fetch a dataset where a network exists")
     download.add_argument("dataset", choices=sorted(DATASETS))

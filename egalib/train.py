@@ -131,9 +131,10 @@ class Trainer:
             self.model.student.compile()  # in place: checkpoint keys stay the same
         trained = [self.model.student, self.model.student_head, self.model.method_module]
         student_params = [p for part in trained if part is not None for p in part.parameters()]
+        kernel = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.SGD(
             student_params, lr=config.lr, momentum=config.momentum,
-            weight_decay=config.weight_decay, foreach=True,
+            weight_decay=config.weight_decay, **kernel,
         )  # fmt: skip
         milestones = [round(f * config.epochs) for f in MILESTONES]
         self.schedule = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, 0.1)

@@ -1,0 +1,913 @@
+"""A benchmark, not a test: images per second of egalib's loop against a reference-style loop.
+
+`python -m egalib bench` trains the same student, teacher, method (EGA, joint teacher head) and
+batch size on the same device in two loops, on synthetic data of the real shape:
+
+- egalib's loop: `Trainer.step` on random batches of a uint8 dataset held on the device; the
+  views are made there, the teacher runs in bf16 and the student under autocast in channels_last
+  on CUDA, and nothing is read back to the host inside the timed steps;
+- a reference loop written here in the CRD code base's style: a torch `Dataset` of HWC uint8
+  arrays made into PIL images and augmented by torchvision transforms in `DataLoader` workers,
+  fp32 everywhere (no autocast, no channels_last), `cudnn.benchmark` on, `loss.item()` every step.
+
+Each measurement runs in a fresh process, so its peak memory is its own; with `--processes N`,
+N copies of egalib's loop start together (they wait at a barrier after warm-up) and their images
+per second are summed. The time of each part of a step (data, teacher, student, loss + backward +
+optimiser) is measured in a separate, shorter pass with the device synchronised around each part;
+those per-step times do not add up to the throughput pass's. A full run (train + eval, 240 epochs
+by default) is projected from measured train and eval images per second.
+
+Results: a table on stdout and a JSON file, by default `benchmarks/results/<device>.json`.
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__, losses, models
+from .config import RunConfig
+from .data import Dataset, ViewSpec
+from .graph import EmbeddingHead
+from .models.teachers import TEACHER_DIR
+
+SCHEMA = 1
+RESULTS_DIR = Path("benchmarks") / "results"
+PARTS = ("data", "teacher", "student", "loss_backward_step")
+PARTS_NOTE = (
+    "milliseconds per step, measured in a separate, shorter pass with the device synchronised "
+    "around each part; their sum differs from 1000 * batch_size / images_per_s of the throughput "
+    "pass. data: egalib's on-device views (reference: waiting for the DataLoader's next batch and "
+    "copying it to the device); teacher: frozen encoder + teacher head forward; student: student "
+    "+ head forward; loss_backward_step: the losses, backward and both SGD steps (reference: also "
+    "loss.item())."
+)
+READY, RESULT = "BENCH-READY", "BENCH-RESULT "
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What one benchmark preset measures: a RunConfig profile's models on synthetic images."""
+
+    profile: str  # the RunConfig profile whose teacher, student and embed_dim are used
+    channels: int
+    size: int
+    classes: int
+    steps: int  # timed steps per loop (default)
+    warmup: int
+    eval_images: int  # synthetic test images for egalib's eval throughput
+    epoch_images: tuple[int, int]  # the real dataset's train and test images, for the projection
+    target_ratio: float  # the issue's targets, reported as met or not, never assumed
+    target_minutes: float | None
+
+
+PRESETS = {
+    # the embedded default: Fashion-MNIST shapes, the self-supervised teacher, a small CNN
+    "cpu-demo": Preset(
+        profile="demo",
+        channels=1,
+        size=28,
+        classes=10,
+        steps=20,
+        warmup=3,
+        eval_images=1000,
+        epoch_images=(60_000, 10_000),
+        target_ratio=1.0,
+        target_minutes=None,
+    ),
+    # the paper's CIFAR-100 setting: CLIP ViT-B/32 (random weights cost the same), resnet8x4
+    "paper": Preset(
+        profile="paper",
+        channels=3,
+        size=32,
+        classes=100,
+        steps=200,
+        warmup=20,
+        eval_images=10_000,
+        epoch_images=(50_000, 10_000),
+        target_ratio=5.0,
+        target_minutes=15.0,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# What both loops share
+
+
+def teacher_pretrained(name: str) -> bool:
+    """Load a teacher's weights only where they ship on disk; downloaded ones (CLIP, torchvision)
+    are built with random weights, which cost the same to run and need no network."""
+    return (TEACHER_DIR / f"{name}.pt").is_file() and name in ("ssl-fmnist", "supervised-wrn40")
+
+
+def make_config(
+    preset: Preset, batch_size: int, device: str, seed: int = 0, compile: bool = False
+) -> RunConfig:
+    """The preset's profile with method EGA, the joint protocol (no linear probe first) and, when
+    asked, a torch.compile'd student (egalib's loop only)."""
+    extra = {"compile": True} if compile else {}
+    return RunConfig.from_profile(
+        preset.profile,
+        method="ega",
+        protocol="joint",
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        **extra,
+    )
+
+
+def synthetic_dataset(preset: Preset, train: int, test: int, seed: int = 0) -> Dataset:
+    """Random uint8 images of the preset's shape and random labels (the same for a given seed)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (preset.channels, preset.size, preset.size)
+    image = lambda n: torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
+    label = lambda n: torch.randint(0, preset.classes, (n,), generator=g)
+    classes = tuple(str(c) for c in range(preset.classes))
+    return Dataset("synthetic", image(train), label(train), image(test), label(test), classes)
+
+
+@contextlib.contextmanager
+def teachers_built(pretrained: bool):
+    """Make `models.teacher` build with `pretrained` whatever its caller asks (the Trainer builds
+    its teacher with the default, which downloads CLIP)."""
+    original = models.teacher
+    models.teacher = lambda name, *args, **kwargs: original(name, pretrained=pretrained)
+    try:
+        yield
+    finally:
+        models.teacher = original
+
+
+def synchroniser(device: torch.device) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def peak_memory(device: torch.device, children: bool = False) -> dict:
+    """CUDA: max_memory_allocated since the measurement began; CPU: peak RSS of the measuring
+    process (ru_maxrss) and, with `children`, of its largest finished child process (the
+    DataLoader workers, whose RSS counts the pages they share with their parent)."""
+    if device.type == "cuda":
+        return {
+            "kind": "cuda max_memory_allocated",
+            "mib": torch.cuda.max_memory_allocated(device) / 2**20,
+        }
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    rss = lambda who: resource.getrusage(who).ru_maxrss * unit / 2**20
+    peak = {"kind": "peak RSS (ru_maxrss)", "mib": rss(resource.RUSAGE_SELF)}
+    if children:
+        peak["largest_child_mib"] = rss(resource.RUSAGE_CHILDREN)
+    return peak
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def device_slug(device_type: str, name: str, threads: int) -> str:
+    """nvidia-h100-80gb-hbm3, or cpu-x86_64-2-threads: the default results file's name."""
+    if device_type == "cpu":
+        return f"cpu-{platform.machine()}-{threads}-threads"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or device_type
+
+
+class PartClock:
+    """Per-part seconds over a pass, with the device synchronised at every mark."""
+
+    def __init__(self, sync: Callable[[], None]):
+        self.sync, self.seconds, self.steps = sync, dict.fromkeys(PARTS, 0.0), 0
+        self.total = 0.0
+
+    def start(self) -> None:
+        self.sync()
+        self.began = self.last = time.perf_counter()
+
+    def mark(self, part: str) -> None:
+        self.sync()
+        now = time.perf_counter()
+        self.seconds[part] += now - self.last
+        self.last = now
+
+    def end_step(self) -> None:
+        self.sync()
+        self.total += time.perf_counter() - self.began
+        self.steps += 1
+
+    def timed(self, part: str, fn: Callable) -> Callable:
+        """`fn` with its own synchronised time added to `part`."""
+
+        def wrapper(*args, **kwargs):
+            self.sync()
+            began = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.sync()
+            self.seconds[part] += time.perf_counter() - began
+            return out
+
+        return wrapper
+
+    def per_step_ms(self) -> dict[str, float]:
+        ms = {k: 1000 * v / self.steps for k, v in self.seconds.items()}
+        ms["total"] = 1000 * self.total / self.steps
+        return ms
+
+
+# ---------------------------------------------------------------------------------------------
+# egalib's loop
+
+
+def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
+    """Throughput of `Trainer.step`, then (if asked) its parts and the eval throughput."""
+    from .train import Trainer
+
+    preset, device, b = PRESETS[spec["preset"]], torch.device(spec["device"]), spec["batch_size"]
+    sync = synchroniser(device)
+    config = make_config(preset, b, spec["device"], spec["seed"], spec["compile"])
+    data = synthetic_dataset(preset, spec["pool"], spec["eval_images"], spec["seed"]).to(device)
+    with teachers_built(spec["pretrained"]):
+        trainer = Trainer(config, data, device)
+    warmup, steps = spec["warmup"], spec["steps"]
+    g = torch.Generator(device=device).manual_seed(spec["seed"] + 1)
+    order = torch.randperm(spec["pool"], device=device, generator=g)
+    batches = order[: spec["pool"] // b * b].view(-1, b)
+
+    for index in batches[:warmup]:
+        trainer.step(index)
+    sync()
+    barrier()
+    wall, began = time.time(), time.perf_counter()
+    sums: dict[str, torch.Tensor] = {}
+    for index in batches[warmup : warmup + steps]:
+        for k, v in trainer.step(index).items():  # accumulated on the device, as train_epoch
+            sums[k] = sums.get(k, 0) + v.float()
+    mean_loss = (sums["loss"] / steps).item()  # the one host read, as once per epoch
+    sync()
+    seconds = time.perf_counter() - began
+    result = {
+        "images_per_s": steps * b / seconds,
+        "seconds": seconds,
+        "steps": steps,
+        "images": steps * b,
+        "window": [wall, wall + seconds],
+        "mean_loss": mean_loss,
+        "peak_memory": peak_memory(device),
+    }
+    if spec["parts"]:
+        result["parts"] = egalib_parts(trainer, batches, spec["part_warmup"], spec["part_steps"])
+    if spec["eval"]:
+        result["eval"] = egalib_eval(trainer, sync)
+    return result
+
+
+def egalib_parts(trainer, batches: torch.Tensor, warmup: int, steps: int) -> dict[str, float]:
+    """Time the parts of `Trainer.step` by wrapping the Distillation's views and forwards."""
+    model, clock = trainer.model, PartClock(synchroniser(trainer.device))
+    for index in batches[:warmup]:
+        trainer.step(index)
+    for name, part in (
+        ("views", "data"),
+        ("forward_teacher", "teacher"),
+        ("forward_student", "student"),
+    ):
+        setattr(model, name, clock.timed(part, getattr(model, name)))
+    try:
+        for index in batches[warmup : warmup + steps]:
+            clock.start()
+            trainer.step(index)
+            clock.end_step()
+    finally:
+        for name in ("views", "forward_teacher", "forward_student"):
+            delattr(model, name)  # the class's methods again
+    ms = clock.per_step_ms()
+    ms["loss_backward_step"] = ms["total"] - sum(ms[p] for p in PARTS[:3])
+    return ms
+
+
+def egalib_eval(trainer, sync: Callable[[], None], repeats: int = 2) -> dict:
+    """`Trainer.evaluate` as `fit` runs it each epoch. The first call also encodes the test set
+    with the frozen teacher (once per run); later calls reuse those features."""
+    sync()
+    began = time.perf_counter()
+    trainer.evaluate()
+    sync()
+    first = time.perf_counter() - began
+    began = time.perf_counter()
+    for _ in range(repeats):
+        trainer.evaluate()
+    sync()
+    steady = (time.perf_counter() - began) / repeats
+    n = len(trainer.data.test_labels)
+    return {
+        "images": n,
+        "images_per_s": n / steady,
+        "first_s": first,
+        "steady_s": steady,
+        "teacher_once_s": max(first - steady, 0.0),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference loop, in the CRD code base's style
+
+
+def reference_transforms(image_size: int, student: ViewSpec, teacher: ViewSpec, padding: int = 4):
+    """torchvision transforms of PIL images: the student's and the teacher's view."""
+    from torchvision import transforms as T
+
+    student_tf = T.Compose(
+        [
+            T.RandomCrop(image_size, padding=padding),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(student.mean, student.std),
+        ]
+    )
+    resize = []
+    if teacher.size != image_size:
+        resize = [T.Resize(teacher.size, interpolation=T.InterpolationMode.BICUBIC)]
+    teacher_tf = T.Compose(
+        [
+            T.RandomCrop(image_size, padding=padding),
+            *resize,
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(teacher.mean, teacher.std),
+        ]
+    )
+    return student_tf, teacher_tf
+
+
+class ReferenceDataset(torch.utils.data.Dataset):
+    """uint8 HWC arrays -> (student view, teacher view, label), each view a fresh PIL pipeline.
+
+    Grey images are PIL mode "L"; a teacher that takes three channels gets them as RGB."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, student_tf, teacher_tf, teacher_channels: int
+    ):
+        self.images, self.labels = images, labels
+        self.student_tf, self.teacher_tf = student_tf, teacher_tf
+        self.teacher_channels = teacher_channels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        array = self.images[i]
+        image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+        teacher_image = image
+        if self.teacher_channels == 3 and image.mode != "RGB":
+            teacher_image = image.convert("RGB")
+        return self.student_tf(image), self.teacher_tf(teacher_image), int(self.labels[i])
+
+
+def reference_dataset(data: Dataset, teacher: models.Teacher, padding: int = 4):
+    """The reference loop's dataset over `data`'s training images, normalised as egalib's views."""
+    from .train import student_view_spec
+
+    student_tf, teacher_tf = reference_transforms(
+        data.image_size, student_view_spec(data, teacher), teacher.view, padding
+    )
+    images = data.train_images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    labels = data.train_labels.cpu().numpy()
+    return ReferenceDataset(images, labels, student_tf, teacher_tf, teacher.in_channels)
+
+
+class ReferenceModel:
+    """The same student, teacher and heads as egalib's Distillation, in fp32, with its own step."""
+
+    def __init__(self, config: RunConfig, data: Dataset, device: torch.device, pretrained: bool):
+        torch.manual_seed(config.seed)
+        d, c = config.embed_dim, data.num_classes
+        self.config, self.device, self.method = config, device, config.weights
+        self.teacher = models.teacher(config.teacher, pretrained=pretrained).to(device)
+        self.teacher_head = EmbeddingHead(self.teacher.feature_dim, d, c).to(device)
+        self.student = models.student(config.student, in_channels=data.channels).to(device)
+        self.student_head = EmbeddingHead(self.student.feature_dim, d, c).to(device)
+        params = [*self.student.parameters(), *self.student_head.parameters()]
+        self.optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.teacher_optimizer = torch.optim.SGD(
+            self.teacher_head.parameters(), lr=config.teacher_lr, momentum=0.9, weight_decay=5e-4
+        )
+        self.student.train()
+        self.student_head.train()
+
+    def step(self, batch, mark: Callable[[str], None] = lambda part: None) -> float:
+        student_in, teacher_in, labels = (x.to(self.device) for x in batch)
+        mark("data")
+        with torch.no_grad():
+            features_t = self.teacher.encoder(teacher_in)  # fp32: no autocast
+        xt, logits_t = self.teacher_head(features_t)
+        mark("teacher")
+        xs, logits_s = self.student_head(self.student(student_in))
+        mark("student")
+        m = self.method
+        loss = m.gamma * F.cross_entropy(logits_s, labels)
+        loss = loss + m.beta * losses.ega(xs, xt.detach(), **m.options)
+        teacher_ce = F.cross_entropy(logits_t, labels)
+        self.optimizer.zero_grad()
+        self.teacher_optimizer.zero_grad()
+        (loss + teacher_ce).backward()
+        self.optimizer.step()
+        self.teacher_optimizer.step()
+        value = loss.item()  # the per-step host sync of the CRD loop (its AverageMeter)
+        mark("loss_backward_step")
+        return value
+
+
+def measure_reference(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
+    preset, device, b = PRESETS[spec["preset"]], torch.device(spec["device"]), spec["batch_size"]
+    sync = synchroniser(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the CRD code base sets it
+    config = make_config(preset, b, spec["device"], spec["seed"])
+    data = synthetic_dataset(preset, spec["pool"], 0, spec["seed"])
+    model = ReferenceModel(config, data, device, spec["pretrained"])
+    dataset = reference_dataset(data, model.teacher, config.padding)
+
+    def loader():
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=b,
+            shuffle=True,
+            num_workers=spec["workers"],
+            drop_last=True,
+            generator=torch.Generator().manual_seed(spec["seed"]),
+        )
+
+    warmup, steps = spec["warmup"], spec["steps"]
+    batches = iter(loader())
+    for _ in range(warmup):
+        model.step(next(batches))
+    sync()
+    barrier()
+    wall, began = time.time(), time.perf_counter()
+    total = 0.0
+    for _ in range(steps):
+        total += model.step(next(batches))
+    sync()
+    seconds = time.perf_counter() - began
+    del batches  # shuts its workers down, so their peak RSS is counted
+    result = {
+        "images_per_s": steps * b / seconds,
+        "seconds": seconds,
+        "steps": steps,
+        "images": steps * b,
+        "window": [wall, wall + seconds],
+        "mean_loss": total / steps,
+        "peak_memory": peak_memory(device, children=spec["workers"] > 0),
+    }
+    if spec["parts"]:
+        clock, batches = PartClock(sync), iter(loader())
+        for _ in range(spec["part_warmup"]):
+            model.step(next(batches))
+        for _ in range(spec["part_steps"]):
+            clock.start()
+            model.step(next(batches), clock.mark)
+            clock.end_step()
+        del batches
+        result["parts"] = clock.per_step_ms()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker processes
+
+
+def measure(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
+    """One measurement (spec["loop"]: "egalib" or "reference") in this process."""
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run = measure_egalib if spec["loop"] == "egalib" else measure_reference
+    result = run(spec, barrier)
+    result.update(device_name=device_name(device), threads=torch.get_num_threads())
+    return result
+
+
+def _worker_main() -> None:
+    """Entry of a measuring process: spec as JSON in argv; after warm-up it says READY and waits
+    for a line on stdin, so that several processes time the same window; the result is the last
+    line of stdout."""
+    spec = json.loads(sys.argv[-1])
+
+    def barrier():
+        print(READY, flush=True)
+        sys.stdin.readline()
+
+    try:
+        result = measure(spec, barrier)
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)
+    print(RESULT + json.dumps(result), flush=True)
+
+
+def run_workers(specs: list[dict], timeout: float) -> list[dict]:
+    """Start one process per spec, release them together after their warm-up, collect results."""
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+    }
+    code = "from egalib.bench import _worker_main; _worker_main()"
+    procs, logs, expired = [], [], threading.Event()
+
+    def kill_all():
+        expired.set()
+        for p in procs:
+            with contextlib.suppress(OSError):
+                p.kill()
+
+    def read_until(p, i: int, prefix: str) -> str:
+        for line in p.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix) :]
+        p.wait()
+        logs[i].seek(0)
+        tail = "".join(logs[i].read().decode(errors="replace").splitlines(True)[-15:])
+        why = f"ran past --timeout {timeout:g} s" if expired.is_set() else f"exit {p.returncode}"
+        raise RuntimeError(f"the {specs[i]['loop']} measurement failed ({why}):\n{tail}")
+
+    watchdog = threading.Timer(timeout, kill_all)
+    watchdog.daemon = True
+    try:
+        for spec in specs:
+            logs.append(tempfile.TemporaryFile())
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", code, json.dumps(spec)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=logs[-1],
+                    text=True,
+                    env=env,
+                )
+            )
+        watchdog.start()
+        for i, p in enumerate(procs):
+            read_until(p, i, READY)
+        for p in procs:  # all warmed up: go
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [json.loads(read_until(p, i, RESULT)) for i, p in enumerate(procs)]
+        for p in procs:
+            p.wait()
+        return results
+    finally:
+        watchdog.cancel()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="cpu-demo",
+        help="cpu-demo: Fashion-MNIST shapes, ssl-fmnist, small-cnn; paper: CIFAR-100 "
+        "shapes, CLIP ViT-B/32 (random weights), resnet8x4",
+    )
+    p.add_argument("--steps", type=int, help="timed steps per loop (default: the preset's)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default: the preset's)")
+    p.add_argument(
+        "--part-steps", type=int, help="steps of the part-timing pass (default: min(steps, 20))"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=2, help="the reference's DataLoader workers")
+    p.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="aggregate images/s of N egalib loops at once, for each N (default: "
+        "1 2 4 on CUDA, 1 on CPU)",
+    )
+    p.add_argument(
+        "--eval-images",
+        type=int,
+        help="synthetic test images for the eval throughput (default: the preset's)",
+    )
+    p.add_argument("--epochs", type=int, default=240, help="epochs of the projected full run")
+    p.add_argument(
+        "--epoch-images",
+        type=int,
+        nargs=2,
+        metavar=("TRAIN", "TEST"),
+        help="train and test images per epoch of the projected run (default: the "
+        "real dataset's: 60000 10000 for cpu-demo, 50000 10000 for paper)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile egalib's student (RunConfig.compile); give --warmup enough steps",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
+    p.add_argument(
+        "--out",
+        help="the JSON file, or an existing folder to write <device>.json "
+        "in (default: benchmarks/results/<device>.json)",
+    )
+
+
+def _check(args) -> None:
+    positive = {
+        "--steps": args.steps,
+        "--part-steps": args.part_steps,
+        "--eval-images": args.eval_images,
+        "--epochs": args.epochs,
+    }
+    for flag, value in positive.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}.")
+    for flag, value in {"--warmup": args.warmup, "--workers": args.workers}.items():
+        if value is not None and value < 0:
+            raise ValueError(f"{flag} must be 0 or more, got {value}.")
+    if args.batch_size < 2:
+        raise ValueError(
+            f"--batch-size must be at least 2 (EGA's graph needs two), got {args.batch_size}."
+        )
+    if any(n < 1 for n in args.processes or []):
+        raise ValueError(f"--processes takes counts of 1 or more, got {args.processes}.")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "--device cuda: no CUDA device is visible here (torch.cuda."
+            "is_available() is False); use --device cpu or auto."
+        )
+
+
+def bench(args) -> dict:
+    """Run the measurements `args` asks for; print the table, write the JSON; return the report."""
+    _check(args)
+    preset = PRESETS[args.preset]
+    device = (
+        "cuda"
+        if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
+    steps = args.steps or preset.steps
+    warmup = preset.warmup if args.warmup is None else args.warmup
+    part_steps = args.part_steps or min(steps, 20)
+    part_warmup = 1 if warmup else 0
+    b = args.batch_size
+    pool = b * max(warmup + steps, part_warmup + part_steps)  # one epoch covers every pass
+    processes = args.processes or ([1, 2, 4] if device == "cuda" else [1])
+    config = make_config(preset, b, device, args.seed)
+    spec = {
+        "preset": args.preset,
+        "device": device,
+        "batch_size": b,
+        "steps": steps,
+        "warmup": warmup,
+        "part_steps": part_steps,
+        "part_warmup": part_warmup,
+        "pool": pool,
+        "eval_images": args.eval_images or preset.eval_images,
+        "workers": args.workers,
+        "seed": args.seed,
+        "compile": args.compile,
+        "pretrained": teacher_pretrained(config.teacher),
+        "parts": True,
+        "eval": False,
+        "threads": None,
+    }
+
+    say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)
+    say(f"{args.preset}: {config.teacher} -> {config.student}, batch {b}, {steps} steps, {device}")
+    say("egalib's loop ...")
+    (ours,) = run_workers([{**spec, "loop": "egalib", "eval": True}], args.timeout)
+    say(f"egalib's loop: {ours['images_per_s']:.1f} images/s; reference loop ...")
+    (ref,) = run_workers([{**spec, "loop": "reference"}], args.timeout)
+    say(f"reference loop: {ref['images_per_s']:.1f} images/s")
+    aggregate = []
+    for n in processes:
+        if n == 1:
+            runs = [ours]  # the egalib measurement above is one process alone
+        else:
+            say(f"{n} egalib loops at once ...")
+            threads = max(1, torch.get_num_threads() // n) if device == "cpu" else None
+            copy = {**spec, "loop": "egalib", "parts": False, "threads": threads}
+            runs = run_workers([{**copy, "seed": args.seed + i} for i in range(n)], args.timeout)
+        aggregate.append(aggregate_row(n, runs))
+
+    report = make_report(args, preset, config, spec, ours, ref, aggregate, processes)
+    out = output_path(args.out, report["device"]["slug"])
+    write_json(out, report)
+    print(format_table(report))
+    print(f"wrote {out}")
+    return report
+
+
+def aggregate_row(n: int, runs: list[dict]) -> dict:
+    starts, ends = [r["window"][0] for r in runs], [r["window"][1] for r in runs]
+    span = max(ends) - min(starts)
+    overlap = max(0.0, min(ends) - max(starts))
+    return {
+        "processes": n,
+        "images_per_s": sum(r["images_per_s"] for r in runs),  # the sum of each one's rate
+        "images_per_s_wall": sum(r["images"] for r in runs) / span,  # all images / whole span
+        "each": [r["images_per_s"] for r in runs],
+        "overlap": overlap / span,  # the share of the span in which all N were timing
+        "peak_memory_mib_each": [r["peak_memory"]["mib"] for r in runs],
+        "threads_each": [r["threads"] for r in runs],
+    }
+
+
+def projection(preset: Preset, args, ours: dict) -> dict:
+    train, test = args.epoch_images or preset.epoch_images
+    ev = ours["eval"]
+    once_s = ev["teacher_once_s"] * test / ev["images"]
+    seconds = args.epochs * (train / ours["images_per_s"] + test / ev["images_per_s"]) + once_s
+    return {
+        "epochs": args.epochs,
+        "train_images": train,
+        "test_images": test,
+        "train_images_per_s": ours["images_per_s"],
+        "eval_images_per_s": ev["images_per_s"],
+        "teacher_test_encode_once_s": once_s,
+        "minutes": seconds / 60,
+        "method": "epochs * (train / train images/s + test / eval images/s) + the teacher's "
+        "one-time encoding of the test set; excludes start-up, loading data from "
+        "disk and checkpoint writes",
+    }
+
+
+def make_report(args, preset, config, spec, ours, ref, aggregate, processes) -> dict:
+    from torchvision import __version__ as torchvision_version
+
+    device_type = spec["device"]
+    plan = projection(preset, args, ours)
+    ratio = ours["images_per_s"] / ref["images_per_s"]
+    targets = {"ratio_at_least": preset.target_ratio, "ratio_met": ratio >= preset.target_ratio}
+    if preset.target_minutes is not None:
+        targets.update(
+            minutes_at_most=preset.target_minutes,
+            minutes_met=plan["minutes"] <= preset.target_minutes,
+        )
+    return {
+        "schema": SCHEMA,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "preset": args.preset,
+        "device": {
+            "type": device_type,
+            "name": ours["device_name"],
+            "slug": device_slug(device_type, ours["device_name"], ours["threads"]),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": ours["threads"],
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "torchvision": torchvision_version,
+            "python": platform.python_version(),
+            "egalib": __version__,
+        },
+        "setup": {
+            "method": config.method,
+            "protocol": config.protocol,
+            "teacher": config.teacher,
+            "teacher_pretrained_weights": spec["pretrained"],
+            "student": config.student,
+            "embed_dim": config.embed_dim,
+            "egalib_compile": spec["compile"],
+            "batch_size": spec["batch_size"],
+            "image_shape": [preset.channels, preset.size, preset.size],
+            "num_classes": preset.classes,
+            "data": "synthetic uint8 images, random labels",
+            "steps": spec["steps"],
+            "warmup": spec["warmup"],
+            "part_steps": spec["part_steps"],
+            "pool_images": spec["pool"],
+            "eval_images": spec["eval_images"],
+            "reference_workers": spec["workers"],
+            "processes": processes,
+            "seed": spec["seed"],
+        },
+        "egalib": ours,
+        "reference": ref,
+        "ratio": ratio,
+        "parts_note": PARTS_NOTE,
+        "projection": plan,
+        "aggregate": aggregate,
+        "targets": targets,
+    }
+
+
+def format_table(r: dict) -> str:
+    s, d = r["setup"], r["device"]
+    lines = [
+        f"egalib bench, preset {r['preset']}: {s['teacher']} -> {s['student']}, batch "
+        f"{s['batch_size']}, {s['steps']} timed steps, on {d['name']} ({d['slug']}, torch "
+        f"{r['versions']['torch']})",
+        f"{'loop':10} {'images/s':>10} {'data':>8} {'teacher':>8} {'student':>8} "
+        f"{'loss+bwd':>9} {'peak memory':>12}",
+    ]
+    for loop in ("egalib", "reference"):
+        m = r[loop]
+        parts = m.get("parts") or {}
+        ms = [f"{parts.get(p, float('nan')):8.2f}" for p in PARTS[:3]]
+        mem = m["peak_memory"]
+        lines.append(
+            f"{loop:10} {m['images_per_s']:10.1f} {' '.join(ms)} "
+            f"{parts.get('loss_backward_step', float('nan')):9.2f} "
+            f"{mem['mib']:8.0f} MiB ({mem['kind']})"
+        )
+    lines.append("(parts: ms per step from a separate synchronised pass)")
+    lines.append(
+        f"ratio egalib / reference: {r['ratio']:.2f}x "
+        f"(target: at least {r['targets']['ratio_at_least']:g}x: "
+        f"{'met' if r['targets']['ratio_met'] else 'not met'})"
+    )
+    p = r["projection"]
+    met = ""
+    if "minutes_met" in r["targets"]:
+        met = (
+            f" (target: at most {r['targets']['minutes_at_most']:g} min: "
+            f"{'met' if r['targets']['minutes_met'] else 'not met'})"
+        )
+    lines.append(
+        f"eval: {p['eval_images_per_s']:.1f} images/s; projected {p['epochs']}-epoch run "
+        f"({p['train_images']} train + {p['test_images']} test images per epoch): "
+        f"{p['minutes']:.1f} min{met}"
+    )
+    agg = " | ".join(f"N={a['processes']}: {a['images_per_s']:.1f}" for a in r["aggregate"])
+    lines.append(f"aggregate egalib images/s (N processes at once): {agg}")
+    return "\n".join(lines)
+
+
+def output_path(out: str | None, slug: str) -> Path:
+    if out is None:
+        return RESULTS_DIR / f"{slug}.json"
+    path = Path(out)
+    return path / f"{slug}.json" if path.is_dir() or out.endswith(os.sep) else path
+
+
+def write_json(path: Path, report: dict) -> None:
+    """Through a temporary file in the same folder, then os.replace: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a results file is for reading
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m egalib bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    bench(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

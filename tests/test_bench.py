@@ -1,0 +1,122 @@
+"""The benchmark runs end to end and records what it promises; no timing is asserted."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from egalib import bench, models
+from egalib.data import ViewSpec
+from egalib.models.teachers import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+
+
+def test_cpu_demo_run_writes_the_json_and_prints_the_ratio(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    argv = [
+        "--preset",
+        "cpu-demo",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--workers",
+        "0",
+        "--processes",
+        "1",
+        "--eval-images",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text())
+    ours, ref = report["egalib"], report["reference"]
+    for loop in (ours, ref):
+        assert loop["images_per_s"] > 0 and loop["steps"] == 3
+        assert math.isfinite(loop["mean_loss"])
+        assert set(loop["parts"]) == {*bench.PARTS, "total"}
+        assert all(math.isfinite(v) for v in loop["parts"].values())
+        assert loop["peak_memory"]["mib"] > 0 and "RSS" in loop["peak_memory"]["kind"]
+    assert report["ratio"] == pytest.approx(ours["images_per_s"] / ref["images_per_s"])
+    plan = report["projection"]
+    assert plan["epochs"] == 240 and (plan["train_images"], plan["test_images"]) == (60000, 10000)
+    assert plan["minutes"] > 0 and math.isfinite(plan["minutes"])
+    assert ours["eval"]["images"] == 64 and ours["eval"]["images_per_s"] > 0
+    assert [a["processes"] for a in report["aggregate"]] == [1]
+    assert report["aggregate"][0]["images_per_s"] == pytest.approx(ours["images_per_s"])
+    assert report["setup"]["teacher"] == "ssl-fmnist" and report["setup"]["student"] == "small-cnn"
+    assert report["setup"]["image_shape"] == [1, 28, 28] and report["setup"]["batch_size"] == 64
+    assert report["device"]["type"] == "cpu" and report["device"]["slug"].startswith("cpu-")
+    assert report["versions"]["torch"] == torch.__version__ and report["date"]
+    assert "ratio egalib / reference: " in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_reference_dataset_gives_normalised_views_of_the_right_shapes():
+    preset = bench.PRESETS["cpu-demo"]
+    data = bench.synthetic_dataset(preset, train=4, test=0)
+    data.train_images[0] = 0  # a black image: every pixel (and the crop padding) is 0
+    teacher = models.teacher("ssl-fmnist", pretrained=False)
+    student_in, teacher_in, label = bench.reference_dataset(data, teacher)[0]
+    assert student_in.shape == (1, 28, 28) and student_in.dtype == torch.float32
+    assert teacher_in.shape == (teacher.in_channels, teacher.input_size, teacher.input_size)
+    black = -FASHION_MNIST_MEAN[0] / FASHION_MNIST_STD[0]
+    assert torch.allclose(student_in, torch.full_like(student_in, black))
+    assert torch.allclose(teacher_in, torch.full_like(teacher_in, black))
+    assert label == int(data.train_labels[0])
+    # random images: normalised values leave [0, 1]
+    student_in, _, _ = bench.reference_dataset(data, teacher)[1]
+    assert student_in.min() < 0 and student_in.max() > 1
+
+
+def test_grey_images_reach_a_colour_teacher_resized_and_normalised():
+    clip_view = ViewSpec(224, 3, CLIP_MEAN, CLIP_STD)  # a CLIP teacher's view, without CLIP
+    grey = ViewSpec(28, 1, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    student_tf, teacher_tf = bench.reference_transforms(28, grey, clip_view)
+    images = np.zeros((2, 28, 28, 1), dtype=np.uint8)
+    dataset = bench.ReferenceDataset(images, np.array([3, 5]), student_tf, teacher_tf, 3)
+    student_in, teacher_in, label = dataset[1]
+    assert student_in.shape == (1, 28, 28) and teacher_in.shape == (3, 224, 224) and label == 5
+    black = -torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD)
+    assert torch.allclose(teacher_in, black[:, None, None].expand_as(teacher_in), atol=1e-6)
+
+
+def test_json_is_written_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "results" / "device.json"
+    bench.write_json(path, {"ratio": 2.0})
+    assert json.loads(path.read_text()) == {"ratio": 2.0}
+    with pytest.raises(TypeError):
+        bench.write_json(path, {"ratio": object()})  # not serialisable: fails half-way
+    assert json.loads(path.read_text()) == {"ratio": 2.0}  # the old file is untouched
+    assert [p.name for p in path.parent.iterdir()] == ["device.json"]
+
+
+def test_default_file_is_named_after_the_device(tmp_path):
+    assert bench.device_slug("cuda", "NVIDIA H100 80GB HBM3", 16) == "nvidia-h100-80gb-hbm3"
+    assert bench.device_slug("cpu", "any", 2).endswith("-2-threads")
+    assert bench.output_path(None, "x") == bench.RESULTS_DIR / "x.json"
+    assert bench.output_path(str(tmp_path), "x") == tmp_path / "x.json"
+    assert bench.output_path(str(tmp_path / "y.json"), "x") == tmp_path / "y.json"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "1"], "--batch-size"),
+        (["--steps", "0"], "--steps"),
+        (["--processes", "0"], "--processes"),
+    ],
+)
+def test_bad_options_are_one_clear_error(argv, message):
+    with pytest.raises(ValueError, match=message):
+        bench.main(argv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="no CUDA device"):
+        bench.main(["--device", "cuda"])
