@@ -55,8 +55,7 @@ class RunConfig:
                 raise ValueError(
                     f"unknown {key} {value!r}; known {key}s: {', '.join(names)}. Pick one of those."
                 )
-        uses_teacher = self.weights.alpha > 0 or self.weights.distill is not None
-        if self.teacher == NO_TEACHER and uses_teacher:
+        if self.teacher == NO_TEACHER and self.weights.uses_teacher:
             raise ValueError(
                 f"method {self.method!r} distils from a teacher, but teacher is {NO_TEACHER!r}; "
                 "name a teacher (see `python -m egalib list`) or use method 'vanilla'."

@@ -43,6 +43,10 @@ class Method:
     options: dict = field(default_factory=dict)  # keyword arguments of `distill` (or `module`)
     module: Callable[..., nn.Module] | None = None  # (D, train_labels, **options)
 
+    @property
+    def uses_teacher(self) -> bool:
+        return self.alpha > 0 or self.distill is not None
+
 
 def ega_distill(inputs: DistillInputs, node_weight: float, edge_weight: float) -> Terms:
     """EGA; both terms are logged even when one of them has weight 0 (ega-node, ega-edge)."""

@@ -83,10 +83,11 @@ class Distillation(nn.Module):
     def forward_teacher(self, images: torch.Tensor):
         return self.teacher_head(self.teacher.encode(images))
 
-    def views(self, images: torch.Tensor, generator: torch.Generator):
+    def views(self, images: torch.Tensor, generator: torch.Generator, teacher: bool = True):
+        """The student's and the teacher's augmented views of one batch (None: no teacher)."""
         pad = self.config.padding
         student = train_view(images, self.student_view, generator, pad)
-        if self.teacher is None:
+        if self.teacher is None or not teacher:
             return student, None
         return student, train_view(images, self.teacher.view, generator, pad)
 
@@ -99,7 +100,7 @@ class Distillation(nn.Module):
             "correct": (logits_s.argmax(1) == labels).sum(),
         }
         loss = m.gamma * terms["ce"]
-        if self.teacher is None:
+        if teacher_in is None:  # nothing in this step needs the teacher
             terms["loss"] = loss
             return terms
         xt, logits_t = self.forward_teacher(teacher_in)
@@ -147,6 +148,8 @@ class Trainer:
             self.teacher_optimizer = torch.optim.SGD(
                 head.parameters(), lr=config.teacher_lr, momentum=0.9, weight_decay=5e-4
             )
+        # vanilla with a frozen teacher head: the teacher would only be run to be logged
+        self.teacher_in_step = self.joint or self.model.method.uses_teacher
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.test_teacher_features = None  # the frozen teacher's test features, made once
 
@@ -164,7 +167,7 @@ class Trainer:
     def step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         images, labels = self.data.train_images[index], self.data.train_labels[index]
         self.model.train()
-        student_in, teacher_in = self.model.views(images, self.generator)
+        student_in, teacher_in = self.model.views(images, self.generator, self.teacher_in_step)
         terms = self.model.loss_terms(student_in, teacher_in, labels, index, self.generator)
         backward = terms["loss"] + (terms["teacher_ce"] if self.joint else 0)
         self.optimizer.zero_grad(set_to_none=True)

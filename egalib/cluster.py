@@ -1,0 +1,387 @@
+"""Dispatching table cells to an executor, and what state each cell is in.
+
+`dispatch(configs, "local" | "slurm")` starts one job per cell that is neither finished nor
+running: `local` trains them here (`parallel` at a time, like `reproduce.run_cells`), `slurm`
+submits one submitit job per cell (`submit_cells`), with its logs in runs/<name>/slurm/.
+
+Every dispatched cell gets a marker, runs/<name>/job.json (executor, job id, host, submit
+time); a job that raises writes its traceback to runs/<name>/error.txt. A cell is then
+
+    finished  metrics.json is there;
+    failed    error.txt is there, or the marker's job has ended without metrics.json;
+    running   the marker's job is alive (a local pid, or a Slurm job not in a terminal state);
+    missing   no marker (a checkpoint left by an earlier run is resumed when it is dispatched).
+
+A job killed by the scheduler (pre-emption, time limit) gets submitit's signal; `CellJob` is
+`Checkpointable`, so submitit requeues the same callable, and `fit` resumes from checkpoint.pt.
+"""
+
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import submitit
+from submitit.core.utils import JobPaths
+
+from .config import RunConfig
+from .runs import Run, atomic_write_text
+
+EXECUTORS = ("local", "slurm")
+STATES = ("finished", "running", "failed", "missing")
+MARKER = "job.json"
+ERROR = "error.txt"
+COLUMNS = ["run_name", "teacher", "student", "dataset", "method", "protocol", "state", "detail"]
+# Slurm states in which a job may still run (submitit's list, and the transient ones).
+SLURM_ALIVE = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED",
+               "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED",
+               "STAGE_OUT", "SIGNALING"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What one cell's job asks of the scheduler (also used by submitit's local executor)."""
+
+    partition: str | None = None
+    gpus: int = 1
+    time_min: int = 720  # a longer run is requeued at the limit and resumes
+    mem_gb: int = 32
+    cpus: int = 8
+    max_requeues: int = 10  # time-outs a job may be requeued after (pre-emptions are free)
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    """Train one cell: `fit` it, writing error.txt on failure.
+
+    On pre-emption or time-out submitit calls `checkpoint()`, which resubmits this same callable:
+    `fit` finds checkpoint.pt in the run folder and carries on from the last finished epoch.
+    """
+
+    def __init__(self, config: RunConfig, on_epoch_end: Callable[[int, dict], None] | None = None):
+        self.config = config
+        self.on_epoch_end = on_epoch_end
+
+    @property
+    def path(self) -> Path:
+        return Path(self.config.runs_dir) / self.config.run_name
+
+    def __call__(self) -> str:
+        from .train import fit
+
+        (self.path / ERROR).unlink(missing_ok=True)
+        done, epochs = epochs_done(self.path), self.config.epochs
+        start = f"resuming after epoch {done}" if done else "starting"
+        print(f"{self.config.run_name}: {start} of {epochs} (pid {os.getpid()})", flush=True)
+        try:
+            run = fit(self.config, progress=False, on_epoch_end=self._epoch_end)
+        except Exception:  # not SystemExit: that is submitit requeuing the job
+            atomic_write_text(self.path / ERROR, traceback.format_exc())
+            raise
+        print(f"{self.config.run_name}: finished, top-1 {run.metrics['top1']:.2f} %", flush=True)
+        return str(run.path)
+
+    def _epoch_end(self, epoch: int, row: dict) -> None:
+        print(f"epoch {epoch}/{self.config.epochs}: test top-1 {100 * row['test_acc']:.2f} %, "
+              f"{row['seconds']:.1f} s", flush=True)  # fmt: skip
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, row)
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        print(f"{self.config.run_name}: interrupted; requeued to resume from its checkpoint",
+              flush=True)  # fmt: skip
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------- markers and state
+
+
+def epochs_done(path: Path) -> int:
+    """Epochs recorded in a run folder's history.csv (0 without one)."""
+    try:
+        lines = (Path(path) / "history.csv").read_text().splitlines()
+    except OSError:
+        return 0
+    return max(0, sum(1 for line in lines if line.strip()) - 1)
+
+
+def read_marker(path: Path) -> dict | None:
+    try:
+        return json.loads((Path(path) / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_marker(path: Path, executor: str, job_id: str, log_folder: Path | None = None) -> dict:
+    """runs/<name>/job.json: which job owns this cell now."""
+    marker = {
+        "executor": executor,
+        "job_id": str(job_id),
+        "host": socket.gethostname(),
+        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "log_folder": None if log_folder is None else str(Path(log_folder).resolve()),
+    }
+    if executor in ("local", "submitit-local"):
+        marker["pid_start"] = _pid_start(int(job_id))  # tells a reused pid from the job's
+    atomic_write_text(Path(path) / MARKER, json.dumps(marker, indent=2) + "\n")
+    return marker
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3... of /proc/<pid>/stat (state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_start(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process `pid` runs (not a zombie), and is the one started at `start` if given."""
+    if Path("/proc/self/stat").is_file():
+        fields = _proc_stat(pid)
+        if fields is None or fields[0] in ("Z", "X", "x"):
+            return False
+        return start is None or (len(fields) > 19 and fields[19] == start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """Slurm's state of each job, asked once through submitit's sacct watcher; {} where sacct
+    cannot be asked (no Slurm on this machine)."""
+    if not job_ids or shutil.which("sacct") is None:
+        return {}
+    watcher = submitit.SlurmJob.watcher
+    for job_id in job_ids:
+        watcher.register_job(str(job_id))
+    watcher.update()
+    return {job_id: watcher.get_state(str(job_id), mode="cache") for job_id in job_ids}
+
+
+def _job_paths(marker: dict) -> JobPaths | None:
+    folder = marker.get("log_folder")
+    return JobPaths(folder, str(marker["job_id"]), 0) if folder else None
+
+
+def _job_alive(marker: dict, states: dict[str, str]) -> tuple[bool | None, str]:
+    """(True: alive, False: ended, None: cannot tell; a note on what was seen)."""
+    executor, job_id = marker.get("executor"), str(marker.get("job_id"))
+    if executor in ("local", "submitit-local"):
+        host = marker.get("host")
+        if host not in (None, socket.gethostname()):
+            return None, f"on host {host}"
+        return pid_alive(int(job_id), marker.get("pid_start")), ""
+    if executor == "slurm":
+        state = (states.get(job_id) or "UNKNOWN").split()[0].upper()  # "CANCELLED by 0"
+        if state != "UNKNOWN":
+            return state in SLURM_ALIVE, state
+    return None, ""
+
+
+def _last_line(path: Path | None) -> str | None:
+    """The last non-empty line of a text file; None if it cannot be read."""
+    if path is None:
+        return None
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
+    path = Path(config.runs_dir) / config.run_name
+    if (path / "metrics.json").is_file():
+        try:
+            return "finished", f"top-1 {Run(path).metrics['top1']:.2f} %"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "finished", ""
+    done = epochs_done(path)
+    progress = f"epoch {done}/{config.epochs}"
+    error = _last_line(path / ERROR)
+    if error is not None:
+        return "failed", error or "error.txt is empty"
+    marker = read_marker(path)
+    if marker is None:
+        return "missing", f"{progress} checkpointed; resumes when dispatched" if done else ""
+    label = f"{marker.get('executor')} job {marker.get('job_id')}"
+    alive, seen = _job_alive(marker, states)
+    paths = _job_paths(marker)
+    if alive is None and paths is not None and paths.result_pickle.is_file():
+        alive = False  # submitit wrote the job's outcome: it is over
+    if alive is False:
+        why = (_last_line(paths.stderr) if paths is not None else None) or (
+            f"the job ended ({seen})" if seen else "the job ended"
+        )
+        return "failed", f"{why} [{label}, no metrics.json]"
+    if alive is None:
+        where = f" {seen}" if seen else ""
+        return "running", f"{label}{where}: state unknown, assumed running; {progress}"
+    return "running", f"{label}{f' {seen}' if seen else ''}, {progress}"
+
+
+def cell_states(configs: list[RunConfig]) -> list[tuple[str, str]]:
+    """(state, detail) of each config's cell; Slurm is asked once for all of them."""
+    slurm_ids = []
+    for config in configs:
+        path = Path(config.runs_dir) / config.run_name
+        marker = None if (path / "metrics.json").is_file() else read_marker(path)
+        if marker is not None and marker.get("executor") == "slurm":
+            slurm_ids.append(str(marker.get("job_id")))
+    states = slurm_states(slurm_ids)
+    return [_cell_state(config, states) for config in configs]
+
+
+def cell_status(configs: list[RunConfig]):
+    """One row per cell: run_name, teacher, student, dataset, method, protocol, state, detail."""
+    import pandas as pd
+
+    rows = [
+        {"run_name": c.run_name, "teacher": c.teacher, "student": c.student,
+         "dataset": c.dataset, "method": c.method, "protocol": c.protocol,
+         "state": state, "detail": detail}
+        for c, (state, detail) in zip(configs, cell_states(configs))
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def status_lines(frame) -> list[str]:
+    """The status table as text lines, with a count of each state at the end."""
+    lines = [
+        f"{r.state:9} {r.teacher:14} {r.student:13} {r.dataset:13} {r.method:9} {r.protocol:10} "
+        f"{r.detail}".rstrip()
+        for r in frame.itertuples()
+    ]
+    counts = frame["state"].value_counts()
+    lines.append(", ".join(f"{counts.get(s, 0)} {s}" for s in STATES))
+    return lines
+
+
+def pending(configs: list[RunConfig]) -> list[RunConfig]:
+    """The cells to dispatch: neither finished nor running (each run folder once)."""
+    seen, todo = set(), []
+    for config, (state, _) in zip(configs, cell_states(configs)):
+        if state in ("missing", "failed") and config.run_name not in seen:
+            seen.add(config.run_name)
+            todo.append(config)
+    return todo
+
+
+# ---------------------------------------------------------------------------- executors
+
+
+def _prepare(config: RunConfig) -> RunConfig:
+    """The config a job gets: an absolute runs_dir (a job may start in another directory; the
+    run folder's name does not depend on it), its folder made and any old error.txt gone."""
+    config = replace(config, runs_dir=str(Path(config.runs_dir).resolve()))
+    run = Run.open(config)
+    (run.path / ERROR).unlink(missing_ok=True)
+    return config
+
+
+def make_executor(folder: Path, cluster: str, options: SlurmOptions, name: str):
+    """A submitit executor writing its logs to `folder`: `slurm`, or `local` (submitit's local
+    executor: the same jobs, signals and requeuing, as processes on this machine)."""
+    executor = submitit.AutoExecutor(
+        folder=folder, cluster=cluster,
+        slurm_max_num_timeout=options.max_requeues, local_max_num_timeout=options.max_requeues,
+    )  # fmt: skip
+    executor.update_parameters(
+        name=name,
+        timeout_min=options.time_min,
+        gpus_per_node=options.gpus,
+        cpus_per_task=options.cpus,
+        mem_gb=options.mem_gb,
+        slurm_partition=options.partition,
+    )
+    return executor
+
+
+def submit_cells(
+    configs: list[RunConfig],
+    cluster: str = "slurm",
+    options: SlurmOptions | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> list:
+    """Submit one submitit job per pending cell, logs in runs/<name>/<cluster>/; the jobs."""
+    options, todo, jobs = options or SlurmOptions(), pending(configs), []
+    if todo and cluster == "slurm" and shutil.which("sbatch") is None:
+        raise RuntimeError(
+            "--executor slurm needs Slurm's sbatch, not found on this machine; run it on the "
+            "cluster's login node, or use --executor local."
+        )
+    for config in todo:
+        config = _prepare(config)
+        path = Path(config.runs_dir) / config.run_name
+        folder = path / cluster
+        executor = make_executor(folder, cluster, options, config.run_name)
+        job = executor.submit(CellJob(config, on_epoch_end))
+        label = "slurm" if cluster == "slurm" else f"submitit-{cluster}"
+        write_marker(path, label, job.job_id, folder)
+        print(
+            f"submitted {config.run_name}: {label} job {job.job_id}, logs in {folder}", flush=True
+        )
+        jobs.append(job)
+    return jobs
+
+
+def run_local(configs: list[RunConfig], parallel: int = 1) -> list[str]:
+    """Train the pending cells here, `parallel` at a time in separate processes (as
+    `reproduce.run_cells`), each marked with this process's pid while it waits or trains. A
+    failing cell does not stop the others; the failures are reported together at the end."""
+    todo = [_prepare(config) for config in pending(configs)]
+    for config in todo:
+        write_marker(Path(config.runs_dir) / config.run_name, "local", os.getpid())
+    failures = []
+    if parallel <= 1:
+        for config in todo:
+            try:
+                CellJob(config)()
+            except Exception as error:
+                failures.append(f"{config.run_name}: {error}")
+    else:
+        context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+        with ProcessPoolExecutor(parallel, mp_context=context) as pool:
+            futures = {pool.submit(CellJob(config)): config for config in todo}
+            for future in as_completed(futures):
+                if future.exception() is not None:
+                    failures.append(f"{futures[future].run_name}: {future.exception()}")
+    if failures:
+        raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
+    return [config.run_name for config in todo]
+
+
+def dispatch(
+    configs: list[RunConfig],
+    executor: str = "local",
+    parallel: int = 1,
+    options: SlurmOptions | None = None,
+) -> list:
+    """One job per cell neither finished nor running: trained here (`local`, blocking) or
+    submitted to Slurm (returns the submitit jobs at once)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; known executors: {', '.join(EXECUTORS)}.")
+    todo = pending(configs)
+    skipped = len({c.run_name for c in configs}) - len(todo)
+    print(f"{len(todo)} cell(s) to dispatch ({executor}); {skipped} finished or running skipped")
+    if executor == "local":
+        return run_local(todo, parallel)
+    if parallel > 1:
+        raise ValueError("--parallel is for --executor local; Slurm runs each cell as its own job.")
+    return submit_cells(todo, "slurm", options)
