@@ -98,6 +98,12 @@ def cmd_reproduce(args) -> None:
     run_cells(configs, args.parallel)
 
 
+def cmd_transfer(args) -> None:
+    from .transfer import transfer
+
+    print(json.dumps(transfer(args.run, args.dataset, args.epochs, args.device), indent=2))
+
+
 def cmd_bench(args) -> None:
     from .bench import bench
 
@@ -186,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
     reproduce.set_defaults(func=cmd_reproduce)
+
+    move = sub.add_parser("transfer", help="linear classifier on a frozen student (CRD protocol)")
+    move.add_argument("--run", required=True, help="a finished run folder (e.g. on cifar100)")
+    move.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    move.add_argument("--epochs", type=int, default=240)
+    move.add_argument("--device", default="auto")
+    move.set_defaults(func=cmd_transfer)
 
     from .bench import add_arguments as add_bench_arguments
 

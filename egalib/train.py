@@ -12,6 +12,7 @@ epoch, so a step never waits for the host.
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -233,6 +234,7 @@ class Trainer:
             "teacher_optimizer": self.teacher_optimizer.state_dict() if self.joint else {},
             "schedule": self.schedule.state_dict(),
             "generator": self.generator.get_state(),
+            "student_view": asdict(self.model.student_view),  # how the student saw images
         }
 
     def load_state(self, state: dict) -> tuple[int, list[dict]]:

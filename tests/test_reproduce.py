@@ -55,3 +55,20 @@ def test_train_teacher_makes_the_weights_the_wrn40_teacher_loads(tmp_path, monke
     assert teacher.feature_dim == 128 and teacher.input_size == 32
     features = teacher.encode(torch.randn(2, 3, 32, 32))
     assert features.shape == (2, 128) and torch.isfinite(features).all()
+
+
+def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch):
+    from test_datasets import write_stl10
+
+    from egalib.train import fit
+    from egalib.transfer import transfer
+
+    run = fit(smoke(method="vanilla", teacher="none"), progress=False)
+    write_stl10(tmp_path / "data" / "stl10", train=3, test=2)
+    monkeypatch.setattr(data, "DATA_DIR", tmp_path / "data")
+    with pytest.raises(ValueError, match="3-channel images to a 1-channel network"):
+        transfer(run.path, "stl10", epochs=2, device="cpu")  # a 1-channel student, RGB images
+    rgb = fit(smoke(method="vanilla", teacher="none", dataset="stl10", train_size=None,
+                    test_size=None, batch_size=2), progress=False)  # fmt: skip
+    result = transfer(rgb.path, "stl10", epochs=2, device="cpu")
+    assert 0 <= result["top1"] <= 100 and (rgb.path / "transfer_stl10.json").is_file()

@@ -1,0 +1,47 @@
+"""The CRD transfer protocol: a linear classifier on a frozen student's features.
+
+METHOD.md leaves open how the paper obtained its STL-10 and Tiny-ImageNet numbers. egalib's
+default is direct training on those datasets; this module gives the other reading, CRD's: take a
+student distilled on CIFAR-100, freeze it, and train a linear classifier on its features of the
+new dataset, with images resized to the student's 32 pixels.
+"""
+
+import json
+from pathlib import Path
+
+from . import models
+from .data import load_dataset
+from .models.teachers import Teacher
+from .probe import linear_probe_accuracy
+from .runs import Run, atomic_write_text
+from .train import resolve_device
+
+
+def frozen_student(run: Run, image_size: int = 32) -> Teacher:
+    """A finished run's student backbone, frozen behind the teacher interface."""
+    state = run.load_checkpoint()
+    if state is None:
+        raise ValueError(f"run folder {run.path} has no checkpoint.pt; train it first.")
+    view = state["student_view"]  # the student keeps the normalisation it was trained with
+    backbone = models.student(run.config["student"], in_channels=view["channels"])
+    prefix = "student."
+    backbone.load_state_dict(
+        {k.removeprefix(prefix): v for k, v in state["model"].items() if k.startswith(prefix)}
+    )
+    return Teacher(backbone, backbone.feature_dim, image_size, view["channels"], view["mean"],
+                   view["std"])  # fmt: skip
+
+
+def transfer(run_path: str | Path, dataset: str, epochs: int = 240, device: str = "auto") -> dict:
+    """Top-1 of a linear classifier on the frozen student's features of `dataset`; the result
+    is written to <run>/transfer_<dataset>.json."""
+    run = Run(Path(run_path))
+    if not run.finished:
+        raise ValueError(f"{run.path} is not a finished run folder; finish training it first.")
+    data = load_dataset(dataset).to(resolve_device(device))
+    encoder = frozen_student(run)
+    top1 = 100 * linear_probe_accuracy(encoder, data, epochs=epochs)
+    result = {"run": run.path.name, "dataset": dataset, "protocol": "transfer (CRD)",
+              "epochs": epochs, "top1": round(top1, 2)}  # fmt: skip
+    atomic_write_text(run.path / f"transfer_{dataset}.json", json.dumps(result, indent=2) + "\n")
+    return result
