@@ -72,9 +72,9 @@ def cmd_demo(args) -> None:
 
 
 def cmd_reproduce(args) -> None:
+    from .cluster import SlurmOptions, cell_status, dispatch
     from .demo import run_notebooks
-    from .reproduce import run_cells, table_configs
-    from .runs import Run
+    from .reproduce import table_configs
 
     if (args.table is None) == (args.profile is None):
         raise ValueError(
@@ -87,15 +87,34 @@ def cmd_reproduce(args) -> None:
 
     overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs}
     configs = table_configs(args.table, args.protocol, args.only, **overrides)
-    for config in configs:
-        folder = Run(Path(config.runs_dir) / config.run_name)
-        state = "finished" if folder.finished else "to run"
-        print(f"{state:9} {config.teacher:14} {config.student:13} {config.dataset:13} "
-              f"{config.method:9} {config.protocol:10} {folder.path}")  # fmt: skip
+    labels = {"missing": "to run", "failed": "to rerun"}  # running cells are left alone
+    for row in cell_status(configs).itertuples():
+        state = labels.get(row.state, row.state)
+        print(f"{state:9} {row.teacher:14} {row.student:13} {row.dataset:13} "
+              f"{row.method:9} {row.protocol:10} {Path(args.runs_dir) / row.run_name}")  # fmt: skip
     print(f"{len(configs)} cells of table {args.table!r}")
     if args.dry_run:
         return
-    run_cells(configs, args.parallel)
+    options = SlurmOptions(
+        partition=args.partition,
+        gpus=args.gpus,
+        time_min=args.time,
+        mem_gb=args.mem,
+        cpus=args.cpus,
+        max_requeues=args.max_requeues,
+    )
+    dispatch(configs, args.executor, args.parallel, options)
+
+
+def cmd_status(args) -> None:
+    from .cluster import cell_status, status_lines
+    from .reproduce import TABLES, table_configs
+
+    overrides = {"runs_dir": args.runs_dir, "epochs": args.epochs}
+    for table in args.table or TABLES:
+        frame = cell_status(table_configs(table, args.protocol, args.only, **overrides))
+        print(f"table {table!r}: {len(frame)} cells, run folders under {args.runs_dir}")
+        print("\n".join(status_lines(frame)))
 
 
 def cmd_transfer(args) -> None:
@@ -191,7 +210,29 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--runs-dir", default="runs")
     reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
+    from .cluster import EXECUTORS, SlurmOptions
+
+    reproduce.add_argument("--executor", choices=EXECUTORS, default="local",
+                           help="local: train here, --parallel at a time; slurm: one job per "
+                                "cell, logs in runs/<name>/slurm/")  # fmt: skip
+    slurm = reproduce.add_argument_group("Slurm jobs (--executor slurm)")
+    slurm.add_argument("--partition", default=SlurmOptions.partition)
+    slurm.add_argument("--gpus", type=int, default=SlurmOptions.gpus, help="GPUs per job")
+    slurm.add_argument("--time", type=int, default=SlurmOptions.time_min,
+                       help="minutes per job; a longer run is requeued and resumes")  # fmt: skip
+    slurm.add_argument("--mem", type=int, default=SlurmOptions.mem_gb, help="GB per job")
+    slurm.add_argument("--cpus", type=int, default=SlurmOptions.cpus, help="CPUs per job")
+    slurm.add_argument("--max-requeues", type=int, default=SlurmOptions.max_requeues,
+                       help="time-outs after which a job is still requeued")  # fmt: skip
     reproduce.set_defaults(func=cmd_reproduce)
+
+    status = sub.add_parser("status", help="each cell: finished, running, failed or missing")
+    status.add_argument("--table", nargs="+", choices=TABLES, help="these tables (default: all)")
+    status.add_argument("--protocol", choices=["pretrained", "joint"], default=None)
+    status.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods")
+    status.add_argument("--epochs", type=int, default=None, help="as given to reproduce")
+    status.add_argument("--runs-dir", default="runs")
+    status.set_defaults(func=cmd_status)
 
     move = sub.add_parser("transfer", help="linear classifier on a frozen student (CRD protocol)")
     move.add_argument("--run", required=True, help="a finished run folder (e.g. on cifar100)")

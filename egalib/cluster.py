@@ -1,8 +1,8 @@
 """Dispatching table cells to an executor, and what state each cell is in.
 
 `dispatch(configs, "local" | "slurm")` starts one job per cell that is neither finished nor
-running: `local` trains them here (`parallel` at a time, like `reproduce.run_cells`), `slurm`
-submits one submitit job per cell (`submit_cells`), with its logs in runs/<name>/slurm/.
+running: `local` trains them here (`parallel` at a time), `slurm` submits one submitit job per
+cell (`submit_cells`), with its logs in runs/<name>/slurm/.
 
 Every dispatched cell gets a marker, runs/<name>/job.json (executor, job id, host, submit
 time); a job that raises writes its traceback to runs/<name>/error.txt. A cell is then
@@ -226,10 +226,8 @@ def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
     if alive is None and paths is not None and paths.result_pickle.is_file():
         alive = False  # submitit wrote the job's outcome: it is over
     if alive is False:
-        why = (_last_line(paths.stderr) if paths is not None else None) or (
-            f"the job ended ({seen})" if seen else "the job ended"
-        )
-        return "failed", f"{why} [{label}, no metrics.json]"
+        why = (_last_line(paths.stderr) if paths is not None else None) or "the job ended"
+        return "failed", f"{why} [{label}{f' {seen}' if seen else ''}, no metrics.json]"
     if alive is None:
         where = f" {seen}" if seen else ""
         return "running", f"{label}{where}: state unknown, assumed running; {progress}"
@@ -342,9 +340,9 @@ def submit_cells(
 
 
 def run_local(configs: list[RunConfig], parallel: int = 1) -> list[str]:
-    """Train the pending cells here, `parallel` at a time in separate processes (as
-    `reproduce.run_cells`), each marked with this process's pid while it waits or trains. A
-    failing cell does not stop the others; the failures are reported together at the end."""
+    """Train the pending cells here, `parallel` at a time in separate processes, each marked
+    with this process's pid while it waits or trains. A failing cell does not stop the others;
+    the failures are reported together at the end."""
     todo = [_prepare(config) for config in pending(configs)]
     for config in todo:
         write_marker(Path(config.runs_dir) / config.run_name, "local", os.getpid())

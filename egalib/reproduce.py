@@ -4,9 +4,6 @@
 folder is not finished yet (finished folders are skipped, interrupted ones resume).
 """
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
-
 import pandas as pd
 
 from .config import RunConfig
@@ -55,27 +52,3 @@ def table_configs(
         )
         for row in rows.itertuples()
     ]
-
-
-def _fit_cell(config: RunConfig) -> str:
-    from .train import fit
-
-    return str(fit(config, progress=False).path)
-
-
-def run_cells(configs: list[RunConfig], parallel: int = 1) -> list[str]:
-    """Train the cells not finished yet, `parallel` at a time in separate processes (several
-    small runs share one GPU better than one run uses it). A failing cell does not stop the
-    others; the failures are reported together at the end."""
-    if parallel <= 1:
-        return [_fit_cell(config) for config in configs]
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-    with ProcessPoolExecutor(parallel, mp_context=context) as pool:
-        futures = {pool.submit(_fit_cell, config): config for config in configs}
-        failures = []
-        for future in as_completed(futures):
-            if future.exception() is not None:
-                failures.append(f"{futures[future].run_name}: {future.exception()}")
-    if failures:
-        raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
-    return [str(c.run_name) for c in configs]

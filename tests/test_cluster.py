@@ -1,0 +1,259 @@
+"""Dispatching cells to executors, resuming interrupted jobs, and the status of each cell.
+
+No Slurm here: submitit's local executor runs the jobs through the same `submit_cells` that
+submits to Slurm (only the cluster name differs), with the same signal handling and requeuing.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from egalib import cluster
+from egalib.config import RunConfig
+from egalib.runs import Run
+from egalib.train import fit
+
+TIMING = ("seconds", "images_per_s", "wall_s")
+LOCAL = cluster.SlurmOptions(gpus=0, time_min=30, mem_gb=1, cpus=1)  # CPU-only local jobs
+RUN_FILES = ("config.json", "history.csv", "metrics.json", "checkpoint.pt", "embeddings.pt")
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the local jobs inherit this environment
+
+
+def cell(tmp_path: Path, method: str, **overrides) -> RunConfig:
+    values = dict(method=method, train_size=64, test_size=64, runs_dir=str(tmp_path / "runs"))
+    return RunConfig.from_profile("smoke", **{**values, **overrides})
+
+
+def folder(config: RunConfig) -> Path:
+    return Path(config.runs_dir) / config.run_name
+
+
+def wait_for(job, seconds: float = 150) -> None:
+    deadline = time.time() + seconds
+    while not job.done():
+        if time.time() > deadline:
+            job.cancel()
+            pytest.fail(f"job {job.job_id} still running after {seconds} s:\n{job.stderr()}")
+        time.sleep(0.2)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def without_timing(run: Run) -> list[dict]:
+    return run.history.drop(columns=list(TIMING)).to_dict("records")
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_submitit_jobs_train_complete_run_folders_and_are_not_submitted_twice(tmp_path):
+    configs = [cell(tmp_path, "vanilla"), cell(tmp_path, "kd")]
+    jobs = cluster.submit_cells(configs, cluster="local", options=LOCAL)
+    assert len(jobs) == 2
+    for job in jobs:
+        wait_for(job)
+        assert job.state == "FINISHED", job.stderr()
+    for config, job in zip(configs, jobs):
+        path = folder(config)
+        assert job.result() == str(path.resolve())
+        assert all((path / name).is_file() for name in RUN_FILES)
+        marker = json.loads((path / "job.json").read_text())
+        assert marker["executor"] == "submitit-local" and marker["job_id"] == job.job_id
+        assert (path / "local" / f"{job.job_id}_0_log.out").is_file()  # logs beside the run
+        assert not (path / "error.txt").exists()
+    status = cluster.cell_status(configs)
+    assert list(status["state"]) == ["finished", "finished"]
+    assert status["detail"].str.startswith("top-1").all()
+    assert cluster.submit_cells(configs, cluster="local", options=LOCAL) == []  # nothing again
+
+
+def test_an_interrupted_job_resumes_from_its_checkpoint_to_the_same_history(tmp_path):
+    config = cell(tmp_path, "ega", epochs=4)
+    straight = fit(replace(config, runs_dir=str(tmp_path / "straight")), progress=False)
+
+    def slow(epoch, row):  # pickled by value into the job: room to interrupt between epochs
+        time.sleep(1.5)
+
+    [job] = cluster.submit_cells([config], cluster="local", options=LOCAL, on_epoch_end=slow)
+    path = folder(config)
+    deadline = time.time() + 120
+    while cluster.epochs_done(path) < 1:
+        assert time.time() < deadline and not job.done(), job.stderr()
+        time.sleep(0.05)
+    status = cluster.cell_status([config])
+    assert status["state"][0] == "running" and "epoch 1/4" in status["detail"][0]
+    assert cluster.submit_cells([config], cluster="local", options=LOCAL) == []  # running
+    [task] = children(int(job.job_id))  # the job's Python process, as Slurm signals it
+    os.kill(task, signal.SIGUSR2)  # submitit's pre-emption / time-out signal
+    wait_for(job)
+    out = job.stdout()
+    assert "interrupted; requeued" in out and "resuming after epoch" in out, out
+    assert job.state == "FINISHED" and Run(path).finished, job.stderr()
+    assert without_timing(Run(path)) == without_timing(straight)
+    assert Run(path).metrics["top1"] == straight.metrics["top1"]
+    assert all((path / name).is_file() for name in RUN_FILES)
+
+
+def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
+    names = ["finished", "running", "failed", "missing", "slurm-running", "slurm-failed"]
+    methods = ["vanilla", "kd", "fitnet", "pkt", "rkd", "crd"]
+    configs = {n: cell(tmp_path, m) for n, m in zip(names, methods)}
+    paths = {n: Run.open(c).path for n, c in configs.items() if n != "missing"}
+    (paths["finished"] / "metrics.json").write_text(json.dumps({"top1": 42.5}))
+    host = socket.gethostname()
+    live = {"executor": "local", "job_id": str(os.getpid()), "host": host}
+    (paths["running"] / "job.json").write_text(json.dumps(live))
+    (paths["running"] / "history.csv").write_text("epoch,test_acc\n1,0.1\n")
+    dead = {"executor": "local", "job_id": str(dead_pid()), "host": host}
+    (paths["failed"] / "job.json").write_text(json.dumps(dead))
+    (paths["failed"] / "error.txt").write_text(
+        "Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n\n"
+    )
+    logs = paths["slurm-failed"] / "slurm"
+    logs.mkdir()
+    (logs / "77_0_log.err").write_text("epoch 3/1\nslurmstepd: error: *** JOB 77 CANCELLED ***\n")
+    for name, job_id in (("slurm-running", "76"), ("slurm-failed", "77")):
+        marker = {"executor": "slurm", "job_id": job_id, "log_folder": str(logs)}
+        (paths[name] / "job.json").write_text(json.dumps(marker))
+    asked = []
+
+    def fake_sacct(job_ids):  # what submitit's sacct watcher reports on a cluster
+        asked.append(sorted(job_ids))
+        return {"76": "RUNNING", "77": "CANCELLED by 0"}
+
+    monkeypatch.setattr(cluster, "slurm_states", fake_sacct)
+    status = cluster.cell_status(list(configs.values())).set_index("run_name")
+    assert asked == [["76", "77"]]  # Slurm is asked once, for both jobs
+    state = {n: status.loc[c.run_name, "state"] for n, c in configs.items()}
+    detail = {n: status.loc[c.run_name, "detail"] for n, c in configs.items()}
+    assert state == {"finished": "finished", "running": "running", "failed": "failed",
+                     "missing": "missing", "slurm-running": "running",
+                     "slurm-failed": "failed"}  # fmt: skip
+    assert detail["finished"] == "top-1 42.50 %"
+    assert detail["running"] == f"local job {os.getpid()}, epoch 1/1"
+    assert detail["failed"] == "RuntimeError: CUDA out of memory"
+    assert detail["missing"] == ""
+    assert "RUNNING" in detail["slurm-running"]
+    assert detail["slurm-failed"].startswith("slurmstepd: error: *** JOB 77 CANCELLED ***")
+    assert list(status.reset_index().columns) == cluster.COLUMNS
+    assert cluster.status_lines(status.reset_index())[-1] == (
+        "1 finished, 2 running, 2 failed, 1 missing"
+    )
+
+    # without sacct a Slurm job with no outcome is assumed running, one with an outcome failed
+    monkeypatch.setattr(cluster, "slurm_states", lambda job_ids: {})
+    (logs / "77_0_result.pkl").write_bytes(b"")
+    unknown = cluster.cell_status([configs["slurm-running"], configs["slurm-failed"]])
+    assert list(unknown["state"]) == ["running", "failed"]
+    assert "state unknown" in unknown["detail"][0]
+
+    # a second dispatch takes only the failed and missing cells, and leaves the others alone
+    monkeypatch.setattr(cluster, "slurm_states", fake_sacct)
+    todo = cluster.pending(list(configs.values()))
+    assert [c.run_name for c in todo] == [configs[n].run_name for n in
+                                          ("failed", "missing", "slurm-failed")]  # fmt: skip
+    before = {n: (p / "job.json").read_text() for n, p in paths.items() if n != "finished"}
+    skip = [configs[n] for n in ("finished", "running", "slurm-running")]
+    assert cluster.submit_cells(skip, cluster="local", options=LOCAL) == []
+    assert cluster.run_local(skip) == []
+    assert cluster.dispatch(skip, "slurm") == []
+    assert before == {n: (p / "job.json").read_text() for n, p in paths.items() if n in before}
+    assert (
+        not (paths["running"] / "local").exists() and not (paths["finished"] / "job.json").exists()
+    )
+
+
+def test_a_reused_pid_is_not_the_job_and_an_unknown_executor_is_refused(tmp_path):
+    assert cluster.pid_alive(os.getpid())
+    assert not cluster.pid_alive(os.getpid(), start="0")  # same pid, another start time
+    assert not cluster.pid_alive(dead_pid())
+    with pytest.raises(ValueError, match="unknown executor 'pbs'"):
+        cluster.dispatch([cell(tmp_path, "vanilla")], "pbs")
+    with pytest.raises(ValueError, match="--parallel is for --executor local"):
+        cluster.dispatch([cell(tmp_path, "vanilla")], "slurm", parallel=2)
+
+
+def test_a_failing_local_cell_writes_its_error_and_shows_failed(tmp_path, monkeypatch):
+    import egalib.train
+
+    def broken(config, progress=True, on_epoch_end=None):
+        raise RuntimeError("the GPU fell off")
+
+    monkeypatch.setattr(egalib.train, "fit", broken)
+    configs = [cell(tmp_path, "vanilla"), cell(tmp_path, "kd")]
+    with pytest.raises(RuntimeError, match="2 cell\\(s\\) failed"):
+        cluster.dispatch(configs, "local")  # the first failure does not stop the second cell
+    status = cluster.cell_status(configs)
+    assert list(status["state"]) == ["failed", "failed"]
+    assert (status["detail"] == "RuntimeError: the GPU fell off").all()
+    assert json.loads((folder(configs[0]) / "job.json").read_text())["executor"] == "local"
+    assert len(cluster.pending(configs)) == 2  # failed cells are dispatched again
+
+
+def test_slurm_submission_and_state_through_stand_in_slurm_commands(tmp_path, monkeypatch):
+    """submitit's real Slurm executor and sacct watcher, with sbatch/srun/sacct as scripts."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "sacct-state"
+    bin_dir.mkdir()
+    scripts = {
+        "srun": "exit 0",
+        "sbatch": 'echo "Submitted batch job 4242"',
+        "sacct": f'echo "JobID|State|NodeList"; echo "4242|$(cat {state})|gpu-node-1"',
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    config = cell(tmp_path, "ega", epochs=3)
+    options = cluster.SlurmOptions(partition="gpu", gpus=1, time_min=90, mem_gb=24)
+    [job] = cluster.dispatch([config], "slurm", options=options)
+    path = folder(config)
+    marker = json.loads((path / "job.json").read_text())
+    assert job.job_id == marker["job_id"] == "4242" and marker["executor"] == "slurm"
+    assert marker["log_folder"] == str((path / "slurm").resolve())
+    text = (path / "slurm" / "4242_submission.sh").read_text()
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--time=90", "--mem=24GB",
+                 "--signal=USR2@", "--job-name=" + config.run_name):  # fmt: skip
+        assert line in text, text
+    state.write_text("PENDING")
+    assert cluster.cell_status([config])["state"][0] == "running"
+    assert cluster.dispatch([config], "slurm", options=options) == []  # pending: not again
+    state.write_text("TIMEOUT")
+    status = cluster.cell_status([config])
+    assert status["state"][0] == "failed" and "TIMEOUT" in status["detail"][0]
+    assert [c.run_name for c in cluster.pending([config])] == [config.run_name]
+
+
+def test_the_local_executor_trains_pending_cells_in_parallel_processes(tmp_path):
+    configs = [cell(tmp_path, "vanilla"), cell(tmp_path, "kd")]
+    assert cluster.dispatch(configs, "local", parallel=2) == [c.run_name for c in configs]
+    for config in configs:
+        assert all((folder(config) / name).is_file() for name in RUN_FILES)
+        marker = json.loads((folder(config) / "job.json").read_text())
+        assert marker == {**marker, "executor": "local", "job_id": str(os.getpid())}
+    assert list(cluster.cell_status(configs)["state"]) == ["finished", "finished"]
+    assert cluster.dispatch(configs, "local", parallel=2) == []
