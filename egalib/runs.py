@@ -20,6 +20,7 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary results
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
