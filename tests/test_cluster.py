@@ -19,7 +19,6 @@ import pytest
 from egalib import cluster
 from egalib.config import RunConfig
 from egalib.runs import Run
-from egalib.train import fit
 
 TIMING = ("seconds", "images_per_s", "wall_s")
 LOCAL = cluster.SlurmOptions(gpus=0, time_min=30, mem_gb=1, cpus=1)  # CPU-only local jobs
@@ -94,7 +93,12 @@ def test_submitit_jobs_train_complete_run_folders_and_are_not_submitted_twice(tm
 
 def test_an_interrupted_job_resumes_from_its_checkpoint_to_the_same_history(tmp_path):
     config = cell(tmp_path, "ega", epochs=4)
-    straight = fit(replace(config, runs_dir=str(tmp_path / "straight")), progress=False)
+    # the reference runs as a job too: same process set-up (threads), so the same float sums
+    reference = replace(config, runs_dir=str(tmp_path / "straight"))
+    [uninterrupted] = cluster.submit_cells([reference], cluster="local", options=LOCAL)
+    wait_for(uninterrupted)
+    straight = Run(folder(reference))
+    assert uninterrupted.state == "FINISHED" and straight.finished, uninterrupted.stderr()
 
     def slow(epoch, row):  # pickled by value into the job: room to interrupt between epochs
         time.sleep(1.5)
