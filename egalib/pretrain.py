@@ -165,7 +165,7 @@ def train_supervised_teacher(
         epochs=epochs, device=device, runs_dir=runs_dir, name=f"teacher_{name}",
     )  # fmt: skip
     run = fit(config)
-    state = torch.load(run.path / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    state = run.load_checkpoint()["model"]
     encoder = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
     card = {
         "name": name,

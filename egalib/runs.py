@@ -39,6 +39,16 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not belong to this run."""
 
 
+def load_tensors(path: Path, fix: str, error: type[Exception] = RuntimeError):
+    """torch.load with weights_only=True; a file that cannot be read is one sentence ending in
+    `fix` (what to do), not a traceback from inside torch."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as cause:
+        first = (str(cause).splitlines() or [""])[0][:120]
+        raise error(f"{path} cannot be read ({cause.__class__.__name__}: {first}); {fix}") from None
+
+
 class Run:
     """One run folder under `runs_dir`, named by the config."""
 
@@ -97,19 +107,16 @@ class Run:
         path = self.path / "checkpoint.pt"
         if not path.is_file():
             return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CheckpointError(
-                f"checkpoint {path} cannot be read ({error.__class__.__name__}: "
-                f"{str(error).splitlines()[0][:120]}); delete it to start this run afresh."
-            ) from None
+        return load_tensors(path, "delete it to start this run afresh.", CheckpointError)
 
     def save_embeddings(self, embeddings: dict) -> None:
         atomic_torch_save(embeddings, self.path / "embeddings.pt")
 
     def load_embeddings(self) -> dict:
-        return torch.load(self.path / "embeddings.pt", map_location="cpu", weights_only=True)
+        return load_tensors(
+            self.path / "embeddings.pt",
+            "delete metrics.json in that folder and run it again to rewrite it.",
+        )
 
     def finish(self, history: list[dict], wall_time_s: float) -> None:
         best = max(history, key=lambda row: row["test_acc"])

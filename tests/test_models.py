@@ -58,5 +58,5 @@ def test_missing_or_corrupt_teacher_weights_say_how_to_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="pretrain-teacher"):
         teachers.load_teacher_weights("ssl-fmnist", folder=tmp_path)
     (tmp_path / "ssl-fmnist.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="could not be read"):
+    with pytest.raises(RuntimeError, match="cannot be read.*pretrain-teacher"):
         teachers.load_teacher_weights("ssl-fmnist", folder=tmp_path)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..data import REPO_DATA, ViewSpec
+from ..runs import load_tensors
 from .students import conv_bn_relu, wrn_40_2
 
 TEACHER_DIR = REPO_DATA / "teachers"
@@ -96,20 +97,13 @@ def ssl_fmnist(pretrained: bool = True, width: int = 32) -> Teacher:
 
 def load_teacher_weights(name: str, folder: Path | None = None) -> dict:
     path = Path(folder or TEACHER_DIR) / f"{name}.pt"
+    recipe = f"`python -m egalib {TEACHER_RECIPES.get(name, 'pretrain-teacher')}`"
     if not path.is_file():
         raise FileNotFoundError(
-            f"weights of teacher {name!r} not found at {path}; run "
-            f"`python -m egalib {TEACHER_RECIPES.get(name, 'pretrain-teacher')}` to make them "
+            f"weights of teacher {name!r} not found at {path}; run {recipe} to make them "
             "(or restore the shipped file)."
         )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise RuntimeError(
-            f"weights of teacher {name!r} at {path} could not be read "
-            f"({error.__class__.__name__}); "
-            "restore the file from git or remake it with `python -m egalib pretrain-teacher`."
-        ) from None
+    return load_tensors(path, f"restore the file from git or remake it with {recipe}.")
 
 
 def teacher_card(name: str, folder: Path | None = None) -> dict:
