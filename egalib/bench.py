@@ -47,6 +47,7 @@ from .config import RunConfig
 from .data import Dataset, ViewSpec
 from .graph import EmbeddingHead
 from .models.teachers import TEACHER_DIR
+from .runs import atomic_write_text
 
 SCHEMA = 1
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -882,20 +883,7 @@ def output_path(out: str | None, slug: str) -> Path:
 
 
 def write_json(path: Path, report: dict) -> None:
-    """Through a temporary file in the same folder, then os.replace: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a results file is for reading
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

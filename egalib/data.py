@@ -19,11 +19,12 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .runs import atomic_write
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"  # what ships: teachers, paper numbers
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
@@ -230,18 +231,6 @@ def _checked(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: never half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _download(source: _Source, folders: list[Path]) -> None:
     """Fetch into a staging folder under folders[0], then move the official folder into place.
 
@@ -445,7 +434,7 @@ def _save_npz(path: Path, data: Dataset) -> None:
         "test_images": data.test_images, "test_labels": data.test_labels,
     }  # fmt: skip
     arrays = {key: value.numpy() for key, value in arrays.items()}
-    _atomic_write(path, lambda f: np.savez(f, classes=np.array(data.classes), **arrays))
+    atomic_write(path, lambda f: np.savez(f, classes=np.array(data.classes), **arrays))
 
 
 def _load_npz(source: _Source, where: Path, path: Path) -> Dataset:
