@@ -16,7 +16,6 @@ def cmd_list(args) -> None:
     print("teachers:", " ".join(models.TEACHERS))
     print("students:", " ".join(models.STUDENTS))
     print("datasets:", " ".join(DATASETS))
-    print("profiles:", " ".join(PROFILES))
 
 
 def _option(text: str) -> tuple[str, float]:

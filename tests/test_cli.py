@@ -12,7 +12,7 @@ def test_list_prints_one_line_per_kind():
     out = egalib("list")
     assert out.returncode == 0
     lines = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
-    assert {"methods", "teachers", "students", "datasets"} <= set(lines)
+    assert set(lines) == {"methods", "teachers", "students", "datasets"}  # DESIGN.md's contract
     assert {"vanilla", "ega", "ega-node", "ega-edge", "kd", "ega+kd"} <= set(
         lines["methods"].split()
     )
