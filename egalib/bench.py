@@ -35,7 +35,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -444,6 +444,52 @@ class ReferenceModel:
         return value
 
 
+def reference_accuracy(config: RunConfig, data: Dataset, epochs: int, workers: int) -> float:
+    """Test top-1 of the reference loop trained on `data` for `epochs` epochs with egalib's
+    learning-rate schedule: the plain path that egalib's fast path must match in accuracy."""
+    from .data import eval_view
+    from .probe import MILESTONES
+    from .train import student_view_spec
+
+    model = ReferenceModel(config, data, torch.device(config.device),
+                           teacher_pretrained(config.teacher))  # fmt: skip
+    milestones = [round(f * epochs) for f in MILESTONES]
+    schedule = torch.optim.lr_scheduler.MultiStepLR(model.optimizer, milestones, 0.1)
+    loader = torch.utils.data.DataLoader(
+        reference_dataset(data, model.teacher, config.padding), batch_size=config.batch_size,
+        shuffle=True, num_workers=workers, drop_last=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )  # fmt: skip
+    for _ in range(epochs):
+        for batch in loader:
+            model.step(batch)
+        schedule.step()
+    model.student.eval()
+    model.student_head.eval()
+    view = student_view_spec(data, model.teacher)
+    with torch.no_grad():
+        logits = torch.cat([model.student_head(model.student(eval_view(chunk, view)))[1]
+                            for chunk in data.test_images.split(500)])  # fmt: skip
+    return (logits.argmax(1) == data.test_labels).float().mean().item()
+
+
+def compare_accuracy(method: str, epochs: int, workers: int, device: str, seed: int = 0) -> dict:
+    """egalib's loop (`fit`) and the reference loop, same demo data, method, seed and epochs."""
+    import tempfile
+
+    from .train import fit, prepare_data
+
+    config = RunConfig.from_profile("demo", method=method, protocol="joint", epochs=epochs,
+                                    device=device, seed=seed)  # fmt: skip
+    with tempfile.TemporaryDirectory() as runs:
+        ours = fit(replace(config, runs_dir=runs), progress=False).metrics["top1"]
+    data = prepare_data(config, torch.device(device))
+    theirs = 100 * reference_accuracy(config, data, epochs, workers)
+    return {"method": method, "epochs": epochs, "train_images": len(data.train_labels),
+            "egalib_top1": ours, "reference_top1": round(theirs, 2),
+            "difference": round(ours - theirs, 2)}  # fmt: skip
+
+
 def measure_reference(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
     preset, device, b = PRESETS[spec["preset"]], torch.device(spec["device"]), spec["batch_size"]
     sync = synchroniser(device)
@@ -643,6 +689,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="torch.compile egalib's student (RunConfig.compile); give --warmup enough steps",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accuracy-epochs", type=int, default=0,
+                   help="also train both loops this many epochs on the demo data and compare "
+                   "test top-1 (0: skip)")  # fmt: skip
+    p.add_argument("--accuracy-methods", nargs="+", default=["vanilla", "ega"], metavar="METHOD")
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument(
         "--out",
@@ -732,9 +782,18 @@ def bench(args) -> dict:
         aggregate.append(aggregate_row(n, runs))
 
     report = make_report(args, preset, config, spec, ours, ref, aggregate, processes)
+    if args.accuracy_epochs:
+        say(f"accuracy: both loops, {args.accuracy_epochs} demo epochs ...")
+        report["accuracy"] = [
+            compare_accuracy(m, args.accuracy_epochs, args.workers, device, args.seed)
+            for m in args.accuracy_methods
+        ]
     out = output_path(args.out, report["device"]["slug"])
     write_json(out, report)
     print(format_table(report))
+    for row in report.get("accuracy", []):
+        print(f"accuracy, {row['method']}, {row['epochs']} demo epochs: egalib "
+              f"{row['egalib_top1']:.2f} %, reference {row['reference_top1']:.2f} %")  # fmt: skip
     print(f"wrote {out}")
     return report
 

@@ -120,3 +120,16 @@ def test_bad_options_are_one_clear_error(argv, message):
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match="no CUDA device"):
         bench.main(["--device", "cuda"])
+
+
+def test_reference_loop_trains_to_a_test_accuracy(tmp_path):
+    from egalib.bench import reference_accuracy
+    from egalib.config import RunConfig
+    from egalib.train import prepare_data
+
+    config = RunConfig.from_profile("smoke", method="ega", protocol="joint", train_size=64,
+                                    test_size=32, runs_dir=str(tmp_path))  # fmt: skip
+    data = prepare_data(config, torch.device("cpu"))
+    accuracy = reference_accuracy(config, data, epochs=1, workers=0)
+    assert 0.0 <= accuracy <= 1.0
+    assert accuracy * 32 == round(accuracy * 32)  # a fraction of the 32 test images
