@@ -48,6 +48,7 @@ from .data import Dataset, ViewSpec
 from .graph import EmbeddingHead
 from .models.teachers import TEACHER_DIR
 from .runs import atomic_write_text
+from .train import device_name, resolve_device
 
 SCHEMA = 1
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -177,16 +178,6 @@ def peak_memory(device: torch.device, children: bool = False) -> dict:
     if children:
         peak["largest_child_mib"] = rss(resource.RUSAGE_CHILDREN)
     return peak
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def device_slug(device_type: str, name: str, threads: int) -> str:
@@ -731,11 +722,7 @@ def bench(args) -> dict:
     """Run the measurements `args` asks for; print the table, write the JSON; return the report."""
     _check(args)
     preset = PRESETS[args.preset]
-    device = (
-        "cuda"
-        if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-        else "cpu"
-    )
+    device = resolve_device(args.device).type
     steps = args.steps or preset.steps
     warmup = preset.warmup if args.warmup is None else args.warmup
     part_steps = args.part_steps or min(steps, 20)

@@ -562,9 +562,16 @@ class ViewSpec:
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
             x = x.clamp_(0, 1)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype)[None, :, None, None]
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype)[None, :, None, None]
+        mean = _channel_values(self.mean, x.device, x.dtype)
+        std = _channel_values(self.std, x.device, x.dtype)
         return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_values(values: tuple[float, ...], device: torch.device, dtype: torch.dtype):
+    """(1, C, 1, 1) per-channel constants, copied to the device once rather than every batch
+    (a host-to-device copy inside the training step)."""
+    return torch.tensor(values, device=device, dtype=dtype)[None, :, None, None]
 
 
 def train_view(

@@ -8,7 +8,6 @@ the other 2B - 2 views of the batch. Labels are used only afterwards, for the li
 
 import json
 import math
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from . import models
 from .data import load_dataset
 from .probe import linear_probe_accuracy
 from .runs import atomic_torch_save, atomic_write_text
+from .train import device_name
 
 
 def ssl_views(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -125,7 +125,7 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
         "command": _command(cfg),
         "config": cfg.__dict__,
         "wall_time_s": round(wall, 1),
-        "device": _device_name(device),
+        "device": _card_device(torch.device(device)),
         "linear_probe_top1": round(100 * probe, 2),
         "linear_probe": f"EmbeddingHead on frozen features, all train labels, {cfg.probe_epochs} "
         "epochs, SGD lr 0.01 momentum 0.9, test set top-1",
@@ -145,10 +145,10 @@ def _command(cfg: PretrainConfig) -> str:
     return " ".join(["python -m egalib pretrain-teacher", *flags])
 
 
-def _device_name(device: str) -> str:
-    if str(device).startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+def _card_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return device_name(device)
+    return f"CPU ({device_name(device)}, {torch.get_num_threads()} threads)"
 
 
 def train_supervised_teacher(
