@@ -1,32 +1,38 @@
 #!/usr/bin/env bash
-# The prepared GPU check: egalib's benchmark, paper preset (CIFAR-100 shapes, CLIP ViT-B/32 with
-# random weights, resnet8x4, batch 64), on one CUDA GPU, in about 6 minutes.
+# The prepared GPU check, in three stages with their own time limits (one failing does not stop
+# the next), about 9 minutes at most on one CUDA GPU:
+#   1. capture-test: tests/test_capture.py, where the CUDA-graph step is compared with the eager
+#      step (needs Fashion-MNIST: Debian's package or data/fashion-mnist/);
+#   2. bench: the paper preset (CIFAR-100 shapes, CLIP ViT-B/32 with random weights, resnet8x4,
+#      batch 64): egalib's loop against the reference loop, N = 1, 2, 4 processes;
+#   3. bench-capture: the same with the captured step (--capture), then both loops trained on the
+#      demo data for 6 epochs with 3 seeds, test top-1 compared.
 #
 #   bash benchmarks/gpu.sh            from the repository root (any folder works)
 #
 # Results go to $OUT when it is set (the lent GPU machine's output folder), else to
-# benchmarks/results/: <device>.json, bench-<preset>.log and gpu.txt. Environment overrides, for
-# a dry run elsewhere: BENCH_PRESET, BENCH_DEVICE, BENCH_STEPS, BENCH_WORKERS, BENCH_PROCESSES,
-# BENCH_TIMEOUT (seconds for the whole benchmark), PYTHON; extra arguments go to the benchmark.
-set -euo pipefail
+# benchmarks/results/: <device>.json, <device>-capture.json, one log per stage and gpu.txt.
+# Environment overrides, for a dry run elsewhere: BENCH_DEVICE, BENCH_STEPS, BENCH_WORKERS,
+# BENCH_PROCESSES, BENCH_ACCURACY ("EPOCHS SEEDS", "0 1" skips it), PYTHON; extra arguments go
+# to both benchmark stages (e.g. --warmup 1 --batch-size 8 for a quick try on a CPU).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-PRESET=${BENCH_PRESET:-paper}
 DEVICE=${BENCH_DEVICE:-cuda}
 STEPS=${BENCH_STEPS:-200}
 WORKERS=${BENCH_WORKERS:-8}  # the CRD code base's default num_workers
 read -r -a PROCESSES <<<"${BENCH_PROCESSES:-1 2 4}"
-TIMEOUT=${BENCH_TIMEOUT:-330}
+read -r EPOCHS SEEDS <<<"${BENCH_ACCURACY:-6 3}"
 RESULTS=${OUT:-benchmarks/results}
 mkdir -p "$RESULTS"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-# What the benchmark imports, as module:requirement. A missing one is installed from wheels
-# carried in .whl/ when there are any (a machine that reaches no registry), else from the registry.
+# What the stages import, as module:requirement. A missing one is installed from wheels carried
+# in .whl/ when there are any (a machine that reaches no registry), else from the registry.
 missing=()
 for pair in "torch:torch==2.14.1" "torchvision:torchvision==0.29.1" "numpy:numpy" "tqdm:tqdm" \
-  "PIL:pillow" "open_clip:open_clip_torch>=3.3"; do
+  "PIL:pillow" "pandas:pandas" "pytest:pytest" "open_clip:open_clip_torch>=3.3"; do
   "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
@@ -38,7 +44,7 @@ if ((${#missing[@]})); then
   else
     timeout 300 "$PY" -m pip install -q "${missing[@]}"
   fi
-  "$PY" -c "import torch, torchvision, numpy, tqdm, PIL, open_clip" || {
+  "$PY" -c "import torch, torchvision, numpy, tqdm, PIL, pandas, pytest, open_clip" || {
     echo "gpu.sh: still missing after install: see the import error above" >&2
     exit 3
   }
@@ -50,9 +56,23 @@ fi
     --format=csv,noheader || echo "no nvidia-smi"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')"
+  nproc
 } | tee "$RESULTS/gpu.txt"
 
+stage() {  # stage NAME SECONDS COMMAND...: run it with a time limit, log it, report its exit
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (at most $limit s): $*"
+  local began=$SECONDS
+  timeout -k 10 "$limit" "$@" 2>&1 | tee "$RESULTS/$name.log"
+  echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - began)) s" | tee -a "$RESULTS/gpu.txt"
+}
+
 # `-m egalib.bench` is `python -m egalib bench`, without going through the other subcommands.
-timeout -k 10 "$TIMEOUT" "$PY" -m egalib.bench --preset "$PRESET" --device "$DEVICE" \
-  --steps "$STEPS" --workers "$WORKERS" --processes "${PROCESSES[@]}" \
-  --timeout "$((TIMEOUT / 2))" --out "$RESULTS/" "$@" 2>&1 | tee "$RESULTS/bench-$PRESET.log"
+BENCH=("$PY" -m egalib.bench --preset paper --device "$DEVICE" --steps "$STEPS"
+  --workers "$WORKERS" --processes "${PROCESSES[@]}" --timeout 120 "$@")
+stage capture-test 80 "$PY" -m pytest -q -x tests/test_capture.py
+stage bench 180 "${BENCH[@]}" --out "$RESULTS/"
+slug=$(basename "$(ls "$RESULTS"/*.json 2>/dev/null | head -1)" .json)
+stage bench-capture 290 "${BENCH[@]}" --capture --accuracy-epochs "$EPOCHS" \
+  --accuracy-seeds "$SEEDS" --out "$RESULTS/${slug:-device}-capture.json"

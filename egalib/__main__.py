@@ -33,11 +33,16 @@ def _option(text: str) -> tuple[str, float]:
 TRAIN_FLAGS = ("method", "teacher", "student", "dataset", "protocol", "epochs", "batch_size",
                "lr", "embed_dim", "gamma", "alpha", "beta", "kd_temperature", "probe_epochs",
                "train_size", "test_size", "seed", "device", "runs_dir", "name")  # fmt: skip
+CAPTURE_HELP = (
+    "capture the step: CUDA graphs on a GPU (fixed batch shape), torch.compile of the "
+    "student on a CPU"
+)
 
 
 def config_from_args(args) -> RunConfig:
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     overrides["options"] = dict(args.option or []) or None
+    overrides["capture"] = args.capture or None
     return RunConfig.from_profile(args.profile, **overrides)
 
 
@@ -84,7 +89,8 @@ def cmd_reproduce(args) -> None:
         run_notebooks(args.profile, args.runs_dir)
         return
 
-    overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs}
+    overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs,
+                 "capture": args.capture or None}  # fmt: skip
     configs = table_configs(args.table, args.protocol, args.only, **overrides)
     labels = {"missing": "to run", "failed": "to rerun"}  # running cells are left alone
     for row in cell_status(configs).itertuples():
@@ -156,6 +162,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         metavar="KEY=NUMBER",
         help="a method option, e.g. --option edge_weight=0.3 (repeatable)",
     )
+    p.add_argument("--capture", action="store_true", help=CAPTURE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--device", default="auto")
     reproduce.add_argument("--runs-dir", default="runs")
     reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
+    reproduce.add_argument("--capture", action="store_true", help=CAPTURE_HELP)
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
     from .cluster import EXECUTORS, SlurmOptions
 

@@ -121,11 +121,10 @@ def teacher_pretrained(name: str) -> bool:
 
 
 def make_config(
-    preset: Preset, batch_size: int, device: str, seed: int = 0, compile: bool = False
+    preset: Preset, batch_size: int, device: str, seed: int = 0, capture: bool = False
 ) -> RunConfig:
     """The preset's profile with method EGA, the joint protocol (no linear probe first) and, when
-    asked, a torch.compile'd student (egalib's loop only)."""
-    extra = {"compile": True} if compile else {}
+    asked, the captured step (RunConfig.capture; egalib's loop only)."""
     return RunConfig.from_profile(
         preset.profile,
         method="ega",
@@ -133,7 +132,7 @@ def make_config(
         batch_size=batch_size,
         device=device,
         seed=seed,
-        **extra,
+        capture=capture,
     )
 
 
@@ -238,7 +237,7 @@ def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> di
 
     preset, device, b = PRESETS[spec["preset"]], torch.device(spec["device"]), spec["batch_size"]
     sync = synchroniser(device)
-    config = make_config(preset, b, spec["device"], spec["seed"], spec["compile"])
+    config = make_config(preset, b, spec["device"], spec["seed"], spec["capture"])
     data = synthetic_dataset(preset, spec["pool"], spec["eval_images"], spec["seed"]).to(device)
     with teachers_built(spec["pretrained"]):
         trainer = Trainer(config, data, device)
@@ -464,21 +463,37 @@ def reference_accuracy(config: RunConfig, data: Dataset, epochs: int, workers: i
     return (logits.argmax(1) == data.test_labels).float().mean().item()
 
 
-def compare_accuracy(method: str, epochs: int, workers: int, device: str, seed: int = 0) -> dict:
-    """egalib's loop (`fit`) and the reference loop, same demo data, method, seed and epochs."""
-    import tempfile
-
+def compare_accuracy(method: str, epochs: int, workers: int, device: str, seed: int = 0,
+                     capture: bool = False, profile: str = "demo") -> dict:  # fmt: skip
+    """egalib's loop (`fit`) and the reference loop, same data (the profile's: the demo's by
+    default), method, seed and epochs."""
     from .train import fit, prepare_data
 
-    config = RunConfig.from_profile("demo", method=method, protocol="joint", epochs=epochs,
+    config = RunConfig.from_profile(profile, method=method, protocol="joint", epochs=epochs,
                                     device=device, seed=seed)  # fmt: skip
     with tempfile.TemporaryDirectory() as runs:
-        ours = fit(replace(config, runs_dir=runs), progress=False).metrics["top1"]
+        top1 = fit(replace(config, runs_dir=runs, capture=capture), progress=False).metrics["top1"]
     data = prepare_data(config, torch.device(device))
     theirs = 100 * reference_accuracy(config, data, epochs, workers)
-    return {"method": method, "epochs": epochs, "train_images": len(data.train_labels),
-            "egalib_top1": ours, "reference_top1": round(theirs, 2),
-            "difference": round(ours - theirs, 2)}  # fmt: skip
+    return {"method": method, "seed": seed, "epochs": epochs,
+            "train_images": len(data.train_labels), "egalib_capture": capture,
+            "egalib_top1": top1, "reference_top1": round(theirs, 2),
+            "difference": round(top1 - theirs, 2)}  # fmt: skip
+
+
+def accuracy_summary(rows: list[dict]) -> list[dict]:
+    """Per method, over seeds: mean and sample standard deviation of each loop's top-1 and of
+    their difference (the standard deviations need two seeds or more)."""
+    summary = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        row = {"method": method, "seeds": len(mine)}
+        for key in ("egalib_top1", "reference_top1", "difference"):
+            values = np.array([r[key] for r in mine], dtype=float)
+            row[f"{key}_mean"] = round(float(values.mean()), 2)
+            row[f"{key}_std"] = round(float(values.std(ddof=1)), 2) if len(values) > 1 else None
+        summary.append(row)
+    return summary
 
 
 def measure_reference(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
@@ -675,15 +690,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "real dataset's: 60000 10000 for cpu-demo, 50000 10000 for paper)",
     )
     p.add_argument(
-        "--compile",
+        "--capture",
         action="store_true",
-        help="torch.compile egalib's student (RunConfig.compile); give --warmup enough steps",
+        help="egalib's captured step (RunConfig.capture: CUDA graphs on a GPU, torch.compile of "
+        "the student on a CPU, where --warmup must cover the compilation)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accuracy-epochs", type=int, default=0,
                    help="also train both loops this many epochs on the demo data and compare "
                    "test top-1 (0: skip)")  # fmt: skip
     p.add_argument("--accuracy-methods", nargs="+", default=["vanilla", "ega"], metavar="METHOD")
+    p.add_argument("--accuracy-seeds", type=int, default=1,
+                   help="seeds of the accuracy comparison: --seed, --seed + 1, ...")  # fmt: skip
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument(
         "--out",
@@ -702,7 +720,10 @@ def _check(args) -> None:
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}.")
-    for flag, value in {"--warmup": args.warmup, "--workers": args.workers}.items():
+    if args.accuracy_seeds < 1:
+        raise ValueError(f"--accuracy-seeds must be at least 1, got {args.accuracy_seeds}.")
+    for flag, value in {"--warmup": args.warmup, "--workers": args.workers,
+                        "--accuracy-epochs": args.accuracy_epochs}.items():  # fmt: skip
         if value is not None and value < 0:
             raise ValueError(f"{flag} must be 0 or more, got {value}.")
     if args.batch_size < 2:
@@ -743,7 +764,7 @@ def bench(args) -> dict:
         "eval_images": args.eval_images or preset.eval_images,
         "workers": args.workers,
         "seed": args.seed,
-        "compile": args.compile,
+        "capture": args.capture,
         "pretrained": teacher_pretrained(config.teacher),
         "parts": True,
         "eval": False,
@@ -769,20 +790,37 @@ def bench(args) -> dict:
         aggregate.append(aggregate_row(n, runs))
 
     report = make_report(args, preset, config, spec, ours, ref, aggregate, processes)
+    out = output_path(args.out, report["device"]["slug"])
+    write_json(out, report)  # the throughput is kept even if the accuracy runs are cut short
+    print(format_table(report), flush=True)
     if args.accuracy_epochs:
         say(f"accuracy: both loops, {args.accuracy_epochs} demo epochs ...")
-        report["accuracy"] = [
-            compare_accuracy(m, args.accuracy_epochs, args.workers, device, args.seed)
-            for m in args.accuracy_methods
-        ]
-    out = output_path(args.out, report["device"]["slug"])
-    write_json(out, report)
-    print(format_table(report))
-    for row in report.get("accuracy", []):
-        print(f"accuracy, {row['method']}, {row['epochs']} demo epochs: egalib "
-              f"{row['egalib_top1']:.2f} %, reference {row['reference_top1']:.2f} %")  # fmt: skip
+        rows = []
+        for seed in range(args.seed, args.seed + args.accuracy_seeds):
+            for method in args.accuracy_methods:
+                rows.append(compare_accuracy(method, args.accuracy_epochs, args.workers, device,
+                                             seed, args.capture))  # fmt: skip
+                row = rows[-1]
+                print(f"accuracy, {method}, seed {seed}, {row['epochs']} demo epochs: egalib "
+                      f"{row['egalib_top1']:.2f} %, reference {row['reference_top1']:.2f} %",
+                      flush=True)  # fmt: skip
+        report["accuracy"] = {"runs": rows, "summary": accuracy_summary(rows)}
+        write_json(out, report)
+    for row in report.get("accuracy", {}).get("summary", []):
+        mean = {key: mean_and_spread(row, key) for key in ("egalib_top1", "reference_top1",
+                                                           "difference")}  # fmt: skip
+        print(
+            f"accuracy, {row['method']}, mean of {row['seeds']} seeds: egalib "
+            f"{mean['egalib_top1']} %, reference {mean['reference_top1']} %, difference "
+            f"{mean['difference']} points"
+        )
     print(f"wrote {out}")
     return report
+
+
+def mean_and_spread(row: dict, key: str) -> str:
+    spread = row[f"{key}_std"]
+    return f"{row[f'{key}_mean']:.2f}" + ("" if spread is None else f" +- {spread:.2f}")
 
 
 def aggregate_row(n: int, runs: list[dict]) -> dict:
@@ -855,7 +893,7 @@ def make_report(args, preset, config, spec, ours, ref, aggregate, processes) -> 
             "teacher_pretrained_weights": spec["pretrained"],
             "student": config.student,
             "embed_dim": config.embed_dim,
-            "egalib_compile": spec["compile"],
+            "egalib_capture": spec["capture"],
             "batch_size": spec["batch_size"],
             "image_shape": [preset.channels, preset.size, preset.size],
             "num_classes": preset.classes,

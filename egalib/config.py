@@ -11,7 +11,7 @@ from . import methods, models
 from .data import DATASETS
 
 PROTOCOLS = ("pretrained", "joint")
-EXECUTION_ONLY = ("device", "runs_dir", "compile")  # may differ when a run is resumed
+EXECUTION_ONLY = ("device", "runs_dir", "capture")  # may differ when a run is resumed
 NO_TEACHER = "none"  # plain supervised training: no teacher is built (methods without one)
 
 
@@ -40,7 +40,9 @@ class RunConfig:
     padding: int = 4  # RandomCrop padding of both views
     seed: int = 0
     device: str = "auto"  # auto: CUDA when available, else CPU
-    compile: bool = False  # torch.compile the student (worth it on CUDA for long runs)
+    # capture the step: on CUDA, CUDA graphs of the teacher forward and the student forward +
+    # backward (batch-size steps); on CPU, torch.compile of the student
+    capture: bool = False
     runs_dir: str = "runs"
     name: str | None = None  # run folder name; None: derived from the config
 

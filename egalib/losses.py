@@ -298,6 +298,7 @@ class CRD(nn.Module):
         self.register_buffer("class_count", class_count, persistent=False)
         self.register_buffer("class_start", class_count.cumsum(0) - class_count, persistent=False)
         self.register_buffer("by_class", torch.argsort(sample_class, stable=True), persistent=False)
+        self.index_values_checked = False  # on CUDA the range check reads the device: once
 
     def embed(self, fs: torch.Tensor, ft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The L2-normalised embeddings (s, t) of student and teacher features."""
@@ -358,6 +359,9 @@ class CRD(nn.Module):
             )
         _check_rows("CRD", "index", index, fs.shape[0], dims=1)
         n = len(self.sample_class)
+        if index.dtype == torch.long and index.is_cuda and self.index_values_checked:
+            return  # a host read per step would stall the CUDA stream; the first call checked
+        self.index_values_checked = True
         if index.dtype != torch.long or bool(((index < 0) | (index >= n)).any()):
             raise ValueError(
                 f"CRD expects index as int64 positions in the training set, in [0, {n}), got "

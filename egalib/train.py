@@ -7,7 +7,9 @@ logits with its own SGD (`joint`); distillation gradients never reach it.
 
 Speed: the dataset sits on the device as uint8 and both views are made there; on CUDA the student
 runs under bf16 autocast in channels_last; loss terms are summed on the device and read once per
-epoch, so a step never waits for the host.
+epoch, so a step never waits for the host. With `capture`, the first step records CUDA graphs of
+the teacher's forward and of the student's forward and backward, and later steps replay them:
+one launch each instead of hundreds of small kernels, which is what bounds a batch of 64.
 """
 
 import contextlib
@@ -85,18 +87,42 @@ class Distillation(nn.Module):
         self.student_view = student_view_spec(data, self.teacher)
         m = self.method
         self.method_module = m.module(d, data.train_labels, **m.options) if m.module else None
+        self.graphs: dict = {}  # CUDA graphs (see `capture`); a dict, so not a submodule
+
+    def capture(self, student_in: torch.Tensor, teacher_in: torch.Tensor | None) -> None:
+        """Record CUDA graphs of the student's forward + backward (training mode) and of the
+        frozen teacher's forward for this batch's shapes; `forward_student`/`forward_teacher`
+        replay them for batches of the same shape and run eagerly otherwise (evaluation, a
+        smaller last batch). The student's capture warms up on this batch three times, which
+        moves its batch-norm statistics three extra steps, once per run."""
+        # make_graphed_callables takes a module: a wrapper shares the student's parameters
+        # without adding keys to the state dict (it lives in a plain dict)
+        with torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
+            student = torch.cuda.make_graphed_callables(
+                nn.Sequential(self.student), (student_in,), allow_unused_input=True
+            )
+        self.graphs["student"] = (student_in.shape, student)
+        if teacher_in is not None:
+            self.graphs["teacher"] = (teacher_in.shape, GraphedForward(self.teacher.encode,
+                                                                       teacher_in))  # fmt: skip
+
+    def graphed(self, part: str, images: torch.Tensor):
+        shape, forward = self.graphs.get(part, (None, None))
+        return forward if shape == images.shape and self.training else None
 
     def trainable_state(self) -> dict:
         """Everything a checkpoint needs (the frozen teacher encoder is rebuilt, not saved)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
 
     def forward_student(self, images: torch.Tensor):
+        student = self.graphed("student", images) or self.student
         with torch.autocast(images.device.type, torch.bfloat16, enabled=images.is_cuda):
-            features = self.student(images)
+            features = student(images)
         return self.student_head(features.float())
 
     def forward_teacher(self, images: torch.Tensor):
-        return self.teacher_head(self.teacher.encode(images))
+        encode = self.graphed("teacher", images) or self.teacher.encode
+        return self.teacher_head(encode(images))
 
     def views(self, images: torch.Tensor, generator: torch.Generator, teacher: bool = True):
         """The student's and the teacher's augmented views of one batch (None: no teacher)."""
@@ -134,6 +160,28 @@ class Distillation(nn.Module):
         return terms
 
 
+class GraphedForward:
+    """A no-grad forward recorded once as a CUDA graph on a copy of `example`, then replayed:
+    each call copies its input into the recorded one and returns a copy of the output."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor):
+        self.input = example.clone()
+        side = torch.cuda.Stream()  # warm-up (cuBLAS/cuDNN set-up) off the capture, as required
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(3):
+                forward(self.input)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.output = forward(self.input)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.input.copy_(images)
+        self.graph.replay()
+        return self.output.clone()  # the next replay overwrites self.output
+
+
 class Trainer:
     """Owns the optimisers and schedules around a Distillation, and steps it."""
 
@@ -143,7 +191,9 @@ class Trainer:
         self.model = Distillation(config, data).to(device)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        if config.compile:
+        # capture on CUDA: graphs recorded at the first step; on a CPU: a compiled student
+        self.capture = config.capture and device.type == "cuda"
+        if config.capture and device.type != "cuda":
             self.model.student.compile()  # in place: checkpoint keys stay the same
         trained = [self.model.student, self.model.student_head, self.model.method_module]
         student_params = [p for part in trained if part is not None for p in part.parameters()]
@@ -183,6 +233,8 @@ class Trainer:
         images, labels = self.data.train_images[index], self.data.train_labels[index]
         self.model.train()
         student_in, teacher_in = self.model.views(images, self.generator, self.teacher_in_step)
+        if self.capture and not self.model.graphs:
+            self.model.capture(student_in, teacher_in)
         terms = self.model.loss_terms(student_in, teacher_in, labels, index, self.generator)
         backward = terms["loss"] + (terms["teacher_ce"] if self.joint else 0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -266,12 +318,10 @@ def graph_terms_by_batch(xs: torch.Tensor, xt: torch.Tensor, batch_size: int) ->
     groups = len(xs) // batch_size
     if groups == 0:
         return {}
-    terms = [losses.ega_terms(s, t) for s, t in zip(xs.split(batch_size)[:groups],
-                                                     xt.split(batch_size)[:groups])]  # fmt: skip
-    return {
-        "test_node": sum(float(n) for n, _ in terms) / groups,
-        "test_edge": sum(float(e) for _, e in terms) / groups,
-    }
+    pairs = zip(xs.split(batch_size)[:groups], xt.split(batch_size)[:groups])
+    terms = torch.stack([torch.stack(losses.ega_terms(s, t)) for s, t in pairs])
+    node, edge = terms.mean(0).tolist()  # one host read, not one per batch
+    return {"test_node": node, "test_edge": edge}
 
 
 def prepare_data(config: RunConfig, device: torch.device) -> Dataset:

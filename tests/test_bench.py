@@ -133,3 +133,35 @@ def test_reference_loop_trains_to_a_test_accuracy(tmp_path):
     accuracy = reference_accuracy(config, data, epochs=1, workers=0)
     assert 0.0 <= accuracy <= 1.0
     assert accuracy * 32 == round(accuracy * 32)  # a fraction of the 32 test images
+
+
+def test_accuracy_summary_gives_means_and_sample_spreads_per_method():
+    rows = [
+        {"method": "ega", "egalib_top1": 60.0, "reference_top1": 62.0, "difference": -2.0},
+        {"method": "vanilla", "egalib_top1": 75.0, "reference_top1": 74.0, "difference": 1.0},
+        {"method": "ega", "egalib_top1": 64.0, "reference_top1": 62.0, "difference": 2.0},
+    ]
+    ega, vanilla = bench.accuracy_summary(rows)
+    assert ega["method"] == "ega" and ega["seeds"] == 2
+    assert ega["egalib_top1_mean"] == 62.0 and ega["reference_top1_mean"] == 62.0
+    assert ega["egalib_top1_std"] == pytest.approx(2.8284, abs=1e-2)  # sqrt(8), ddof 1
+    assert ega["reference_top1_std"] == 0.0
+    assert ega["difference_mean"] == 0.0 and ega["difference_std"] == pytest.approx(2.83, abs=0.01)
+    assert vanilla["seeds"] == 1 and vanilla["difference_mean"] == 1.0
+    assert vanilla["difference_std"] is None  # one seed has no spread
+
+
+@pytest.mark.parametrize("flag", [["--accuracy-seeds", "0"], ["--accuracy-epochs", "-1"]])
+def test_bad_accuracy_flags_are_refused_in_one_sentence(flag):
+    with pytest.raises(ValueError, match="must be"):
+        bench.main(["--device", "cpu", *flag])
+
+
+def test_compare_accuracy_trains_both_loops_on_the_same_data():
+    row = bench.compare_accuracy("vanilla", epochs=1, workers=0, device="cpu", seed=1,
+                                 profile="smoke")  # fmt: skip
+    assert (row["method"], row["seed"], row["epochs"]) == ("vanilla", 1, 1)
+    assert row["train_images"] == 256
+    assert 0 <= row["egalib_top1"] <= 100 and 0 <= row["reference_top1"] <= 100
+    assert row["difference"] == pytest.approx(row["egalib_top1"] - row["reference_top1"], abs=0.01)
+    assert row["egalib_capture"] is False
