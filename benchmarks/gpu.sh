@@ -4,14 +4,16 @@
 #   1. capture-test: tests/test_capture.py, where the CUDA-graph step is compared with the eager
 #      step (needs Fashion-MNIST: Debian's package or data/fashion-mnist/);
 #   2. bench: the paper preset (CIFAR-100 shapes, CLIP ViT-B/32 with random weights, resnet8x4,
-#      batch 64): egalib's loop against the reference loop, N = 1, 2, 4 processes;
+#      batch 64): egalib's loop against the reference loop, N = 1, 2, 4 processes, and a
+#      torch.profiler table of egalib's step;
 #   3. bench-capture: the same with the captured step (--capture), then both loops trained on the
 #      demo data for 6 epochs with 3 seeds, test top-1 compared.
 #
 #   bash benchmarks/gpu.sh            from the repository root (any folder works)
 #
 # Results go to $OUT when it is set (the lent GPU machine's output folder), else to
-# benchmarks/results/: <device>.json, <device>-capture.json, one log per stage and gpu.txt.
+# benchmarks/results/: <device>.json, <device>-capture.json, profile.txt, profile-capture.txt,
+# one log per stage and gpu.txt (8 files).
 # Environment overrides, for a dry run elsewhere: BENCH_DEVICE, BENCH_STEPS, BENCH_WORKERS,
 # BENCH_PROCESSES, BENCH_ACCURACY ("EPOCHS SEEDS", "0 1" skips it), PYTHON; extra arguments go
 # to both benchmark stages (e.g. --warmup 1 --batch-size 8 for a quick try on a CPU).
@@ -72,7 +74,8 @@ stage() {  # stage NAME SECONDS COMMAND...: run it with a time limit, log it, re
 BENCH=("$PY" -m egalib.bench --preset paper --device "$DEVICE" --steps "$STEPS"
   --workers "$WORKERS" --processes "${PROCESSES[@]}" --timeout 120 "$@")
 stage capture-test 80 "$PY" -m pytest -q -x tests/test_capture.py
-stage bench 180 "${BENCH[@]}" --out "$RESULTS/"
+stage bench 180 "${BENCH[@]}" --out "$RESULTS/" --profile "$RESULTS/profile.txt"
 slug=$(basename "$(ls "$RESULTS"/*.json 2>/dev/null | head -1)" .json)
 stage bench-capture 290 "${BENCH[@]}" --capture --accuracy-epochs "$EPOCHS" \
-  --accuracy-seeds "$SEEDS" --out "$RESULTS/${slug:-device}-capture.json"
+  --accuracy-seeds "$SEEDS" --out "$RESULTS/${slug:-device}-capture.json" \
+  --profile "$RESULTS/profile-capture.txt"

@@ -4,11 +4,13 @@
 batch size on the same device in two loops, on synthetic data of the real shape:
 
 - egalib's loop: `Trainer.step` on random batches of a uint8 dataset held on the device; the
-  views are made there, the teacher runs in bf16 and the student under autocast in channels_last
-  on CUDA, and nothing is read back to the host inside the timed steps;
-- a reference loop written here in the CRD code base's style: a torch `Dataset` of HWC uint8
-  arrays made into PIL images and augmented by torchvision transforms in `DataLoader` workers,
-  fp32 everywhere (no autocast, no channels_last), `cudnn.benchmark` on, `loss.item()` every step.
+  views are made there, the teacher and the student run under bf16 autocast (the student in
+  channels_last) on CUDA, with `--capture` as replayed CUDA graphs, and nothing is read back to
+  the host inside the timed steps;
+- a reference loop in the CRD code base's style (`egalib.reference`): a torch `Dataset` of HWC
+  uint8 arrays made into PIL images and augmented by torchvision transforms in `DataLoader`
+  workers, fp32 everywhere (no autocast, no channels_last), `cudnn.benchmark` on, `loss.item()`
+  every step.
 
 Each measurement runs in a fresh process, so its peak memory is its own; with `--processes N`,
 N copies of egalib's loop start together (they wait at a barrier after warm-up) and their images
@@ -35,18 +37,21 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from . import __version__, losses, models
+from . import __version__, models
 from .config import RunConfig
-from .data import Dataset, ViewSpec
-from .graph import EmbeddingHead
-from .models.teachers import TEACHER_DIR
+from .data import Dataset
+from .reference import (
+    ReferenceModel,
+    accuracy_summary,
+    compare_accuracy,
+    reference_dataset,
+    teacher_pretrained,
+)
 from .runs import atomic_write_text
 from .train import device_name, resolve_device
 
@@ -62,6 +67,7 @@ PARTS_NOTE = (
     "loss.item())."
 )
 READY, RESULT = "BENCH-READY", "BENCH-RESULT "
+PROFILE_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -112,12 +118,6 @@ PRESETS = {
 
 # ---------------------------------------------------------------------------------------------
 # What both loops share
-
-
-def teacher_pretrained(name: str) -> bool:
-    """Load a teacher's weights only where they ship on disk; downloaded ones (CLIP, torchvision)
-    are built with random weights, which cost the same to run and need no network."""
-    return (TEACHER_DIR / f"{name}.pt").is_file() and name in ("ssl-fmnist", "supervised-wrn40")
 
 
 def make_config(
@@ -271,7 +271,30 @@ def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> di
         result["parts"] = egalib_parts(trainer, batches, spec["part_warmup"], spec["part_steps"])
     if spec["eval"]:
         result["eval"] = egalib_eval(trainer, sync)
+    if spec.get("profile"):
+        egalib_profile(trainer, batches[:PROFILE_STEPS], Path(spec["profile"]))
     return result
+
+
+def egalib_profile(trainer, batches: torch.Tensor, path: Path) -> None:
+    """torch.profiler tables of `Trainer.step` over `batches` (run after warm-up): operators by
+    self device time (CUDA) and by self CPU time, written to `path`."""
+    cuda = trainer.device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    sync = synchroniser(trainer.device)
+    with torch.profiler.profile(activities=activities) as profile:
+        for index in batches:
+            trainer.step(index)
+        sync()
+    averages = profile.key_averages()
+    sections = [f"egalib's step, {len(batches)} steps of {batches.shape[1]} images, "
+                f"on {device_name(trainer.device)}"]  # fmt: skip
+    keys = ("self_device_time_total", "self_cpu_time_total") if cuda else ("self_cpu_time_total",)
+    for key in keys:
+        sections += [f"\nby {key}:", averages.table(sort_by=key, row_limit=30)]
+    atomic_write_text(path, "\n".join(sections) + "\n")
 
 
 def egalib_parts(trainer, batches: torch.Tensor, warmup: int, steps: int) -> dict[str, float]:
@@ -322,178 +345,7 @@ def egalib_eval(trainer, sync: Callable[[], None], repeats: int = 2) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The reference loop, in the CRD code base's style
-
-
-def reference_transforms(image_size: int, student: ViewSpec, teacher: ViewSpec, padding: int = 4):
-    """torchvision transforms of PIL images: the student's and the teacher's view."""
-    from torchvision import transforms as T
-
-    student_tf = T.Compose(
-        [
-            T.RandomCrop(image_size, padding=padding),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(student.mean, student.std),
-        ]
-    )
-    resize = []
-    if teacher.size != image_size:
-        resize = [T.Resize(teacher.size, interpolation=T.InterpolationMode.BICUBIC)]
-    teacher_tf = T.Compose(
-        [
-            T.RandomCrop(image_size, padding=padding),
-            *resize,
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(teacher.mean, teacher.std),
-        ]
-    )
-    return student_tf, teacher_tf
-
-
-class ReferenceDataset(torch.utils.data.Dataset):
-    """uint8 HWC arrays -> (student view, teacher view, label), each view a fresh PIL pipeline.
-
-    Grey images are PIL mode "L"; a teacher that takes three channels gets them as RGB."""
-
-    def __init__(
-        self, images: np.ndarray, labels: np.ndarray, student_tf, teacher_tf, teacher_channels: int
-    ):
-        self.images, self.labels = images, labels
-        self.student_tf, self.teacher_tf = student_tf, teacher_tf
-        self.teacher_channels = teacher_channels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        array = self.images[i]
-        image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-        teacher_image = image
-        if self.teacher_channels == 3 and image.mode != "RGB":
-            teacher_image = image.convert("RGB")
-        return self.student_tf(image), self.teacher_tf(teacher_image), int(self.labels[i])
-
-
-def reference_dataset(data: Dataset, teacher: models.Teacher, padding: int = 4):
-    """The reference loop's dataset over `data`'s training images, normalised as egalib's views."""
-    from .train import student_view_spec
-
-    student_tf, teacher_tf = reference_transforms(
-        data.image_size, student_view_spec(data, teacher), teacher.view, padding
-    )
-    images = data.train_images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    labels = data.train_labels.cpu().numpy()
-    return ReferenceDataset(images, labels, student_tf, teacher_tf, teacher.in_channels)
-
-
-class ReferenceModel:
-    """The same student, teacher and heads as egalib's Distillation, in fp32, with its own step."""
-
-    def __init__(self, config: RunConfig, data: Dataset, device: torch.device, pretrained: bool):
-        torch.manual_seed(config.seed)
-        d, c = config.embed_dim, data.num_classes
-        self.config, self.device, self.method = config, device, config.weights
-        self.teacher = models.teacher(config.teacher, pretrained=pretrained).to(device)
-        self.teacher_head = EmbeddingHead(self.teacher.feature_dim, d, c).to(device)
-        self.student = models.student(config.student, in_channels=data.channels).to(device)
-        self.student_head = EmbeddingHead(self.student.feature_dim, d, c).to(device)
-        params = [*self.student.parameters(), *self.student_head.parameters()]
-        self.optimizer = torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        self.teacher_optimizer = torch.optim.SGD(
-            self.teacher_head.parameters(), lr=config.teacher_lr, momentum=0.9, weight_decay=5e-4
-        )
-        self.student.train()
-        self.student_head.train()
-
-    def step(self, batch, mark: Callable[[str], None] = lambda part: None) -> float:
-        student_in, teacher_in, labels = (x.to(self.device) for x in batch)
-        mark("data")
-        with torch.no_grad():
-            features_t = self.teacher.encoder(teacher_in)  # fp32: no autocast
-        xt, logits_t = self.teacher_head(features_t)
-        mark("teacher")
-        xs, logits_s = self.student_head(self.student(student_in))
-        mark("student")
-        m = self.method
-        loss = m.gamma * F.cross_entropy(logits_s, labels)
-        loss = loss + m.beta * losses.ega(xs, xt.detach(), **m.options)
-        teacher_ce = F.cross_entropy(logits_t, labels)
-        self.optimizer.zero_grad()
-        self.teacher_optimizer.zero_grad()
-        (loss + teacher_ce).backward()
-        self.optimizer.step()
-        self.teacher_optimizer.step()
-        value = loss.item()  # the per-step host sync of the CRD loop (its AverageMeter)
-        mark("loss_backward_step")
-        return value
-
-
-def reference_accuracy(config: RunConfig, data: Dataset, epochs: int, workers: int) -> float:
-    """Test top-1 of the reference loop trained on `data` for `epochs` epochs with egalib's
-    learning-rate schedule: the plain path that egalib's fast path must match in accuracy."""
-    from .data import eval_view
-    from .probe import MILESTONES
-    from .train import student_view_spec
-
-    model = ReferenceModel(config, data, torch.device(config.device),
-                           teacher_pretrained(config.teacher))  # fmt: skip
-    milestones = [round(f * epochs) for f in MILESTONES]
-    schedule = torch.optim.lr_scheduler.MultiStepLR(model.optimizer, milestones, 0.1)
-    loader = torch.utils.data.DataLoader(
-        reference_dataset(data, model.teacher, config.padding), batch_size=config.batch_size,
-        shuffle=True, num_workers=workers, drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )  # fmt: skip
-    for _ in range(epochs):
-        for batch in loader:
-            model.step(batch)
-        schedule.step()
-    model.student.eval()
-    model.student_head.eval()
-    view = student_view_spec(data, model.teacher)
-    with torch.no_grad():
-        logits = torch.cat([model.student_head(model.student(eval_view(chunk, view)))[1]
-                            for chunk in data.test_images.split(500)])  # fmt: skip
-    return (logits.argmax(1) == data.test_labels).float().mean().item()
-
-
-def compare_accuracy(method: str, epochs: int, workers: int, device: str, seed: int = 0,
-                     capture: bool = False, profile: str = "demo") -> dict:  # fmt: skip
-    """egalib's loop (`fit`) and the reference loop, same data (the profile's: the demo's by
-    default), method, seed and epochs."""
-    from .train import fit, prepare_data
-
-    config = RunConfig.from_profile(profile, method=method, protocol="joint", epochs=epochs,
-                                    device=device, seed=seed)  # fmt: skip
-    with tempfile.TemporaryDirectory() as runs:
-        top1 = fit(replace(config, runs_dir=runs, capture=capture), progress=False).metrics["top1"]
-    data = prepare_data(config, torch.device(device))
-    theirs = 100 * reference_accuracy(config, data, epochs, workers)
-    return {"method": method, "seed": seed, "epochs": epochs,
-            "train_images": len(data.train_labels), "egalib_capture": capture,
-            "egalib_top1": top1, "reference_top1": round(theirs, 2),
-            "difference": round(top1 - theirs, 2)}  # fmt: skip
-
-
-def accuracy_summary(rows: list[dict]) -> list[dict]:
-    """Per method, over seeds: mean and sample standard deviation of each loop's top-1 and of
-    their difference (the standard deviations need two seeds or more)."""
-    summary = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        row = {"method": method, "seeds": len(mine)}
-        for key in ("egalib_top1", "reference_top1", "difference"):
-            values = np.array([r[key] for r in mine], dtype=float)
-            row[f"{key}_mean"] = round(float(values.mean()), 2)
-            row[f"{key}_std"] = round(float(values.std(ddof=1)), 2) if len(values) > 1 else None
-        summary.append(row)
-    return summary
+# The reference loop's throughput (the loop itself is in egalib.reference)
 
 
 def measure_reference(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
@@ -695,6 +547,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="egalib's captured step (RunConfig.capture: CUDA graphs on a GPU, torch.compile of "
         "the student on a CPU, where --warmup must cover the compilation)",
     )
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help=f"write torch.profiler tables of {PROFILE_STEPS} of egalib's steps (after its timed "
+        "steps; CUDA kernels too on a GPU) to FILE",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accuracy-epochs", type=int, default=0,
                    help="also train both loops this many epochs on the demo data and compare "
@@ -749,7 +607,8 @@ def bench(args) -> dict:
     part_steps = args.part_steps or min(steps, 20)
     part_warmup = 1 if warmup else 0
     b = args.batch_size
-    pool = b * max(warmup + steps, part_warmup + part_steps)  # one epoch covers every pass
+    profiled = PROFILE_STEPS if args.profile else 0
+    pool = b * max(warmup + steps, part_warmup + part_steps, profiled)  # one epoch covers all
     processes = args.processes or ([1, 2, 4] if device == "cuda" else [1])
     config = make_config(preset, b, device, args.seed)
     spec = {
@@ -765,6 +624,7 @@ def bench(args) -> dict:
         "workers": args.workers,
         "seed": args.seed,
         "capture": args.capture,
+        "profile": None,
         "pretrained": teacher_pretrained(config.teacher),
         "parts": True,
         "eval": False,
@@ -774,7 +634,9 @@ def bench(args) -> dict:
     say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)
     say(f"{args.preset}: {config.teacher} -> {config.student}, batch {b}, {steps} steps, {device}")
     say("egalib's loop ...")
-    (ours,) = run_workers([{**spec, "loop": "egalib", "eval": True}], args.timeout)
+    profile = str(Path(args.profile).resolve()) if args.profile else None
+    (ours,) = run_workers([{**spec, "loop": "egalib", "eval": True, "profile": profile}],
+                          args.timeout)  # fmt: skip
     say(f"egalib's loop: {ours['images_per_s']:.1f} images/s; reference loop ...")
     (ref,) = run_workers([{**spec, "loop": "reference"}], args.timeout)
     say(f"reference loop: {ref['images_per_s']:.1f} images/s")

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import finite_with_finite_grads
 
 from egalib import losses
 
@@ -333,11 +334,6 @@ def degenerate_pair(case, dtype):
     elif case == "batch_of_two":
         fs, ft = fs[:2], ft[:2]
     return fs.requires_grad_(), ft.requires_grad_()
-
-
-def finite_with_finite_grads(loss, *inputs):
-    grads = torch.autograd.grad(loss, inputs)
-    return torch.isfinite(loss).item() and all(torch.isfinite(g).all().item() for g in grads)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from egalib import bench, models
+from egalib import bench, models, reference
 from egalib.data import ViewSpec
 from egalib.models.teachers import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
@@ -31,6 +31,8 @@ def test_cpu_demo_run_writes_the_json_and_prints_the_ratio(tmp_path, capsys):
         "cpu",
         "--out",
         str(out),
+        "--profile",
+        str(tmp_path / "profile.txt"),
     ]
     assert bench.main(argv) == 0
     report = json.loads(out.read_text())
@@ -53,7 +55,10 @@ def test_cpu_demo_run_writes_the_json_and_prints_the_ratio(tmp_path, capsys):
     assert report["device"]["type"] == "cpu" and report["device"]["slug"].startswith("cpu-")
     assert report["versions"]["torch"] == torch.__version__ and report["date"]
     assert "ratio egalib / reference: " in capsys.readouterr().out
-    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left
+    profile = (tmp_path / "profile.txt").read_text()
+    assert profile.startswith(f"egalib's step, {bench.PROFILE_STEPS} steps of 64 images")
+    assert "by self_cpu_time_total:" in profile and "aten::" in profile
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.txt", "r.json"]  # no temp file
 
 
 def test_reference_dataset_gives_normalised_views_of_the_right_shapes():
@@ -61,7 +66,7 @@ def test_reference_dataset_gives_normalised_views_of_the_right_shapes():
     data = bench.synthetic_dataset(preset, train=4, test=0)
     data.train_images[0] = 0  # a black image: every pixel (and the crop padding) is 0
     teacher = models.teacher("ssl-fmnist", pretrained=False)
-    student_in, teacher_in, label = bench.reference_dataset(data, teacher)[0]
+    student_in, teacher_in, label = reference.reference_dataset(data, teacher)[0]
     assert student_in.shape == (1, 28, 28) and student_in.dtype == torch.float32
     assert teacher_in.shape == (teacher.in_channels, teacher.input_size, teacher.input_size)
     black = -FASHION_MNIST_MEAN[0] / FASHION_MNIST_STD[0]
@@ -69,16 +74,16 @@ def test_reference_dataset_gives_normalised_views_of_the_right_shapes():
     assert torch.allclose(teacher_in, torch.full_like(teacher_in, black))
     assert label == int(data.train_labels[0])
     # random images: normalised values leave [0, 1]
-    student_in, _, _ = bench.reference_dataset(data, teacher)[1]
+    student_in, _, _ = reference.reference_dataset(data, teacher)[1]
     assert student_in.min() < 0 and student_in.max() > 1
 
 
 def test_grey_images_reach_a_colour_teacher_resized_and_normalised():
     clip_view = ViewSpec(224, 3, CLIP_MEAN, CLIP_STD)  # a CLIP teacher's view, without CLIP
     grey = ViewSpec(28, 1, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
-    student_tf, teacher_tf = bench.reference_transforms(28, grey, clip_view)
+    student_tf, teacher_tf = reference.reference_transforms(28, grey, clip_view)
     images = np.zeros((2, 28, 28, 1), dtype=np.uint8)
-    dataset = bench.ReferenceDataset(images, np.array([3, 5]), student_tf, teacher_tf, 3)
+    dataset = reference.ReferenceDataset(images, np.array([3, 5]), student_tf, teacher_tf, 3)
     student_in, teacher_in, label = dataset[1]
     assert student_in.shape == (1, 28, 28) and teacher_in.shape == (3, 224, 224) and label == 5
     black = -torch.tensor(CLIP_MEAN) / torch.tensor(CLIP_STD)
@@ -123,8 +128,8 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 
 def test_reference_loop_trains_to_a_test_accuracy(tmp_path):
-    from egalib.bench import reference_accuracy
     from egalib.config import RunConfig
+    from egalib.reference import reference_accuracy
     from egalib.train import prepare_data
 
     config = RunConfig.from_profile("smoke", method="ega", protocol="joint", train_size=64,
@@ -141,7 +146,7 @@ def test_accuracy_summary_gives_means_and_sample_spreads_per_method():
         {"method": "vanilla", "egalib_top1": 75.0, "reference_top1": 74.0, "difference": 1.0},
         {"method": "ega", "egalib_top1": 64.0, "reference_top1": 62.0, "difference": 2.0},
     ]
-    ega, vanilla = bench.accuracy_summary(rows)
+    ega, vanilla = reference.accuracy_summary(rows)
     assert ega["method"] == "ega" and ega["seeds"] == 2
     assert ega["egalib_top1_mean"] == 62.0 and ega["reference_top1_mean"] == 62.0
     assert ega["egalib_top1_std"] == pytest.approx(2.8284, abs=1e-2)  # sqrt(8), ddof 1
@@ -158,7 +163,7 @@ def test_bad_accuracy_flags_are_refused_in_one_sentence(flag):
 
 
 def test_compare_accuracy_trains_both_loops_on_the_same_data():
-    row = bench.compare_accuracy("vanilla", epochs=1, workers=0, device="cpu", seed=1,
+    row = reference.compare_accuracy("vanilla", epochs=1, workers=0, device="cpu", seed=1,
                                  profile="smoke")  # fmt: skip
     assert (row["method"], row["seed"], row["epochs"]) == ("vanilla", 1, 1)
     assert row["train_images"] == 256
