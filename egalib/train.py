@@ -94,7 +94,9 @@ class Distillation(nn.Module):
         frozen teacher's forward for this batch's shapes; `forward_student`/`forward_teacher`
         replay them for batches of the same shape and run eagerly otherwise (evaluation, a
         smaller last batch). The student's capture warms up on this batch three times, which
-        moves its batch-norm statistics three extra steps, once per run."""
+        moves its batch-norm statistics three extra steps, once per run. The student's .grad
+        tensors are the graph's buffers, rewritten by the next replay: right for one backward
+        per optimiser step, as here, wrong for gradient accumulation across steps."""
         # make_graphed_callables takes a module: a wrapper shares the student's parameters
         # without adding keys to the state dict (it lives in a plain dict)
         with torch.autocast("cuda", torch.bfloat16, cache_enabled=False):

@@ -33,3 +33,18 @@ def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("error: unknown method 'nope'; known methods:")
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_capture_flag_reaches_the_run_config_of_train_and_reproduce():
+    from egalib.__main__ import build_parser, config_from_args
+    from egalib.reproduce import table_configs
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train", "--capture"])).capture is True
+    assert config_from_args(parser.parse_args(["train"])).capture is False
+    args = parser.parse_args(["reproduce", "--table", "datasets", "--capture", "--dry-run"])
+    assert args.capture is True
+    configs = table_configs("datasets", capture=args.capture or None)
+    assert configs and all(c.capture for c in configs)
+    # capture is how a run executes, not what it computes: the run folder stays the same
+    assert [c.run_name for c in configs] == [c.run_name for c in table_configs("datasets")]
