@@ -271,7 +271,7 @@ def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> di
         result["parts"] = egalib_parts(trainer, batches, spec["part_warmup"], spec["part_steps"])
     if spec["eval"]:
         result["eval"] = egalib_eval(trainer, sync)
-    if spec.get("profile"):
+    if spec["profile"]:
         egalib_profile(trainer, batches[:PROFILE_STEPS], Path(spec["profile"]))
     return result
 
@@ -574,12 +574,11 @@ def _check(args) -> None:
         "--part-steps": args.part_steps,
         "--eval-images": args.eval_images,
         "--epochs": args.epochs,
+        "--accuracy-seeds": args.accuracy_seeds,
     }
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}.")
-    if args.accuracy_seeds < 1:
-        raise ValueError(f"--accuracy-seeds must be at least 1, got {args.accuracy_seeds}.")
     for flag, value in {"--warmup": args.warmup, "--workers": args.workers,
                         "--accuracy-epochs": args.accuracy_epochs}.items():  # fmt: skip
         if value is not None and value < 0:
@@ -660,9 +659,9 @@ def bench(args) -> dict:
         rows = []
         for seed in range(args.seed, args.seed + args.accuracy_seeds):
             for method in args.accuracy_methods:
-                rows.append(compare_accuracy(method, args.accuracy_epochs, args.workers, device,
-                                             seed, args.capture))  # fmt: skip
-                row = rows[-1]
+                row = compare_accuracy(method, args.accuracy_epochs, args.workers, device, seed,
+                                       args.capture)  # fmt: skip
+                rows.append(row)
                 print(f"accuracy, {method}, seed {seed}, {row['epochs']} demo epochs: egalib "
                       f"{row['egalib_top1']:.2f} %, reference {row['reference_top1']:.2f} %",
                       flush=True)  # fmt: skip

@@ -108,22 +108,23 @@ class Distillation(nn.Module):
             self.graphs["teacher"] = (teacher_in.shape, GraphedForward(self.teacher.encode,
                                                                        teacher_in))  # fmt: skip
 
-    def graphed(self, part: str, images: torch.Tensor):
+    def graphed(self, part: str, images: torch.Tensor, eager: Callable) -> Callable:
+        """The recorded graph of `part` where it serves `images`, else the `eager` forward."""
         shape, forward = self.graphs.get(part, (None, None))
-        return forward if shape == images.shape and self.training else None
+        return forward if shape == images.shape and self.training else eager
 
     def trainable_state(self) -> dict:
         """Everything a checkpoint needs (the frozen teacher encoder is rebuilt, not saved)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
 
     def forward_student(self, images: torch.Tensor):
-        student = self.graphed("student", images) or self.student
+        student = self.graphed("student", images, self.student)
         with torch.autocast(images.device.type, torch.bfloat16, enabled=images.is_cuda):
             features = student(images)
         return self.student_head(features.float())
 
     def forward_teacher(self, images: torch.Tensor):
-        encode = self.graphed("teacher", images) or self.teacher.encode
+        encode = self.graphed("teacher", images, self.teacher.encode)
         return self.teacher_head(encode(images))
 
     def views(self, images: torch.Tensor, generator: torch.Generator, teacher: bool = True):
@@ -195,7 +196,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         # capture on CUDA: graphs recorded at the first step; on a CPU: a compiled student
         self.capture = config.capture and device.type == "cuda"
-        if config.capture and device.type != "cuda":
+        if config.capture and not self.capture:
             self.model.student.compile()  # in place: checkpoint keys stay the same
         trained = [self.model.student, self.model.student_head, self.model.method_module]
         student_params = [p for part in trained if part is not None for p in part.parameters()]
