@@ -14,12 +14,12 @@ demo: $(STAMP) data
 	$(PY) -m egalib demo
 
 test: $(STAMP) data
-	$(PY) -m ruff check egalib tests
+	$(PY) -m ruff check egalib tests benchmarks
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check egalib tests
-	$(PY) -m ruff format --check egalib tests
+	$(PY) -m ruff check egalib tests benchmarks
+	$(PY) -m ruff format --check egalib tests benchmarks
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

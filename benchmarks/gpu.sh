@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# The prepared GPU check, in three stages with their own time limits (one failing does not stop
-# the next), about 9 minutes at most on one CUDA GPU:
+# The prepared GPU check, in four stages with their own time limits (one failing does not stop
+# the next), about 11 minutes at most on one CUDA GPU when all run:
 #   1. capture-test: tests/test_capture.py, where the CUDA-graph step is compared with the eager
-#      step (needs Fashion-MNIST: Debian's package or data/fashion-mnist/);
-#   2. bench: the paper preset (CIFAR-100 shapes, CLIP ViT-B/32 with random weights, resnet8x4,
+#      step and the CUDA trainer's bf16 teacher is checked (needs Fashion-MNIST: Debian's
+#      package or data/fashion-mnist/);
+#   2. teacher: the frozen teacher's forward alone (CLIP ViT-B/32, batch 64) in each variant of
+#      benchmarks/teacher_forward.py: fp32 or bf16 weights, eager, CUDA graph, torch.compile;
+#   3. bench: the paper preset (CIFAR-100 shapes, CLIP ViT-B/32 with random weights, resnet8x4,
 #      batch 64): egalib's loop against the reference loop, N = 1, 2, 4 processes, and a
 #      torch.profiler table of egalib's step;
-#   3. bench-capture: the same with the captured step (--capture), then both loops trained on the
+#   4. bench-capture: the same with the captured step (--capture), then both loops trained on the
 #      demo data for 6 epochs with 3 seeds, test top-1 compared.
 #
-#   bash benchmarks/gpu.sh            from the repository root (any folder works)
+#   bash benchmarks/gpu.sh                                   all four, from the repository root
+#   GPU_STAGES="capture-test teacher bench-capture" bash benchmarks/gpu.sh     a choice of them
 #
 # Results go to $OUT when it is set (the lent GPU machine's output folder), else to
-# benchmarks/results/: <device>.json, <device>-capture.json, profile.txt, profile-capture.txt,
-# one log per stage and gpu.txt (8 files).
+# benchmarks/results/: <device>.json, <device>-capture.json, <device>-teacher.json, profile.txt,
+# profile-capture.txt, one log per stage and gpu.txt.
 # Environment overrides, for a dry run elsewhere: BENCH_DEVICE, BENCH_STEPS, BENCH_WORKERS,
-# BENCH_PROCESSES, BENCH_ACCURACY ("EPOCHS SEEDS", "0 1" skips it), PYTHON; extra arguments go
-# to both benchmark stages (e.g. --warmup 1 --batch-size 8 for a quick try on a CPU).
+# BENCH_PROCESSES, BENCH_ACCURACY ("EPOCHS SEEDS", "0 1" skips it), TEACHER_ARGS (extra
+# arguments of the teacher stage), PYTHON; extra arguments go to both benchmark stages (e.g.
+# --warmup 1 --batch-size 8 for a quick try on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +31,7 @@ STEPS=${BENCH_STEPS:-200}
 WORKERS=${BENCH_WORKERS:-8}  # the CRD code base's default num_workers
 read -r -a PROCESSES <<<"${BENCH_PROCESSES:-1 2 4}"
 read -r EPOCHS SEEDS <<<"${BENCH_ACCURACY:-6 3}"
+read -r -a STAGES <<<"${GPU_STAGES:-capture-test teacher bench bench-capture}"
 RESULTS=${OUT:-benchmarks/results}
 mkdir -p "$RESULTS"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -61,21 +67,27 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device'
   nproc
 } | tee "$RESULTS/gpu.txt"
 
-stage() {  # stage NAME SECONDS COMMAND...: run it with a time limit, log it, report its exit
+stage() {  # stage NAME SECONDS COMMAND...: if asked for, run it with a time limit and log it
   local name=$1 limit=$2
   shift 2
+  [[ " ${STAGES[*]} " == *" $name "* ]] || return 0
   echo "== $name (at most $limit s): $*"
   local began=$SECONDS
   timeout -k 10 "$limit" "$@" 2>&1 | tee "$RESULTS/$name.log"
   echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - began)) s" | tee -a "$RESULTS/gpu.txt"
 }
 
+slug=$("$PY" -c "import torch; from egalib.bench import device_slug; from egalib.train import \
+device_name; d = torch.device('$DEVICE'); print(device_slug(d.type, device_name(d), \
+torch.get_num_threads()))")
 # `-m egalib.bench` is `python -m egalib bench`, without going through the other subcommands.
 BENCH=("$PY" -m egalib.bench --preset paper --device "$DEVICE" --steps "$STEPS"
   --workers "$WORKERS" --processes "${PROCESSES[@]}" --timeout 120 "$@")
 stage capture-test 80 "$PY" -m pytest -q -x tests/test_capture.py
-stage bench 180 "${BENCH[@]}" --out "$RESULTS/" --profile "$RESULTS/profile.txt"
-slug=$(basename "$(ls "$RESULTS"/*.json 2>/dev/null | head -1)" .json)
+# shellcheck disable=SC2086 # TEACHER_ARGS is a list of words
+stage teacher 150 "$PY" benchmarks/teacher_forward.py --device "$DEVICE" \
+  --out "$RESULTS/$slug-teacher.json" ${TEACHER_ARGS:-}
+stage bench 180 "${BENCH[@]}" --out "$RESULTS/$slug.json" --profile "$RESULTS/profile.txt"
 stage bench-capture 290 "${BENCH[@]}" --capture --accuracy-epochs "$EPOCHS" \
-  --accuracy-seeds "$SEEDS" --out "$RESULTS/${slug:-device}-capture.json" \
+  --accuracy-seeds "$SEEDS" --out "$RESULTS/$slug-capture.json" \
   --profile "$RESULTS/profile-capture.txt"

@@ -34,8 +34,8 @@ TRAIN_FLAGS = ("method", "teacher", "student", "dataset", "protocol", "epochs", 
                "lr", "embed_dim", "gamma", "alpha", "beta", "kd_temperature", "probe_epochs",
                "train_size", "test_size", "seed", "device", "runs_dir", "name")  # fmt: skip
 CAPTURE_HELP = (
-    "capture the step: CUDA graphs on a GPU (fixed batch shape), torch.compile of the "
-    "student on a CPU"
+    "capture the step: one CUDA graph of the whole step on a GPU, replayed for each full batch; "
+    "torch.compile of the student on a CPU"
 )
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .graph import centre_and_normalise
+
 
 def as_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
@@ -18,9 +20,7 @@ def as_numpy(x) -> np.ndarray:
 
 def pearson_normalise(x) -> np.ndarray:
     """Rows centred over their features and scaled to unit norm (a constant row stays 0)."""
-    x = as_numpy(x).astype(np.float64)
-    x = x - x.mean(axis=1, keepdims=True)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+    return centre_and_normalise(torch.as_tensor(as_numpy(x), dtype=torch.float64)).numpy()
 
 
 def balanced_subsample(labels, max_points: int, seed: int = 0) -> np.ndarray:

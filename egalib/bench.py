@@ -4,9 +4,9 @@
 batch size on the same device in two loops, on synthetic data of the real shape:
 
 - egalib's loop: `Trainer.step` on random batches of a uint8 dataset held on the device; the
-  views are made there, the teacher and the student run under bf16 autocast (the student in
-  channels_last) on CUDA, with `--capture` as replayed CUDA graphs, and nothing is read back to
-  the host inside the timed steps;
+  views are made there; on CUDA the teacher's weights are stored in bf16 and the student runs
+  under bf16 autocast in channels_last, with `--capture` the whole step is one replayed CUDA
+  graph, and nothing is read back to the host inside the timed steps;
 - a reference loop in the CRD code base's style (`egalib.reference`): a torch `Dataset` of HWC
   uint8 arrays made into PIL images and augmented by torchvision transforms in `DataLoader`
   workers, fp32 everywhere (no autocast, no channels_last), `cudnn.benchmark` on, `loss.item()`
@@ -58,13 +58,15 @@ from .train import device_name, resolve_device
 SCHEMA = 1
 RESULTS_DIR = Path("benchmarks") / "results"
 PARTS = ("data", "teacher", "student", "loss_backward_step")
+PART_METHODS = {"views": "data", "forward_teacher": "teacher", "forward_student": "student"}
 PARTS_NOTE = (
     "milliseconds per step, measured in a separate, shorter pass with the device synchronised "
     "around each part; their sum differs from 1000 * batch_size / images_per_s of the throughput "
     "pass. data: egalib's on-device views (reference: waiting for the DataLoader's next batch and "
     "copying it to the device); teacher: frozen encoder + teacher head forward; student: student "
     "+ head forward; loss_backward_step: the losses, backward and both SGD steps (reference: also "
-    "loss.item())."
+    "loss.item()). egalib's step captured as one CUDA graph (--capture on a GPU) has only its "
+    "total."
 )
 READY, RESULT = "BENCH-READY", "BENCH-RESULT "
 PROFILE_STEPS = 10
@@ -298,15 +300,13 @@ def egalib_profile(trainer, batches: torch.Tensor, path: Path) -> None:
 
 
 def egalib_parts(trainer, batches: torch.Tensor, warmup: int, steps: int) -> dict[str, float]:
-    """Time the parts of `Trainer.step` by wrapping the Distillation's views and forwards."""
+    """Time the parts of `Trainer.step` by wrapping the Distillation's views and forwards. A
+    step captured as one CUDA graph has no parts to time: only its total is given."""
     model, clock = trainer.model, PartClock(synchroniser(trainer.device))
     for index in batches[:warmup]:
         trainer.step(index)
-    for name, part in (
-        ("views", "data"),
-        ("forward_teacher", "teacher"),
-        ("forward_student", "student"),
-    ):
+    parts = {} if trainer.capture else PART_METHODS
+    for name, part in parts.items():
         setattr(model, name, clock.timed(part, getattr(model, name)))
     try:
         for index in batches[warmup : warmup + steps]:
@@ -314,10 +314,13 @@ def egalib_parts(trainer, batches: torch.Tensor, warmup: int, steps: int) -> dic
             trainer.step(index)
             clock.end_step()
     finally:
-        for name in ("views", "forward_teacher", "forward_student"):
+        for name in parts:
             delattr(model, name)  # the class's methods again
     ms = clock.per_step_ms()
-    ms["loss_backward_step"] = ms["total"] - sum(ms[p] for p in PARTS[:3])
+    if parts:
+        ms["loss_backward_step"] = ms["total"] - sum(ms[p] for p in PARTS[:3])
+    else:
+        ms = {"total": ms["total"]}
     return ms
 
 

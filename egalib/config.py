@@ -40,8 +40,8 @@ class RunConfig:
     padding: int = 4  # RandomCrop padding of both views
     seed: int = 0
     device: str = "auto"  # auto: CUDA when available, else CPU
-    # capture the step: on CUDA, CUDA graphs of the teacher forward and the student forward +
-    # backward (batch-size steps); on CPU, torch.compile of the student
+    # capture the step: on CUDA, the whole training step as one CUDA graph, replayed for each
+    # batch of batch_size; on CPU, torch.compile of the student
     capture: bool = False
     runs_dir: str = "runs"
     name: str | None = None  # run folder name; None: derived from the config

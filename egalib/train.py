@@ -5,14 +5,17 @@ The teacher's encoder is frozen. Its head (projection + classifier) is either tr
 linear probe and frozen (`pretrained` protocol) or trained alongside the student by CE on its own
 logits with its own SGD (`joint`); distillation gradients never reach it.
 
-Speed: the dataset sits on the device as uint8 and both views are made there; on CUDA the student
-runs under bf16 autocast in channels_last; loss terms are summed on the device and read once per
-epoch, so a step never waits for the host. With `capture`, the first step records CUDA graphs of
-the teacher's forward and of the student's forward and backward, and later steps replay them:
-one launch each instead of hundreds of small kernels, which is what bounds a batch of 64.
+Speed: the dataset sits on the device as uint8 and both views are made there; on CUDA the frozen
+teacher's weights are stored in bf16 and the student runs under bf16 autocast, both in
+channels_last; loss terms are summed on the device and read once per epoch, so a step never
+waits for the host. With `capture`, the first step records the whole step (views, teacher,
+student, losses, backward, SGD) as one CUDA graph and every later step of the same batch size
+replays it: one launch instead of several hundred small kernels, whose launching by the host is
+what bounds a batch of 64.
 """
 
 import contextlib
+import copy
 import platform
 import time
 from collections.abc import Callable
@@ -87,45 +90,18 @@ class Distillation(nn.Module):
         self.student_view = student_view_spec(data, self.teacher)
         m = self.method
         self.method_module = m.module(d, data.train_labels, **m.options) if m.module else None
-        self.graphs: dict = {}  # CUDA graphs (see `capture`); a dict, so not a submodule
-
-    def capture(self, student_in: torch.Tensor, teacher_in: torch.Tensor | None) -> None:
-        """Record CUDA graphs of the student's forward + backward (training mode) and of the
-        frozen teacher's forward for this batch's shapes; `forward_student`/`forward_teacher`
-        replay them for batches of the same shape and run eagerly otherwise (evaluation, a
-        smaller last batch). The student's capture warms up on this batch three times, which
-        moves its batch-norm statistics three extra steps, once per run. The student's .grad
-        tensors are the graph's buffers, rewritten by the next replay: right for one backward
-        per optimiser step, as here, wrong for gradient accumulation across steps."""
-        # make_graphed_callables takes a module: a wrapper shares the student's parameters
-        # without adding keys to the state dict (it lives in a plain dict)
-        with torch.autocast("cuda", torch.bfloat16, cache_enabled=False):
-            student = torch.cuda.make_graphed_callables(
-                nn.Sequential(self.student), (student_in,), allow_unused_input=True
-            )
-        self.graphs["student"] = (student_in.shape, student)
-        if teacher_in is not None:
-            self.graphs["teacher"] = (teacher_in.shape, GraphedForward(self.teacher.encode,
-                                                                       teacher_in))  # fmt: skip
-
-    def graphed(self, part: str, images: torch.Tensor, eager: Callable) -> Callable:
-        """The recorded graph of `part` where it serves `images`, else the `eager` forward."""
-        shape, forward = self.graphs.get(part, (None, None))
-        return forward if shape == images.shape and self.training else eager
 
     def trainable_state(self) -> dict:
         """Everything a checkpoint needs (the frozen teacher encoder is rebuilt, not saved)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
 
     def forward_student(self, images: torch.Tensor):
-        student = self.graphed("student", images, self.student)
         with torch.autocast(images.device.type, torch.bfloat16, enabled=images.is_cuda):
-            features = student(images)
+            features = self.student(images)
         return self.student_head(features.float())
 
     def forward_teacher(self, images: torch.Tensor):
-        encode = self.graphed("teacher", images, self.teacher.encode)
-        return self.teacher_head(encode(images))
+        return self.teacher_head(self.teacher.encode(images))
 
     def views(self, images: torch.Tensor, generator: torch.Generator, teacher: bool = True):
         """The student's and the teacher's augmented views of one batch (None: no teacher)."""
@@ -163,26 +139,78 @@ class Distillation(nn.Module):
         return terms
 
 
-class GraphedForward:
-    """A no-grad forward recorded once as a CUDA graph on a copy of `example`, then replayed:
-    each call copies its input into the recorded one and returns a copy of the output."""
+class CapturedStep:
+    """`Trainer.step` recorded once as a CUDA graph, then replayed for each batch of its size.
 
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor):
-        self.input = example.clone()
-        side = torch.cuda.Stream()  # warm-up (cuBLAS/cuDNN set-up) off the capture, as required
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(3):
-                forward(self.input)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            self.output = forward(self.input)
+    Recording needs warm-up steps first (cuBLAS and cuDNN set-up); they run on the first batch
+    and the trainer's whole state is restored afterwards, so the run trains as if they had never
+    happened. Everything the graph reads is made static before recording: the batch's index
+    (copied in before each replay), the learning rates (tensors, which the schedule updates in
+    place), the momentum buffers (made now, zero, which is what SGD's first step assumes) and the
+    run's generator (registered with the graph, so each replay draws new crops and flips).
+    The parameters' .grad tensors belong to the graph and are rewritten by each replay.
+    """
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        self.input.copy_(images)
-        self.graph.replay()
-        return self.output.clone()  # the next replay overwrites self.output
+    WARMUP_STEPS = 3
+
+    def __init__(self, trainer: "Trainer", index: torch.Tensor):
+        self.index = index.clone()
+        saved = copy.deepcopy(trainer.state(0, []))
+        with side_stream(index.device):
+            for _ in range(self.WARMUP_STEPS):
+                trainer.eager_step(self.index)
+        trainer.load_state(saved)
+        for optimizer in trainer.optimizers:
+            make_static(optimizer)
+            optimizer.zero_grad(set_to_none=True)
+        self.replay = record_graph(lambda: self.recorded_step(trainer), trainer.generator)
+
+    def recorded_step(self, trainer: "Trainer") -> None:
+        """What the graph records: one step on the static index, its terms in one tensor."""
+        terms = trainer.eager_step(self.index)
+        self.keys, self.values = list(terms), torch.stack([v.float() for v in terms.values()])
+
+    def __call__(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.index.copy_(index)
+        self.replay()
+        return dict(zip(self.keys, self.values.clone()))  # the next replay rewrites self.values
+
+
+@contextlib.contextmanager
+def side_stream(device: torch.device):
+    """Run the block on a fresh CUDA stream, ordered after and before the current one (where
+    warm-up before a capture must run)."""
+    side, current = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        yield
+    current.wait_stream(side)
+
+
+def record_graph(
+    run: Callable[[], None], generator: torch.Generator | None = None
+) -> Callable[[], None]:
+    """Record `run` as a CUDA graph (drawing from `generator`, if it draws random numbers) and
+    return the graph's replay. Recording does not execute the kernels: the first replay does."""
+    graph = torch.cuda.CUDAGraph()
+    if generator is not None:
+        graph.register_generator_state(generator)
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
+
+
+def make_static(optimizer: torch.optim.Optimizer) -> None:
+    """Prepare an SGD optimiser for a CUDA graph: learning rates as device tensors (a float is
+    baked into the recorded kernels; a tensor is read at each replay) and momentum buffers made
+    before recording (one made inside would be remade from the gradient at every replay)."""
+    for group in optimizer.param_groups:
+        device = group["params"][0].device
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)
+        for p in group["params"]:
+            state = optimizer.state[p]
+            if state.get("momentum_buffer") is None:
+                state["momentum_buffer"] = torch.zeros_like(p)
 
 
 class Trainer:
@@ -194,8 +222,12 @@ class Trainer:
         self.model = Distillation(config, data).to(device)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        # capture on CUDA: graphs recorded at the first step; on a CPU: a compiled student
+            if self.model.teacher is not None:
+                self.model.teacher.to_bfloat16()
+        # capture on CUDA: the step recorded as a CUDA graph at the first step (CapturedStep);
+        # on a CPU: a compiled student
         self.capture = config.capture and device.type == "cuda"
+        self.captured: CapturedStep | None = None
         if config.capture and not self.capture:
             self.model.student.compile()  # in place: checkpoint keys stay the same
         trained = [self.model.student, self.model.student_head, self.model.method_module]
@@ -214,7 +246,7 @@ class Trainer:
             head.requires_grad_(self.joint)
         if self.joint:
             self.teacher_optimizer = torch.optim.SGD(
-                head.parameters(), lr=config.teacher_lr, momentum=0.9, weight_decay=5e-4
+                head.parameters(), lr=config.teacher_lr, momentum=0.9, weight_decay=5e-4, **kernel
             )
         # vanilla with a frozen teacher head: the teacher would only be run to be logged
         self.teacher_in_step = self.joint or self.model.method.uses_teacher
@@ -232,12 +264,24 @@ class Trainer:
                    seed=self.config.seed, lr=self.config.teacher_lr)  # fmt: skip
         head.requires_grad_(False)
 
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer] + ([self.teacher_optimizer] if self.joint else [])
+
     def step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One training step on the samples at `index`; its loss terms, still on the device.
+        With `capture` on CUDA, batches of the configured size replay the recorded step."""
+        if not self.capture or len(index) != self.config.batch_size:
+            return self.eager_step(index)
+        self.model.train()
+        if self.captured is None:
+            self.captured = CapturedStep(self, index)
+        return self.captured(index)
+
+    def eager_step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         images, labels = self.data.train_images[index], self.data.train_labels[index]
         self.model.train()
         student_in, teacher_in = self.model.views(images, self.generator, self.teacher_in_step)
-        if self.capture and not self.model.graphs:
-            self.model.capture(student_in, teacher_in)
         terms = self.model.loss_terms(student_in, teacher_in, labels, index, self.generator)
         backward = terms["loss"] + (terms["teacher_ce"] if self.joint else 0)
         self.optimizer.zero_grad(set_to_none=True)
@@ -299,14 +343,15 @@ class Trainer:
             "epoch": epoch,
             "history": history,
             "model": self.model.trainable_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "teacher_optimizer": self.teacher_optimizer.state_dict() if self.joint else {},
+            "optimizer": optimizer_state(self.optimizer),
+            "teacher_optimizer": optimizer_state(self.teacher_optimizer) if self.joint else {},
             "schedule": self.schedule.state_dict(),
             "generator": self.generator.get_state(),
             "student_view": asdict(self.model.student_view),  # how the student saw images
         }
 
     def load_state(self, state: dict) -> tuple[int, list[dict]]:
+        self.captured = None  # a recorded step holds the old optimiser state: record anew
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.joint:
@@ -314,6 +359,15 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         self.generator.set_state(state["generator"])
         return state["epoch"], state["history"]
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimiser's state_dict with float learning rates, whether or not a captured step made
+    them tensors: a checkpoint does not depend on how its run was executed."""
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        group["lr"] = float(group["lr"])
+    return state
 
 
 def graph_terms_by_batch(xs: torch.Tensor, xt: torch.Tensor, batch_size: int) -> dict[str, float]:
@@ -353,8 +407,7 @@ def fit(
     wall, embeddings = sum(row["wall_s"] for row in history), None
     for epoch in range(start, config.epochs):
         began = time.time()
-        lr = trainer.optimizer.param_groups[0]["lr"]
-        row = {"epoch": epoch + 1, "lr": lr}
+        row = {"epoch": epoch + 1, "lr": float(trainer.optimizer.param_groups[0]["lr"])}
         row.update(trainer.train_epoch(progress, f"{config.method} epoch {epoch + 1}"))
         seconds = time.time() - began
         test_row, embeddings = trainer.evaluate()

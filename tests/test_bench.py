@@ -2,6 +2,9 @@
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ import torch
 from egalib import bench, models, reference
 from egalib.data import ViewSpec
 from egalib.models.teachers import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_cpu_demo_run_writes_the_json_and_prints_the_ratio(tmp_path, capsys):
@@ -170,3 +175,30 @@ def test_compare_accuracy_trains_both_loops_on_the_same_data():
     assert 0 <= row["egalib_top1"] <= 100 and 0 <= row["reference_top1"] <= 100
     assert row["difference"] == pytest.approx(row["egalib_top1"] - row["reference_top1"], abs=0.01)
     assert row["egalib_capture"] is False
+
+
+TEACHER_FORWARD = [sys.executable, "benchmarks/teacher_forward.py", "--device", "cpu"]
+
+
+def test_teacher_forward_benchmark_times_each_variant(tmp_path):
+    out = tmp_path / "teacher.json"
+    argv = "--teacher ssl-fmnist --image-size 28 --batch-size 8 --variants fp32 bf16 --warmup 1"
+    argv = [*argv.split(), "--iterations", "2", "--out", str(out)]
+    done = subprocess.run(TEACHER_FORWARD + argv, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["batch_size"] == 8 and report["view"] == [1, 28, 28]
+    assert list(report["variants"]) == ["fp32", "bf16"]
+    for row in report["variants"].values():
+        assert row["ms_per_batch"] > 0 and row["images_per_s"] > 0 and row["first_call_s"] > 0
+    assert "min_cosine_to_fp32" not in report["variants"]["fp32"]
+    assert report["variants"]["bf16"]["min_cosine_to_fp32"] > 0.999
+    assert "bf16:" in done.stdout
+
+
+def test_teacher_forward_graph_variants_need_cuda(tmp_path):
+    argv = ["--teacher", "ssl-fmnist", "--variants", "bf16-graph", "--out", str(tmp_path / "t")]
+    done = subprocess.run(TEACHER_FORWARD + argv, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2
+    assert "graph variants record CUDA graphs" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "t").exists()

@@ -1,5 +1,8 @@
-"""RunConfig.capture: which forward a step runs, and (on a CUDA machine) that replaying the CUDA
-graphs trains like the eager step. The CUDA test is skipped on CPU-only machines such as CI."""
+"""RunConfig.capture: the step recorded as one CUDA graph and replayed. On a CPU the CUDA pieces
+(the side stream of the warm-up, the recording) are replaced by stand-ins whose "replay" runs
+the recorded function again, which checks everything around them: the warm-up leaves no trace,
+learning rates and momentum buffers are made static, the schedule reaches the replayed step,
+and training follows the eager step's. The CUDA tests are skipped on CPU-only machines (CI)."""
 
 import contextlib
 
@@ -8,73 +11,101 @@ import pytest
 import torch
 
 from egalib import bench
-from egalib.train import Trainer, fit
+from egalib.train import CapturedStep, Trainer, fit, optimizer_state
 
 
-def eager_stand_ins(monkeypatch, calls: list[str]):
-    """Replace the CUDA-only graph makers by eager functions that record their calls, so the
-    dispatch around them runs on a CPU."""
+def cpu_stand_ins(monkeypatch) -> list[str]:
+    """Record "recordings" and "replays" made through the stand-ins."""
+    calls: list[str] = []
 
-    def graphed_student(module, sample_args, allow_unused_input=False):
-        def forward(images):
-            calls.append("student graph")
-            return module(images)
+    def record_graph(run, generator=None):
+        calls.append("record")
 
-        return forward
+        def replay():
+            calls.append("replay")
+            run()
 
-    class EagerForward:
-        def __init__(self, forward, example):
-            self.forward = forward
+        return replay
 
-        def __call__(self, images):
-            calls.append("teacher graph")
-            return self.forward(images)
-
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables", graphed_student)
-    # the CUDA autocast around the capture only warns on a CPU
-    monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: contextlib.nullcontext())
-    monkeypatch.setattr("egalib.train.GraphedForward", EagerForward)
+    monkeypatch.setattr("egalib.train.record_graph", record_graph)
+    monkeypatch.setattr("egalib.train.side_stream", lambda device: contextlib.nullcontext())
+    return calls
 
 
-def cpu_trainer(smoke, **overrides) -> Trainer:
-    values = {"method": "ega", "protocol": "joint", "batch_size": 16, "device": "cpu"}
+def cpu_trainer(smoke, capture: bool = False, **overrides) -> Trainer:
+    values = {"method": "ega", "protocol": "joint", "batch_size": 16, "device": "cpu", "epochs": 4}
     config = smoke(**{**values, **overrides})
     data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0)
-    return Trainer(config, data, torch.device("cpu"))
+    trainer = Trainer(config, data, torch.device("cpu"))
+    trainer.capture = capture  # as on CUDA (on a CPU, RunConfig.capture compiles instead)
+    return trainer
 
 
-def test_captured_forwards_serve_training_batches_of_the_captured_shape_only(smoke, monkeypatch):
-    calls: list[str] = []
-    eager_stand_ins(monkeypatch, calls)
-    trainer = cpu_trainer(smoke)
-    keys = set(trainer.model.state_dict())
-    trainer.capture = True  # as on CUDA: graphs made at the first step
-    index = torch.arange(16)
-    trainer.step(index)
-    assert set(trainer.model.graphs) == {"student", "teacher"}
-    assert calls == ["student graph", "teacher graph"]
-    trainer.step(index + 16)
-    assert calls == ["student graph", "teacher graph"] * 2
-    trainer.step(torch.arange(8))  # a smaller batch runs eagerly
-    assert len(calls) == 4
-    trainer.evaluate()  # evaluation (eval mode, batches of 500) runs eagerly
-    assert len(calls) == 4
-    assert set(trainer.model.state_dict()) == keys  # checkpoints do not change with capture
-
-
-def test_capture_without_a_teacher_in_the_step_graphs_the_student_only(smoke, monkeypatch):
-    calls: list[str] = []
-    eager_stand_ins(monkeypatch, calls)
-    trainer = cpu_trainer(smoke, method="vanilla", protocol="pretrained")
-    trainer.capture = True
-    trainer.step(torch.arange(16))
-    assert set(trainer.model.graphs) == {"student"} and calls == ["student graph"]
-
-
-def test_capture_on_a_cpu_compiles_the_student_and_makes_no_graphs(smoke):
+def test_warm_up_before_recording_leaves_no_trace(smoke, monkeypatch):
+    cpu_stand_ins(monkeypatch)
     trainer = cpu_trainer(smoke, capture=True)
-    assert trainer.capture is False and not trainer.model.graphs
-    assert hasattr(trainer.model.student, "_compiled_call_impl")
+    before = trainer.state(0, [])
+    before = {**before, "model": {k: v.clone() for k, v in before["model"].items()}}
+    CapturedStep(trainer, torch.arange(16))  # three real steps on the CPU, then restored
+    after = trainer.state(0, [])
+    for key, value in before["model"].items():
+        assert torch.equal(after["model"][key], value), key
+    assert torch.equal(after["generator"], before["generator"])
+    for optimizer in trainer.optimizers:  # static: tensor learning rates, zero momentum
+        for group in optimizer.param_groups:
+            assert isinstance(group["lr"], torch.Tensor)
+            for p in group["params"]:
+                assert not optimizer.state[p]["momentum_buffer"].any()
+    lr = before["optimizer"]["param_groups"][0]["lr"]  # float32 on the device from now on
+    assert after["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr, rel=1e-7)
+
+
+def test_captured_steps_train_like_eager_steps(smoke, monkeypatch):
+    """Four epochs (the schedule's first milestone falls inside) give the eager run's losses
+    and weights; the captured trainer recorded once and replayed every full batch."""
+    calls = cpu_stand_ins(monkeypatch)
+    rows, states = [], []
+    for capture in (False, True):
+        trainer = cpu_trainer(smoke, capture=capture)
+        rows.append([trainer.train_epoch() for _ in range(4)])
+        states.append(trainer.model.trainable_state())
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        assert float(lr) == pytest.approx(trainer.config.lr * 0.1**3, rel=1e-6)
+    assert calls == ["record"] + ["replay"] * 12  # 4 epochs of 3 batches of 16
+    eager, captured = rows
+    for a, b in zip(eager, captured):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([b[k] for k in a], [a[k] for k in a], rtol=1e-5, atol=1e-6)
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_other_batch_sizes_and_evaluation_run_eagerly(smoke, monkeypatch):
+    calls = cpu_stand_ins(monkeypatch)
+    trainer = cpu_trainer(smoke, capture=True)
+    keys = set(trainer.model.state_dict())
+    terms = trainer.step(torch.arange(16))
+    assert calls == ["record", "replay"]
+    assert set(terms) >= {"loss", "ce", "correct", "node", "edge", "teacher_ce"}
+    trainer.step(torch.arange(8))  # a smaller batch: eager
+    trainer.evaluate()
+    assert calls == ["record", "replay"]
+    trainer.step(torch.arange(16, 32))
+    assert calls == ["record", "replay", "replay"]
+    assert set(trainer.model.state_dict()) == keys  # checkpoints do not change with capture
+    state = trainer.state(1, [])
+    assert all(isinstance(g["lr"], float) for g in state["optimizer"]["param_groups"])
+    assert isinstance(optimizer_state(trainer.teacher_optimizer)["param_groups"][0]["lr"], float)
+    trainer.load_state(state)  # loading a state drops the recording: the next step records
+    trainer.step(torch.arange(16))
+    assert calls[-2:] == ["record", "replay"]
+
+
+def test_capture_on_a_cpu_compiles_the_student_and_records_nothing(smoke):
+    config = smoke(method="ega", protocol="joint", batch_size=16, device="cpu", capture=True)
+    data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0)
+    trainer = Trainer(config, data, torch.device("cpu"))
+    assert trainer.capture is False and trainer.captured is None
     assert trainer.model.student._compiled_call_impl is not None
 
 
@@ -96,3 +127,36 @@ def test_cuda_graph_steps_train_like_eager_steps(smoke, tmp_path, method):
     np.testing.assert_allclose(captured["train_loss"], eager["train_loss"], rtol=2e-2)
     np.testing.assert_allclose(captured["test_acc"], eager["test_acc"], atol=0.05)
     assert torch.allclose(weights[0], weights[1], rtol=5e-2, atol=5e-3)
+
+
+def cuda_trainer(smoke, **overrides) -> Trainer:
+    config = smoke(**{"protocol": "joint", "device": "cuda", "batch_size": 16, **overrides})
+    data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0).to("cuda")
+    return Trainer(config, data, torch.device("cuda"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_replays_draw_new_random_numbers_like_eager_steps(smoke):
+    """The run's generator is registered with the graph: after three replays it stands where
+    three eager steps leave it (each replay drew its own crops, flips and CRD negatives), and
+    the replayed steps' losses follow the eager steps'."""
+    results = []
+    for capture in (False, True):
+        trainer = cuda_trainer(smoke, method="crd", capture=capture)
+        batches = torch.arange(48, device="cuda").view(3, 16)
+        losses = [trainer.step(index)["loss"].item() for index in batches]
+        results.append((losses, trainer.generator.get_state()))
+    (eager_losses, eager_state), (captured_losses, captured_state) = results
+    assert trainer.captured is not None
+    assert torch.equal(captured_state, eager_state)
+    np.testing.assert_allclose(captured_losses, eager_losses, rtol=2e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_trainer_stores_the_teacher_in_bfloat16(smoke):
+    trainer = cuda_trainer(smoke, method="ega")
+    teacher = trainer.model.teacher
+    assert teacher.bfloat16 and {p.dtype for p in teacher.parameters()} == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in trainer.model.student.parameters())
+    terms = trainer.step(torch.arange(16, device="cuda"))
+    assert all(torch.isfinite(v).all() for v in terms.values())

@@ -2,6 +2,7 @@
 with random weights (no download, no network), shapes, freezing, views, one distillation step,
 and the one-sentence error when weights are missing offline."""
 
+import copy
 import urllib.error
 
 import pytest
@@ -70,6 +71,40 @@ def test_clip_teacher_interface(clip_teacher, uint8_batch):
     assert torch.isfinite(features).all()
     # encode_image without normalisation: rows are not forced onto the unit sphere
     assert not torch.allclose(features.norm(dim=1), torch.ones(BATCH), atol=1e-3)
+
+
+def assert_bfloat16_weights_keep_features(teacher: models.Teacher, view: torch.Tensor) -> None:
+    """`to_bfloat16` (what the CUDA loop does to every teacher): all weights in bf16, float32
+    features within bf16 rounding of the fp32 teacher's, the original left as it was."""
+    reference = teacher.encode(view)
+    low = copy.deepcopy(teacher).to_bfloat16()
+    assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in teacher.parameters())
+    features = low.encode(view)
+    assert features.dtype == torch.float32 and torch.isfinite(features).all()
+    cosine = torch.nn.functional.cosine_similarity(features, reference, dim=1)
+    assert cosine.min() > 0.999
+    assert (features - reference).norm() / reference.norm() < 0.03
+    _assert_frozen(low)
+
+
+def test_clip_teachers_in_bfloat16(clip_teacher, uint8_batch):
+    _, teacher = clip_teacher
+    assert_bfloat16_weights_keep_features(teacher, teacher.view.finish(uint8_batch))
+
+
+def test_supervised_teachers_in_bfloat16(supervised_teacher, uint8_batch):
+    _, teacher = supervised_teacher
+    assert_bfloat16_weights_keep_features(teacher, teacher.view.finish(uint8_batch))
+
+
+def test_default_teachers_in_bfloat16():
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    teacher = models.teacher("ssl-fmnist")  # the shipped weights
+    assert_bfloat16_weights_keep_features(teacher, teacher.view.finish(images))
+    teacher = _build("supervised-wrn40")
+    colour = images.expand(-1, 3, -1, -1)
+    assert_bfloat16_weights_keep_features(teacher, teacher.view.finish(colour))
 
 
 def test_openai_vit_weights_get_quick_gelu_and_no_text_tower(vit_b32):
