@@ -46,7 +46,10 @@ def test_warm_up_before_recording_leaves_no_trace(smoke, monkeypatch):
     trainer = cpu_trainer(smoke, capture=True)
     before = trainer.state(0, [])
     before = {**before, "model": {k: v.clone() for k, v in before["model"].items()}}
+    steps, eager_step = [], trainer.eager_step
+    trainer.eager_step = lambda index: steps.append(index.clone()) or eager_step(index)
     CapturedStep(trainer, torch.arange(16))  # three real steps on the CPU, then restored
+    assert len(steps) == CapturedStep.WARMUP_STEPS and torch.equal(steps[0], torch.arange(16))
     after = trainer.state(0, [])
     for key, value in before["model"].items():
         assert torch.equal(after["model"][key], value), key
