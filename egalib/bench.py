@@ -188,6 +188,18 @@ def device_slug(device_type: str, name: str, threads: int) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or device_type
 
 
+def throughput(steps: int, batch: int, wall: float, seconds: float, mean_loss: float) -> dict:
+    """What both loops report of their timed steps; `wall` is the clock time they began."""
+    return {
+        "images_per_s": steps * batch / seconds,
+        "seconds": seconds,
+        "steps": steps,
+        "images": steps * batch,
+        "window": [wall, wall + seconds],
+        "mean_loss": mean_loss,
+    }
+
+
 class PartClock:
     """Per-part seconds over a pass, with the device synchronised at every mark."""
 
@@ -253,22 +265,11 @@ def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> di
     sync()
     barrier()
     wall, began = time.time(), time.perf_counter()
-    sums: dict[str, torch.Tensor] = {}
-    for index in batches[warmup : warmup + steps]:
-        for k, v in trainer.step(index).items():  # accumulated on the device, as train_epoch
-            sums[k] = sums.get(k, 0) + v.float()
-    mean_loss = (sums["loss"] / steps).item()  # the one host read, as once per epoch
+    sums = trainer.sum_steps(batches[warmup : warmup + steps])  # one host read, as per epoch
+    mean_loss = sums["loss"] / steps
     sync()
-    seconds = time.perf_counter() - began
-    result = {
-        "images_per_s": steps * b / seconds,
-        "seconds": seconds,
-        "steps": steps,
-        "images": steps * b,
-        "window": [wall, wall + seconds],
-        "mean_loss": mean_loss,
-        "peak_memory": peak_memory(device),
-    }
+    result = throughput(steps, b, wall, time.perf_counter() - began, mean_loss)
+    result["peak_memory"] = peak_memory(device)
     if spec["parts"]:
         result["parts"] = egalib_parts(trainer, batches, spec["part_warmup"], spec["part_steps"])
     if spec["eval"]:
@@ -382,17 +383,9 @@ def measure_reference(spec: dict, barrier: Callable[[], None] = lambda: None) ->
     for _ in range(steps):
         total += model.step(next(batches))
     sync()
-    seconds = time.perf_counter() - began
+    result = throughput(steps, b, wall, time.perf_counter() - began, total / steps)
     del batches  # shuts its workers down, so their peak RSS is counted
-    result = {
-        "images_per_s": steps * b / seconds,
-        "seconds": seconds,
-        "steps": steps,
-        "images": steps * b,
-        "window": [wall, wall + seconds],
-        "mean_loss": total / steps,
-        "peak_memory": peak_memory(device, children=spec["workers"] > 0),
-    }
+    result["peak_memory"] = peak_memory(device, children=spec["workers"] > 0)
     if spec["parts"]:
         clock, batches = PartClock(sync), iter(loader())
         for _ in range(spec["part_warmup"]):

@@ -270,10 +270,10 @@ class Trainer:
 
     def step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """One training step on the samples at `index`; its loss terms, still on the device.
-        With `capture` on CUDA, batches of the configured size replay the recorded step."""
+        With `capture` on CUDA, batches of the configured size replay the recorded step (which
+        needs no train() call: the recorded kernels are those of training mode)."""
         if not self.capture or len(index) != self.config.batch_size:
             return self.eager_step(index)
-        self.model.train()
         if self.captured is None:
             self.captured = CapturedStep(self, index)
         return self.captured(index)
@@ -298,15 +298,20 @@ class Trainer:
         n, b = len(self.data.train_labels), self.config.batch_size
         order = torch.randperm(n, device=self.device, generator=self.generator)
         batches = order[: n - n % b].view(-1, b) if n >= b else order[None]
-        sums: dict[str, torch.Tensor] = {}
-        for index in tqdm(batches, desc=desc, disable=not progress, leave=False):
-            for k, v in self.step(index).items():
-                sums[k] = sums.get(k, 0) + v.float()
+        sums = self.sum_steps(batches, progress, desc)
         self.schedule.step()
-        seen = batches.numel()
-        row = {f"train_{k}": (v / len(batches)).item() for k, v in sums.items() if k != "correct"}
-        row["train_acc"] = sums["correct"].item() / seen
+        row = {f"train_{k}": v / len(batches) for k, v in sums.items() if k != "correct"}
+        row["train_acc"] = sums["correct"] / batches.numel()
         return row
+
+    def sum_steps(self, batches: torch.Tensor, progress: bool = False, desc: str = "") -> dict:
+        """One step per row of `batches` (indices); each loss term summed over the steps. The
+        sums stay on the device, stacked in one tensor, and are read back once at the end."""
+        keys, total = [], 0
+        for index in tqdm(batches, desc=desc, disable=not progress, leave=False):
+            terms = self.step(index)
+            keys, total = list(terms), total + torch.stack([v.float() for v in terms.values()])
+        return dict(zip(keys, total.tolist()))
 
     @torch.no_grad()
     def embed_test_set(self, batch_size: int = 500) -> dict[str, torch.Tensor]:
