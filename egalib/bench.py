@@ -48,6 +48,7 @@ from .data import Dataset
 from .reference import (
     ReferenceModel,
     accuracy_summary,
+    check_method,
     compare_accuracy,
     reference_dataset,
     teacher_pretrained,
@@ -553,7 +554,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accuracy-epochs", type=int, default=0,
                    help="also train both loops this many epochs on the demo data and compare "
                    "test top-1 (0: skip)")  # fmt: skip
-    p.add_argument("--accuracy-methods", nargs="+", default=["vanilla", "ega"], metavar="METHOD")
+    p.add_argument("--accuracy-methods", nargs="+", default=["vanilla", "ega"], metavar="METHOD",
+                   help="vanilla and/or ega: the methods the reference loop trains")  # fmt: skip
     p.add_argument("--accuracy-seeds", type=int, default=1,
                    help="seeds of the accuracy comparison: --seed, --seed + 1, ...")  # fmt: skip
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
@@ -585,6 +587,8 @@ def _check(args) -> None:
         )
     if any(n < 1 for n in args.processes or []):
         raise ValueError(f"--processes takes counts of 1 or more, got {args.processes}.")
+    for method in args.accuracy_methods:
+        check_method(method)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             "--device cuda: no CUDA device is visible here (torch.cuda."

@@ -22,6 +22,16 @@ from .data import Dataset, ViewSpec
 from .graph import EmbeddingHead
 from .models.teachers import TEACHER_DIR
 
+REFERENCE_METHODS = ("vanilla", "ega")  # what ReferenceModel.step computes: CE + beta * EGA
+
+
+def check_method(method: str) -> None:
+    if method not in REFERENCE_METHODS:
+        raise ValueError(
+            f"the reference loop trains only {' and '.join(REFERENCE_METHODS)} (CE plus the "
+            f"method's beta times EGA), not {method!r}; compare one of those."
+        )
+
 
 def teacher_pretrained(name: str) -> bool:
     """Load a teacher's weights only where they ship on disk; downloaded ones (CLIP, torchvision)
@@ -98,6 +108,7 @@ class ReferenceModel:
     """The same student, teacher and heads as egalib's Distillation, in fp32, with its own step."""
 
     def __init__(self, config: RunConfig, data: Dataset, device: torch.device, pretrained: bool):
+        check_method(config.method)
         torch.manual_seed(config.seed)
         d, c = config.embed_dim, data.num_classes
         self.config, self.device, self.method = config, device, config.weights

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from egalib import bench, models, reference
+from egalib.config import RunConfig
 from egalib.data import ViewSpec
 from egalib.models.teachers import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
@@ -165,6 +166,15 @@ def test_accuracy_summary_gives_means_and_sample_spreads_per_method():
 def test_bad_accuracy_flags_are_refused_in_one_sentence(flag):
     with pytest.raises(ValueError, match="must be"):
         bench.main(["--device", "cpu", *flag])
+
+
+def test_methods_the_reference_loop_does_not_train_are_refused():
+    with pytest.raises(ValueError, match="reference loop trains only vanilla and ega.*'kd'"):
+        bench.main(["--device", "cpu", "--accuracy-epochs", "1", "--accuracy-methods", "kd"])
+    config = RunConfig.from_profile("smoke", method="crd")
+    data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 32, 8)
+    with pytest.raises(ValueError, match="not 'crd'; compare one of those"):
+        reference.ReferenceModel(config, data, torch.device("cpu"), pretrained=False)
 
 
 def test_compare_accuracy_trains_both_loops_on_the_same_data():
