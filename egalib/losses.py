@@ -12,6 +12,10 @@ from torch import nn
 
 from .graph import embedding_graphs
 
+# Devices whose tensors the host reads for free; elsewhere (CUDA) a read waits for the stream,
+# and a recorded CUDA graph forbids it, so value checks there run at the first call only.
+HOST_READ_DEVICES = ("cpu",)
+
 
 def _check_pair(name: str, s: torch.Tensor, t: torch.Tensor, min_batch: int = 1) -> None:
     if s.dim() != 2 or t.dim() != 2:
@@ -298,7 +302,7 @@ class CRD(nn.Module):
         self.register_buffer("class_count", class_count, persistent=False)
         self.register_buffer("class_start", class_count.cumsum(0) - class_count, persistent=False)
         self.register_buffer("by_class", torch.argsort(sample_class, stable=True), persistent=False)
-        self.index_values_checked = False  # on CUDA the range check reads the device: once
+        self.index_values_checked = False  # off HOST_READ_DEVICES, checked at the first call only
 
     def embed(self, fs: torch.Tensor, ft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The L2-normalised embeddings (s, t) of student and teacher features."""
@@ -359,8 +363,9 @@ class CRD(nn.Module):
             )
         _check_rows("CRD", "index", index, fs.shape[0], dims=1)
         n = len(self.sample_class)
-        if index.dtype == torch.long and index.is_cuda and self.index_values_checked:
-            return  # a host read per step would stall the CUDA stream; the first call checked
+        if index.dtype == torch.long and self.index_values_checked:
+            if index.device.type not in HOST_READ_DEVICES:
+                return  # a host read per step would stall the stream; the first call checked
         self.index_values_checked = True
         if index.dtype != torch.long or bool(((index < 0) | (index >= n)).any()):
             raise ValueError(

@@ -163,7 +163,14 @@ class CapturedStep:
         for optimizer in trainer.optimizers:
             make_static(optimizer)
             optimizer.zero_grad(set_to_none=True)
-        self.replay = record_graph(lambda: self.recorded_step(trainer), trainer.generator)
+        try:
+            self.replay = record_graph(lambda: self.recorded_step(trainer), trainer.generator)
+        except RuntimeError as error:  # e.g. an operation that CUDA cannot record
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise RuntimeError(
+                f"recording the training step as a CUDA graph failed ({reason}); train without "
+                f"capture (RunConfig.capture=False, no --capture), which computes the same step."
+            ) from error
 
     def recorded_step(self, trainer: "Trainer") -> None:
         """What the graph records: one step on the static index, its terms in one tensor."""

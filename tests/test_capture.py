@@ -104,6 +104,19 @@ def test_other_batch_sizes_and_evaluation_run_eagerly(smoke, monkeypatch):
     assert calls[-2:] == ["record", "replay"]
 
 
+def test_a_failed_recording_says_to_train_without_capture(smoke, monkeypatch):
+    cpu_stand_ins(monkeypatch)
+
+    def record_graph(run, generator=None):
+        raise RuntimeError("operation not permitted when stream is capturing\nCUDA details")
+
+    monkeypatch.setattr("egalib.train.record_graph", record_graph)
+    trainer = cpu_trainer(smoke, capture=True)
+    with pytest.raises(RuntimeError, match=r"\(operation not permitted when stream is capturing\)"
+                       r"; train without capture \(RunConfig.capture=False"):  # fmt: skip
+        trainer.step(torch.arange(16))
+
+
 def test_capture_on_a_cpu_compiles_the_student_and_records_nothing(smoke):
     config = smoke(method="ega", protocol="joint", batch_size=16, device="cpu", capture=True)
     data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0)

@@ -1,0 +1,157 @@
+"""No host read inside a training step. On CUDA a read of a device value (.item(), bool(t),
+.tolist(), a boolean mask, torch.unique...) makes the host wait for the GPU, and inside the
+recorded step of RunConfig.capture it fails the recording. On a CPU these reads cost nothing and
+raise nothing, so the step is run here under modes that list every such read: the Python-level
+ones (TorchFunctionMode) and the operators whose output shape depends on values
+(TorchDispatchMode). Each method's step is run as the captured step records it (CUDA's fused
+SGD with tensor learning rates, stand-ins for the recording)."""
+
+import contextlib
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from egalib import bench, losses
+from egalib.methods import METHODS
+from egalib.train import Trainer
+
+aten = torch.ops.aten
+READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy,
+         torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__,
+         torch.Tensor.__index__}  # fmt: skip
+VALUE_SHAPED = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten._unique2,
+                aten.unique_dim, aten.unique_consecutive, aten.lift_fresh}  # fmt: skip
+
+
+class HostReads(TorchFunctionMode):
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in READS:
+            self.seen.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+class ValueShapedOps(TorchDispatchMode):
+    """Operators that read values on the host; indexing with a boolean mask is one."""
+
+    def __init__(self, seen: list[str]):
+        super().__init__()
+        self.seen = seen
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        masks = func.overloadpacket in (aten.index, aten.index_put, aten.index_put_) and any(
+            i is not None and i.dtype == torch.bool for i in args[1]
+        )
+        if func.overloadpacket in VALUE_SHAPED or masks:
+            self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def host_reads():
+    """The list of host reads made inside the block."""
+    seen: list[str] = []
+    with HostReads(seen), ValueShapedOps(seen):
+        yield seen
+
+
+READING = {
+    "item": lambda x: x.sum().item(),
+    "tolist": lambda x: x.tolist(),
+    "cpu": lambda x: x.cpu(),
+    "if": lambda x: 1 if x[0] > 0 else 0,
+    "float": lambda x: float(x[0]),
+    "index": lambda x: [0, 1, 2][x.long()[0].clamp(0, 2)],
+    "mask": lambda x: x[x > 0],
+    "masked write": lambda x: x.clone().index_put_((x > 0,), torch.tensor(0.0)),
+    "nonzero": lambda x: torch.nonzero(x),
+    "unique": lambda x: torch.unique(x),
+    "torch.tensor": lambda x: x + torch.tensor([1.0]),
+}
+
+
+@pytest.mark.parametrize("name", READING)
+def test_every_kind_of_host_read_is_seen(name):
+    x = torch.randn(8)
+    with host_reads() as seen:
+        READING[name](x)
+    assert seen, f"{name} went unseen"
+    with host_reads() as seen:
+        (x * 2).sum(0).exp()[None].clamp(0, 1)  # device-only work
+    assert seen == []
+
+
+def cuda_like_trainer(config, data, monkeypatch) -> Trainer:
+    """A CPU trainer set up as on CUDA for a captured step: recording stand-ins that run the
+    step under the watch, fused SGD, CRD's index check at the first call only."""
+    monkeypatch.setattr(losses, "HOST_READ_DEVICES", ())
+    monkeypatch.setattr("egalib.train.side_stream", lambda device: contextlib.nullcontext())
+    with bench.teachers_built(pretrained=False):
+        trainer = Trainer(config, data, torch.device("cpu"))
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            group.update(fused=True, foreach=False)
+    if trainer.model.teacher is not None:
+        trainer.model.teacher.to_bfloat16()
+    trainer.capture = True
+    return trainer
+
+
+def reads_in_recorded_steps(trainer: Trainer, monkeypatch, batch: int) -> list[str]:
+    """Host reads while the captured step is recorded and replayed once (after the warm-up,
+    which may read: it runs eagerly)."""
+    seen: list[str] = []
+
+    def record_graph(run, generator=None):
+        def watched():
+            with host_reads() as reads:
+                run()
+            seen.extend(reads)
+
+        watched()
+        return watched
+
+    monkeypatch.setattr("egalib.train.record_graph", record_graph)
+    trainer.step(torch.arange(batch))
+    trainer.step(torch.arange(batch, 2 * batch))
+    assert trainer.captured is not None
+    return seen
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_recorded_step_reads_nothing_on_the_host(method, smoke, monkeypatch):
+    config = smoke(method=method, protocol="joint", batch_size=16, device="cpu")
+    data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0)
+    trainer = cuda_like_trainer(config, data, monkeypatch)
+    assert reads_in_recorded_steps(trainer, monkeypatch, 16) == []
+
+
+def test_paper_step_with_clip_teacher_reads_nothing_on_the_host(monkeypatch):
+    """The benchmark's `paper` preset: CLIP ViT-B/32 in bf16 (random weights), resnet8x4."""
+    preset = bench.PRESETS["paper"]
+    config = bench.make_config(preset, batch_size=2, device="cpu")
+    data = bench.synthetic_dataset(preset, 8, 4, seed=0)
+    trainer = cuda_like_trainer(config, data, monkeypatch)
+    assert reads_in_recorded_steps(trainer, monkeypatch, 2) == []
+
+
+def test_crd_reads_its_index_values_once_off_the_cpu(monkeypatch):
+    """On a CPU CRD checks the index range at every call; elsewhere at the first call only."""
+    labels = torch.arange(40) % 4
+    crd = losses.CRD(8, 8, labels, embed_dim=4, num_negatives=8)
+    fs, ft, index = torch.randn(4, 8), torch.randn(4, 8), torch.arange(4)
+    for devices, reads_after_first in ((("cpu",), True), ((), False)):
+        monkeypatch.setattr(losses, "HOST_READ_DEVICES", devices)
+        crd.index_values_checked = False
+        with host_reads() as first:
+            crd(fs, ft, index)
+        with host_reads() as second:
+            crd(fs, ft, index)
+        assert first and bool(second) == reads_after_first
+    with pytest.raises(ValueError, match="int64 positions"):
+        crd(fs, ft, index.int())  # the dtype is checked at every call: no host read needed
