@@ -363,9 +363,9 @@ class CRD(nn.Module):
             )
         _check_rows("CRD", "index", index, fs.shape[0], dims=1)
         n = len(self.sample_class)
-        if index.dtype == torch.long and self.index_values_checked:
-            if index.device.type not in HOST_READ_DEVICES:
-                return  # a host read per step would stall the stream; the first call checked
+        checked = index.dtype == torch.long and self.index_values_checked
+        if checked and index.device.type not in HOST_READ_DEVICES:
+            return  # a host read per step would stall the stream; the first call checked
         self.index_values_checked = True
         if index.dtype != torch.long or bool(((index < 0) | (index >= n)).any()):
             raise ValueError(
