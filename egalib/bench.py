@@ -667,14 +667,14 @@ def bench(args) -> dict:
                       flush=True)  # fmt: skip
         report["accuracy"] = {"runs": rows, "summary": accuracy_summary(rows)}
         write_json(out, report)
-    for row in report.get("accuracy", {}).get("summary", []):
-        mean = {key: mean_and_spread(row, key) for key in ("egalib_top1", "reference_top1",
-                                                           "difference")}  # fmt: skip
-        print(
-            f"accuracy, {row['method']}, mean of {row['seeds']} seeds: egalib "
-            f"{mean['egalib_top1']} %, reference {mean['reference_top1']} %, difference "
-            f"{mean['difference']} points"
-        )
+        for row in report["accuracy"]["summary"]:
+            mean = {key: mean_and_spread(row, key) for key in ("egalib_top1", "reference_top1",
+                                                               "difference")}  # fmt: skip
+            print(
+                f"accuracy, {row['method']}, mean of {row['seeds']} seeds: egalib "
+                f"{mean['egalib_top1']} %, reference {mean['reference_top1']} %, difference "
+                f"{mean['difference']} points"
+            )
     print(f"wrote {out}")
     return report
 

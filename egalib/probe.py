@@ -16,6 +16,14 @@ from .models import Teacher
 MILESTONES = (150 / 240, 180 / 240, 210 / 240)  # METHOD.md's lr decay points, as fractions
 
 
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """METHOD.md's schedule scaled to `epochs`: lr x0.1 at 150/240, 180/240 and 210/240 of them."""
+    milestones = [round(f * epochs) for f in MILESTONES]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+
+
 @torch.no_grad()
 def encode_all(teacher: Teacher, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Teacher features of every image (un-augmented view), batch by batch."""
@@ -33,8 +41,7 @@ def train_head(
     """SGD (momentum 0.9, weight decay 5e-4), lr x0.1 at 150/240, 180/240, 210/240 of the epochs."""
     generator = torch.Generator(device=features.device).manual_seed(seed)
     optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    milestones = [round(m * epochs) for m in MILESTONES]
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    schedule = lr_schedule(optimizer, epochs)
     head.train()
     for _ in range(epochs):
         order = torch.randperm(len(labels), device=features.device, generator=generator)

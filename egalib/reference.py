@@ -153,13 +153,12 @@ def reference_accuracy(config: RunConfig, data: Dataset, epochs: int, workers: i
     """Test top-1 of the reference loop trained on `data` for `epochs` epochs with egalib's
     learning-rate schedule: the plain path that egalib's fast path must match in accuracy."""
     from .data import eval_view
-    from .probe import MILESTONES
+    from .probe import lr_schedule
     from .train import student_view_spec
 
     model = ReferenceModel(config, data, torch.device(config.device),
                            teacher_pretrained(config.teacher))  # fmt: skip
-    milestones = [round(f * epochs) for f in MILESTONES]
-    schedule = torch.optim.lr_scheduler.MultiStepLR(model.optimizer, milestones, 0.1)
+    schedule = lr_schedule(model.optimizer, epochs)
     loader = torch.utils.data.DataLoader(
         reference_dataset(data, model.teacher, config.padding), batch_size=config.batch_size,
         shuffle=True, num_workers=workers, drop_last=True,

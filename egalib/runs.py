@@ -40,13 +40,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not belong to this run."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message ("" when it has none), for a one-sentence report."""
+    return (str(error).strip().splitlines() or [""])[0]
+
+
 def load_tensors(path: Path, fix: str, error: type[Exception] = RuntimeError):
     """torch.load with weights_only=True; a file that cannot be read is one sentence ending in
     `fix` (what to do), not a traceback from inside torch."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as cause:
-        first = (str(cause).splitlines() or [""])[0][:120]
+        first = first_line(cause)[:120]
         raise error(f"{path} cannot be read ({cause.__class__.__name__}: {first}); {fix}") from None
 
 

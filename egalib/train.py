@@ -33,8 +33,8 @@ from .data import Dataset, ViewSpec, eval_view, load_dataset, train_view
 from .graph import EmbeddingHead
 from .methods import DistillInputs
 from .models.teachers import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from .probe import MILESTONES, encode_all, train_head
-from .runs import Run
+from .probe import encode_all, lr_schedule, train_head
+from .runs import Run, first_line
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,7 +166,7 @@ class CapturedStep:
         try:
             self.replay = record_graph(lambda: self.recorded_step(trainer), trainer.generator)
         except RuntimeError as error:  # e.g. an operation that CUDA cannot record
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            reason = first_line(error) or type(error).__name__
             raise RuntimeError(
                 f"recording the training step as a CUDA graph failed ({reason}); train without "
                 f"capture (RunConfig.capture=False, no --capture), which computes the same step."
@@ -244,8 +244,7 @@ class Trainer:
             student_params, lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, **kernel,
         )  # fmt: skip
-        milestones = [round(f * config.epochs) for f in MILESTONES]
-        self.schedule = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, 0.1)
+        self.schedule = lr_schedule(self.optimizer, config.epochs)
         head = self.model.teacher_head
         self.joint = config.protocol == "joint" and head is not None
         self.teacher_optimizer = None
