@@ -80,11 +80,11 @@ stage() {  # stage NAME SECONDS COMMAND...: if asked for, run it with a time lim
   echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - began)) s" | tee -a "$RESULTS/gpu.txt"
 }
 
-slug=$("$PY" -c "import torch; from egalib.bench import device_slug; from egalib.train import \
-device_name; d = torch.device('$DEVICE'); print(device_slug(d.type, device_name(d), \
-torch.get_num_threads()))")
-# `-m egalib.bench` is `python -m egalib bench`, without going through the other subcommands.
-BENCH=("$PY" -m egalib.bench --preset paper --device "$DEVICE" --steps "$STEPS"
+slug=$("$PY" -c "import sys, torch; sys.path.insert(0, 'benchmarks'); from bench import \
+device_slug; from egalib.experiments import device_name; d = torch.device('$DEVICE'); \
+print(device_slug(d.type, device_name(d), torch.get_num_threads()))")
+# `benchmarks/bench.py` is what `python -m egalib bench` runs.
+BENCH=("$PY" benchmarks/bench.py --preset paper --device "$DEVICE" --steps "$STEPS"
   --workers "$WORKERS" --processes "${PROCESSES[@]}" --timeout 120 "$@")
 stage capture-test 80 "$PY" -m pytest -q -x tests/test_capture.py
 # shellcheck disable=SC2086 # TEACHER_ARGS is a list of words
@@ -94,7 +94,7 @@ stage teacher 180 "$PY" benchmarks/teacher_forward.py --device "$DEVICE" \
 stage bench-capture 200 "${BENCH[@]}" --capture --out "$RESULTS/$slug-capture.json" \
   --profile "$RESULTS/profile-capture.txt"
 # the accuracy runs train on the demo data whatever the preset: cpu-demo's throughput is quick
-stage accuracy 300 "$PY" -m egalib.bench --preset cpu-demo --device "$DEVICE" --steps 20 \
+stage accuracy 300 "$PY" benchmarks/bench.py --preset cpu-demo --device "$DEVICE" --steps 20 \
   --workers "$WORKERS" --processes 1 --capture --accuracy-epochs "$EPOCHS" \
   --accuracy-seeds "$SEEDS" --out "$RESULTS/$slug-accuracy.json" "$@"
 stage bench 180 "${BENCH[@]}" --out "$RESULTS/$slug.json" --profile "$RESULTS/profile.txt"

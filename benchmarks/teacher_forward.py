@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 
 import torch
+from bench import RESULTS_DIR, device_slug, synchroniser
 
 from egalib import models
-from egalib.bench import RESULTS_DIR, device_slug, synchroniser
-from egalib.data import train_view
-from egalib.runs import atomic_write_text
-from egalib.train import device_name, record_graph, resolve_device, side_stream
+from egalib.capture import record_graph, side_stream
+from egalib.experiments import device_name
+from egalib.files import atomic_write_text
+from egalib.train import resolve_device
+from egalib.views import train_view
 
 VARIANTS = ("fp32", "bf16", "bf16-graph", "bf16-compile", "bf16-compile-graph")
 

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from . import methods, models
-from .data import DATASETS
+from .datasets import DATASETS
 
 PROTOCOLS = ("pretrained", "joint")
 EXECUTION_ONLY = ("device", "runs_dir", "capture")  # may differ when a run is resumed
@@ -70,13 +70,24 @@ class RunConfig:
         for key in ("epochs", "embed_dim", "probe_epochs"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}.")
-        defaults = methods.get(self.method).options
-        unknown = set(self.options) - set(defaults)
+        self._check_options()
+
+    def _check_options(self) -> None:
+        types = methods.get(self.method).option_types
+        unknown = set(self.options) - set(types)
         if unknown:
             raise ValueError(
                 f"unknown option(s) {', '.join(sorted(unknown))} for method {self.method!r}; "
-                f"its options are: {', '.join(defaults) or 'none'}."
+                f"its options are: {', '.join(types) or 'none'}."
             )
+        for key, value in self.options.items():
+            kind = types[key]
+            allowed = int if kind is int else (int, float)
+            if isinstance(value, bool) or not isinstance(value, allowed):
+                raise ValueError(
+                    f"option {key} of method {self.method!r} must be {kind.__name__}, got "
+                    f"{value!r}; give a number of that type."
+                )
 
     @property
     def weights(self) -> methods.Method:
@@ -124,7 +135,7 @@ PROFILES = {
                   probe_epochs=2, device="cpu"),
     # minutes on a 2-core CPU: the embedded default that `make demo` runs
     "demo": dict(epochs=6, train_size=4000, batch_size=64, embed_dim=128, probe_epochs=60),
-    # hours on a CUDA GPU: METHOD.md's CIFAR-100 recipe; `reproduce` sets each cell's choices
+    # hours on a CUDA GPU: docs/method.md's CIFAR-100 recipe; `reproduce` sets each cell's choices
     "paper": dict(teacher="clip-vit-b32", student="resnet8x4", dataset="cifar100", epochs=240,
                   batch_size=64, lr=0.05, embed_dim=256, probe_epochs=240),
 }  # fmt: skip

@@ -6,13 +6,12 @@ For a batch of teacher embeddings X_t and student embeddings X_s (both B x D):
     E_s  = pearson(X_s, X_s)   student graph
     N_st = pearson(X_t, X_s)   node matrix: rows teacher, columns student
 
-EGA aligns E_s with E_t (edges) and pushes N_st towards the identity (nodes).
+EGA aligns E_s with E_t (edges) and pushes N_st towards the identity (nodes); docs/method.md.
 """
 
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
@@ -56,20 +55,3 @@ def embedding_graphs(xs: torch.Tensor, xt: torch.Tensor, eps: float = 1e-8) -> G
     _check_features(xt, xs)
     zt, zs = centre_and_normalise(xt, eps), centre_and_normalise(xs, eps)
     return Graphs(teacher=zt @ zt.T, student=zs @ zs.T, node=zt @ zs.T)
-
-
-class EmbeddingHead(nn.Module):
-    """Node embedding layer and classifier: feature f -> embedding x (linear, D-d) -> logits.
-
-    No activation and no normalisation between the two, as in the method; the classifier's
-    logits give the cross-entropy (and KD's soft targets).
-    """
-
-    def __init__(self, feature_dim: int, embed_dim: int, num_classes: int):
-        super().__init__()
-        self.embed = nn.Linear(feature_dim, embed_dim)
-        self.classifier = nn.Linear(embed_dim, num_classes)
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.embed(features)
-        return x, self.classifier(x)

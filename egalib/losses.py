@@ -12,12 +12,14 @@ from torch import nn
 
 from .graph import embedding_graphs
 
-# Devices whose tensors the host reads for free; elsewhere (CUDA) a read waits for the stream,
-# and a recorded CUDA graph forbids it, so value checks there run at the first call only.
+# Where the host reads tensors for free. On CUDA a read waits for the stream and a recorded CUDA
+# graph forbids it: value checks run at the first call only there.
 HOST_READ_DEVICES = ("cpu",)
 
 
-def _check_pair(name: str, s: torch.Tensor, t: torch.Tensor, min_batch: int = 1) -> None:
+def _check_pair(
+    name: str, s: torch.Tensor, t: torch.Tensor, min_batch: int = 1, same_shape: bool = False
+) -> None:
     if s.dim() != 2 or t.dim() != 2:
         raise ValueError(
             f"{name} expects 2-d (batch, features) tensors, got shapes {tuple(s.shape)} and "
@@ -33,10 +35,7 @@ def _check_pair(name: str, s: torch.Tensor, t: torch.Tensor, min_batch: int = 1)
             f"{name} needs a batch of at least {min_batch} samples, got {s.shape[0]}; "
             f"use batch_size >= {min_batch} (a graph relates the samples of a batch)."
         )
-
-
-def _check_same_shape(name: str, s: torch.Tensor, t: torch.Tensor) -> None:
-    if s.shape != t.shape:
+    if same_shape and s.shape != t.shape:
         raise ValueError(
             f"{name} needs student and teacher embeddings of the same shape, got "
             f"{tuple(s.shape)} and {tuple(t.shape)}; project both to one embedding size."
@@ -45,13 +44,10 @@ def _check_same_shape(name: str, s: torch.Tensor, t: torch.Tensor) -> None:
 
 def ega_terms(xs: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_node, L_edge): ||N_st - I||_F and ||E_t - E_s||_F, Frobenius norms, not squared."""
-    _check_pair("ega", xs, xt, min_batch=2)
-    _check_same_shape("ega", xs, xt)
-    graphs = embedding_graphs(xs, xt)
-    identity = torch.eye(xs.shape[0], dtype=graphs.node.dtype, device=graphs.node.device)
-    node = torch.linalg.matrix_norm(graphs.node - identity)
-    edge = torch.linalg.matrix_norm(graphs.teacher - graphs.student)
-    return node, edge
+    _check_pair("ega", xs, xt, min_batch=2, same_shape=True)
+    g, norm = embedding_graphs(xs, xt), torch.linalg.matrix_norm
+    identity = torch.eye(len(xs), dtype=g.node.dtype, device=g.node.device)
+    return norm(g.node - identity), norm(g.teacher - g.student)
 
 
 def ega(
@@ -68,14 +64,10 @@ def ega(
 
 def kd(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0) -> torch.Tensor:
     """Hinton's KD: T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch."""
-    _check_pair("kd", logits_s, logits_t)
-    _check_same_shape("kd", logits_s, logits_t)
+    _check_pair("kd", logits_s, logits_t, same_shape=True)
     log_p_s = F.log_softmax(logits_s / T, dim=1)
     log_p_t = F.log_softmax(logits_t / T, dim=1)
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * T * T
-
-
-# --- Baselines ------------------------------------------------------------------------------------
 
 
 def _check_rows(name: str, what: str, x: torch.Tensor, batch: int, dims: int) -> None:
@@ -92,8 +84,7 @@ def _check_logits(name: str, logits_s: torch.Tensor, logits_t: torch.Tensor, bat
     if logits_s.shape != logits_t.shape:
         raise ValueError(
             f"{name} needs student and teacher logits over the same classes, got shapes "
-            f"{tuple(logits_s.shape)} and {tuple(logits_t.shape)}; give both classifiers one "
-            f"output per class."
+            f"{tuple(logits_s.shape)} and {tuple(logits_t.shape)}; give both one output per class."
         )
 
 
@@ -119,8 +110,7 @@ def _distances(x: torch.Tensor) -> torch.Tensor:
 
 def fitnet(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
     """FitNets' hint loss: mean over all B x D entries of (fs - ft)^2."""
-    _check_pair("fitnet", fs, ft)
-    _check_same_shape("fitnet", fs, ft)
+    _check_pair("fitnet", fs, ft, same_shape=True)
     return F.mse_loss(fs, ft)
 
 
@@ -142,10 +132,11 @@ def pkt(fs: torch.Tensor, ft: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
 
 
-def _mean_scaled_distances(x: torch.Tensor) -> torch.Tensor:
-    """Distances divided by the mean of the positive ones (all 0 if every sample is the same)."""
+def _scaled_distances(x: torch.Tensor, by: str) -> torch.Tensor:
+    """Distances divided by the mean of the positive ones (`by` "mean") or by their maximum
+    ("max"); all 0 if every sample is the same."""
     d = _distances(x)
-    return _safe_divide(d, d.sum() / (d > 0).sum().clamp_min(1))
+    return _safe_divide(d, d.sum() / (d > 0).sum().clamp_min(1) if by == "mean" else d.amax())
 
 
 def _angle_cosines(x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +158,7 @@ def rkd(
     scaled; widths may differ. Gradients reach the teacher too unless the caller detaches it.
     """
     _check_pair("rkd", fs, ft, min_batch=2)
-    distance = F.smooth_l1_loss(_mean_scaled_distances(fs), _mean_scaled_distances(ft))
+    distance = F.smooth_l1_loss(_scaled_distances(fs, "mean"), _scaled_distances(ft, "mean"))
     angle = F.smooth_l1_loss(_angle_cosines(fs), _angle_cosines(ft))
     return distance_weight * distance + angle_weight * angle
 
@@ -180,8 +171,7 @@ def nce(fs: torch.Tensor, ft: torch.Tensor, target: torch.Tensor, tau: float = 0
     there is none); the loss is the mean over rows. 1 - p is floored at the dtype's smallest
     normal number, so the loss stays finite even where p rounds to 1.
     """
-    _check_pair("nce", fs, ft, min_batch=2)
-    _check_same_shape("nce", fs, ft)
+    _check_pair("nce", fs, ft, min_batch=2, same_shape=True)
     _check_rows("nce", "target", target, fs.shape[0], dims=1)
     logits = _cosines(fs, ft) / tau
     same = (target[:, None] == target[None, :]).to(logits.dtype)
@@ -194,14 +184,9 @@ def nce(fs: torch.Tensor, ft: torch.Tensor, target: torch.Tensor, tau: float = 0
 
 
 def ccl(
-    fs: torch.Tensor,
-    ft: torch.Tensor,
-    target: torch.Tensor,
-    logits_s: torch.Tensor,
-    logits_t: torch.Tensor,
-    tau: float = 0.1,
-    T: float = 1.0,
-) -> torch.Tensor:
+    fs: torch.Tensor, ft: torch.Tensor, target: torch.Tensor, logits_s: torch.Tensor,
+    logits_t: torch.Tensor, tau: float = 0.1, T: float = 1.0,
+) -> torch.Tensor:  # fmt: skip
     """CCL: nce(fs, ft, target, tau) + 0.5 * (KL(p_t || p_s) + KL(p_s || p_t)).
 
     p = softmax(logits / T), each KL averaged over the batch (`kd` divided by T^2).
@@ -211,20 +196,10 @@ def ccl(
     return contrast + (kd(logits_s, logits_t, T) + kd(logits_t, logits_s, T)) / (2 * T * T)
 
 
-def _max_scaled_distances(x: torch.Tensor) -> torch.Tensor:
-    """Distances divided by their maximum (all 0 if every sample is the same)."""
-    d = _distances(x)
-    return _safe_divide(d, d.amax())
-
-
 def irg(
-    fs: torch.Tensor,
-    ft: torch.Tensor,
-    logits_s: torch.Tensor,
-    logits_t: torch.Tensor,
-    vertex_weight: float = 1.0,
-    edge_weight: float = 1.0,
-) -> torch.Tensor:
+    fs: torch.Tensor, ft: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor,
+    vertex_weight: float = 1.0, edge_weight: float = 1.0,
+) -> torch.Tensor:  # fmt: skip
     """Instance Relation Graph (Liu et al., CVPR 2019), egalib's variant (EGA's code has no IRG).
 
         loss = vertex_weight * mean_{i,c} (z^s_ic - z^t_ic)^2
@@ -237,7 +212,7 @@ def irg(
     _check_pair("irg", fs, ft, min_batch=2)
     _check_logits("irg", logits_s, logits_t, fs.shape[0])
     vertex = F.mse_loss(logits_s, logits_t)
-    edge = F.mse_loss(_max_scaled_distances(fs), _max_scaled_distances(ft))
+    edge = F.mse_loss(_scaled_distances(fs, "max"), _scaled_distances(ft, "max"))
     return vertex_weight * vertex + edge_weight * edge
 
 
@@ -261,21 +236,14 @@ class CRD(nn.Module):
     K = min(num_negatives, N - size of the largest class). The banks start uniform in
     (-stdv, stdv), stdv = 1 / sqrt(embed_dim / 3), so that each row's expected squared norm is 1.
     Banks and `z` are buffers, saved in the state_dict; the label bookkeeping is rebuilt from
-    `labels`. Memory per training sample: 2 banks x embed_dim floats x 4 bytes = 1024 B at
-    embed_dim 128 (float32), plus 16 B of int64 bookkeeping (the sample's class and its
-    position in class order); CIFAR-100's 50,000 images take about 52 MB.
-    """
+    `labels`. Memory: 2 x embed_dim float32 per training sample plus 16 B of int64 bookkeeping
+    (1,040 B at embed_dim 128: about 52 MB for CIFAR-100's 50,000 images).
+"""
 
     def __init__(
-        self,
-        student_dim: int,
-        teacher_dim: int,
-        labels: torch.Tensor,
-        embed_dim: int = 128,
-        num_negatives: int = 16384,
-        tau: float = 0.07,
-        momentum: float = 0.5,
-    ):
+        self, student_dim: int, teacher_dim: int, labels: torch.Tensor, embed_dim: int = 128,
+        num_negatives: int = 16384, tau: float = 0.07, momentum: float = 0.5,
+    ):  # fmt: skip
         super().__init__()
         if labels.dim() != 1 or labels.is_floating_point():
             raise ValueError(

@@ -1,13 +1,14 @@
-"""The method table: each method's distillation term and its default loss weights.
+"""The method table: each method's distillation term, its loss weights and its options.
 
-The training loss is  gamma * CE + alpha * KD + beta * distill,  where `distill` is the method's
-own term. Every distill function takes a `DistillInputs` and the method's options and returns
-(loss, terms to log). Weights and options are the defaults of METHOD.md; a RunConfig overrides
-any of them. A method with state of its own (CRD's memory bank) names a `module` factory: it is
-built once per run from (embedding size, training labels, options), trained with the student,
-saved in checkpoints, and handed to `distill` as `inputs.module`.
+The loss is  gamma * CE + alpha * KD + beta * distill  (composed in `train.training_step`). The
+distillation term is one loss of `losses`, and the method's options are that loss's keyword
+arguments, their names, defaults and types read from its signature: written once, there. An entry
+states only what differs (ega-node: edge_weight 0). A loss that is an nn.Module class (CRD's
+memory bank) is built once per run from (D, D, training labels, **options) and trained and
+saved with the student. Weights are those of docs/method.md.
 """
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,87 +28,89 @@ class DistillInputs:
     logits_t: torch.Tensor  # no gradient to the teacher
     target: torch.Tensor
     index: torch.Tensor  # position of each sample in the training set
-    module: nn.Module | None = None  # the method's own module, if it has one
+    module: nn.Module | None = None  # the method's own module, if its loss is one
     generator: torch.Generator | None = None  # for any sampling the method does
 
 
-Terms = tuple[torch.Tensor, dict[str, torch.Tensor]]
+Terms = tuple[torch.Tensor, dict[str, torch.Tensor]]  # (the term, what else to log)
+OPTION_TYPES = (int, float)
+
+
+def signature_options(loss: Callable | None) -> dict[str, tuple[type, object]]:
+    """A loss's options: {name: (type, default)} for each argument with a number as default."""
+    options = {}
+    for name, p in (inspect.signature(loss).parameters if loss else {}).items():
+        kind = p.annotation if p.annotation in OPTION_TYPES else type(p.default)
+        if p.default is not p.empty and kind in OPTION_TYPES:
+            options[name] = (kind, p.default)
+    return options
 
 
 @dataclass(frozen=True)
 class Method:
-    distill: Callable[..., Terms] | None = None
+    loss: Callable | None = None  # a function of `losses`, or an nn.Module class such as CRD
+    takes: tuple[str, ...] = ("xs", "xt")  # the DistillInputs passed to it, in order
     gamma: float = 1.0  # cross-entropy
     alpha: float = 0.0  # KD on the teacher head's logits
     beta: float = 0.0  # the method's distillation term
-    options: dict = field(default_factory=dict)  # keyword arguments of `distill` (or `module`)
-    module: Callable[..., nn.Module] | None = None  # (D, train_labels, **options)
+    options: dict = field(default_factory=dict)  # values that differ from the loss's defaults
+    distill: Callable[..., Terms] | None = None  # (inputs, **options); None: the loss on `takes`
 
     @property
     def uses_teacher(self) -> bool:
-        return self.alpha > 0 or self.distill is not None
+        return self.alpha > 0 or self.loss is not None
+
+    @property
+    def stateful(self) -> bool:
+        return isinstance(self.loss, type)
+
+    @property
+    def option_types(self) -> dict[str, type]:
+        return {k: kind for k, (kind, _) in signature_options(self.loss).items()}
+
+    @property
+    def defaults(self) -> dict:
+        given = {k: default for k, (_, default) in signature_options(self.loss).items()}
+        return {**given, **self.options}
+
+    def build(self, embed_dim: int, labels: torch.Tensor, options: dict) -> nn.Module | None:
+        """The method's own module (CRD's memory bank), or None."""
+        return self.loss(embed_dim, embed_dim, labels, **options) if self.stateful else None
+
+    def term(self, inputs: DistillInputs, options: dict) -> Terms:
+        if self.distill is not None:
+            return self.distill(inputs, **options)
+        args = [getattr(inputs, name) for name in self.takes]
+        if self.stateful:  # the module took its options when it was built
+            return inputs.module(*args), {}
+        return self.loss(*args, **options), {}
 
 
-def ega_distill(inputs: DistillInputs, node_weight: float, edge_weight: float) -> Terms:
-    """EGA; both terms are logged even when one of them has weight 0 (ega-node, ega-edge)."""
+def ega_logged(inputs: DistillInputs, node_weight: float, edge_weight: float) -> Terms:
+    """EGA with both of its terms logged, also one weighted 0 (ega-node, ega-edge)."""
     node, edge = losses.ega_terms(inputs.xs, inputs.xt)
     return node_weight * node + edge_weight * edge, {"node": node, "edge": edge}
 
 
-def fitnet_distill(inputs: DistillInputs) -> Terms:
-    return losses.fitnet(inputs.xs, inputs.xt), {}
+def ega_family(**given) -> Method:
+    return Method(losses.ega, beta=1.0, distill=ega_logged, **given)
 
 
-def pkt_distill(inputs: DistillInputs) -> Terms:
-    return losses.pkt(inputs.xs, inputs.xt), {}
-
-
-def rkd_distill(inputs: DistillInputs, distance_weight: float, angle_weight: float) -> Terms:
-    return losses.rkd(inputs.xs, inputs.xt, distance_weight, angle_weight), {}
-
-
-def nce_distill(inputs: DistillInputs, tau: float) -> Terms:
-    return losses.nce(inputs.xs, inputs.xt, inputs.target, tau), {}
-
-
-def irg_distill(inputs: DistillInputs, vertex_weight: float, edge_weight: float) -> Terms:
-    loss = losses.irg(inputs.xs, inputs.xt, inputs.logits_s, inputs.logits_t,
-                      vertex_weight, edge_weight)  # fmt: skip
-    return loss, {}
-
-
-def ccl_distill(inputs: DistillInputs, tau: float, T: float) -> Terms:
-    loss = losses.ccl(inputs.xs, inputs.xt, inputs.target, inputs.logits_s, inputs.logits_t,
-                      tau, T)  # fmt: skip
-    return loss, {}
-
-
-def crd_module(feature_dim: int, labels: torch.Tensor, **options) -> losses.CRD:
-    """CRD on the D-d node embeddings of both sides (its own 128-d embedding on top)."""
-    return losses.CRD(feature_dim, feature_dim, labels, **options)
-
-
-def crd_distill(inputs: DistillInputs) -> Terms:
-    return inputs.module(inputs.xs, inputs.xt, inputs.index, inputs.generator), {}
-
-
-EGA_OPTIONS = {"node_weight": 0.8, "edge_weight": 0.24}
-CRD_OPTIONS = {"embed_dim": 128, "num_negatives": 16384, "tau": 0.07, "momentum": 0.5}
-
+LOGITS = ("logits_s", "logits_t")
 METHODS: dict[str, Method] = {
     "vanilla": Method(),
     "kd": Method(gamma=0.1, alpha=0.9),
-    "fitnet": Method(fitnet_distill, beta=100.0),
-    "pkt": Method(pkt_distill, beta=30000.0),
-    "rkd": Method(rkd_distill, beta=1.0, options={"distance_weight": 25.0, "angle_weight": 50.0}),
-    "nce": Method(nce_distill, beta=1.0, options={"tau": 0.1}),
-    "irg": Method(irg_distill, beta=1.0, options={"vertex_weight": 1.0, "edge_weight": 1.0}),
-    "crd": Method(crd_distill, beta=0.8, options=CRD_OPTIONS, module=crd_module),
-    "ccl": Method(ccl_distill, beta=1.0, options={"tau": 0.1, "T": 1.0}),
-    "ega": Method(ega_distill, beta=1.0, options=EGA_OPTIONS),
-    "ega+kd": Method(ega_distill, beta=1.0, alpha=1.0, options=EGA_OPTIONS),
-    "ega-node": Method(ega_distill, beta=1.0, options={**EGA_OPTIONS, "edge_weight": 0.0}),
-    "ega-edge": Method(ega_distill, beta=1.0, options={**EGA_OPTIONS, "node_weight": 0.0}),
+    "fitnet": Method(losses.fitnet, beta=100.0),
+    "pkt": Method(losses.pkt, beta=30000.0),
+    "rkd": Method(losses.rkd, beta=1.0),
+    "nce": Method(losses.nce, ("xs", "xt", "target"), beta=1.0),
+    "irg": Method(losses.irg, ("xs", "xt", *LOGITS), beta=1.0),
+    "crd": Method(losses.CRD, ("xs", "xt", "index", "generator"), beta=0.8),
+    "ccl": Method(losses.ccl, ("xs", "xt", "target", *LOGITS), beta=1.0),
+    "ega": ega_family(),
+    "ega+kd": ega_family(alpha=1.0),
+    "ega-node": ega_family(options={"edge_weight": 0.0}),
+    "ega-edge": ega_family(options={"node_weight": 0.0}),
 }
 
 
@@ -115,3 +118,21 @@ def get(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}.")
     return METHODS[name]
+
+
+def cast_options(method: str, given: dict[str, str]) -> dict:
+    """Command-line option text cast to each option's type; a wrong type is one sentence."""
+    types, cast = get(method).option_types, {}
+    for key, text in given.items():
+        kind = types.get(key)
+        if kind is None:  # RunConfig refuses it, naming the method's options
+            cast[key] = text
+            continue
+        try:
+            cast[key] = kind(text)
+        except ValueError:
+            raise ValueError(
+                f"option {key}={text!r} of method {method!r} must be {kind.__name__} "
+                f"(its default is {get(method).defaults[key]!r}); give a number of that type."
+            ) from None
+    return cast

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .reproduce import SUPERVISED_ROWS, table_rows
-from .runs import atomic_write_text, load_runs
+from .experiments.reproduce import SUPERVISED_ROWS, table_rows
+from .files import atomic_write_text
+from .runs import load_runs
 
 # (table, protocol, title) of every table, in the poster's order.
 TABLE_LAYOUTS = (
@@ -34,7 +35,7 @@ RUN_COLUMNS = ["method", "teacher", "student", "dataset", "protocol", "epochs", 
 SUPERVISED_NOTE = (
     "The poster lost the method names of the supervised-teacher table; its eight rows are read "
     "as " + ", ".join(SUPERVISED_ROWS.values()) + " (the order of the other tables without "
-    "IRG). This is an assumption (egalib.reproduce.SUPERVISED_ROWS)."
+    "IRG). This is an assumption (egalib.experiments.reproduce.SUPERVISED_ROWS)."
 )
 
 

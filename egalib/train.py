@@ -1,26 +1,21 @@
-"""One training loop: `fit(config) -> Run`.
+"""One training step and the loop around it: `fit(config) -> Run`.
 
-Loss per step:  gamma * CE(student) + alpha * KD + beta * method term  (see `methods`).
-The teacher's encoder is frozen. Its head (projection + classifier) is either trained first as a
-linear probe and frozen (`pretrained` protocol) or trained alongside the student by CE on its own
-logits with its own SGD (`joint`); distillation gradients never reach it.
+Loss of a step:  gamma * CE(student) + alpha * KD + beta * the method's term, composed in
+`training_step` alone (the terms: `methods`, `losses`). The teacher's encoder is frozen. Its head
+(projection + classifier) is trained first as a linear probe and frozen (`pretrained` protocol)
+or alongside the student by CE on its own logits with its own SGD (`joint`); distillation
+gradients never reach it.
 
 Speed: the dataset sits on the device as uint8 and both views are made there; on CUDA the frozen
-teacher's weights are stored in bf16 and the student runs under bf16 autocast, both in
-channels_last; loss terms are summed on the device and read once per epoch, so a step never
-waits for the host. With `capture`, the first step records the whole step (views, teacher,
-student, losses, backward, SGD) as one CUDA graph and every later step of the same batch size
-replays it: one launch instead of several hundred small kernels, whose launching by the host is
-what bounds a batch of 64.
+teacher's weights are bf16 and the student runs under bf16 autocast, in channels_last; the terms
+are summed on the device and read once per epoch; `capture` records the step as a CUDA graph.
 """
 
 import contextlib
 import copy
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +23,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses, models
+from .capture import CapturedStep
 from .config import NO_TEACHER, RunConfig
-from .data import Dataset, ViewSpec, eval_view, load_dataset, train_view
-from .graph import EmbeddingHead
+from .datasets import Dataset, load_dataset
 from .methods import DistillInputs
-from .models.teachers import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from .probe import encode_all, lr_schedule, train_head
-from .runs import Run, first_line
+from .models import EmbeddingHead
+from .runs import Run
+from .views import eval_view, student_view, train_view
+
+MILESTONES = (150 / 240, 180 / 240, 210 / 240)  # the lr decay points of docs/method.md
+Mark = Callable[[str], None]  # called with a part's name as the step finishes it (timing seam)
+no_mark: Mark = lambda part: None
+EpochEnd = Callable[[int, dict], None]  # called with (epoch, its history row) after each epoch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,42 +43,49 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name (for run cards and benchmark results)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The method's schedule scaled to `epochs`: lr x0.1 at 150/240, 180/240 and 210/240 of them."""
+    milestones = [round(f * epochs) for f in MILESTONES]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
 
 
-def student_view_spec(data: Dataset, teacher: models.Teacher | None) -> ViewSpec:
-    """The student sees the dataset's native size and channels, normalised like the teacher
-    (METHOD.md: both views with CLIP's statistics); without a teacher, with CLIP's for colour
-    images and Fashion-MNIST's for grey ones."""
-    if teacher is None:
-        mean, std = (
-            (CLIP_MEAN, CLIP_STD) if data.channels == 3 else (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
-        )
-    else:
-        mean, std = teacher.mean, teacher.std
-    if len(mean) != data.channels:
-        mean, std = (sum(mean) / len(mean),) * data.channels, (sum(std) / len(std),) * data.channels
-    return ViewSpec(data.image_size, data.channels, mean, std)
+def train_head(
+    head: EmbeddingHead, features: torch.Tensor, labels: torch.Tensor, epochs: int,
+    seed: int = 0, lr: float = 0.01, batch_size: int = 64,
+) -> EmbeddingHead:  # fmt: skip
+    """A linear probe: the head trained by SGD (momentum 0.9, weight decay 5e-4, `lr_schedule`)
+    on frozen features. The features are those of un-augmented images, computed once, so a probe
+    costs one pass of the teacher however many epochs it runs."""
+    generator = torch.Generator(device=features.device).manual_seed(seed)
+    optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    schedule = lr_schedule(optimizer, epochs)
+    head.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(labels), device=features.device, generator=generator)
+        for batch in order.split(batch_size):
+            loss = F.cross_entropy(head(features[batch])[1], labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    return head.eval()
 
 
 class Distillation(nn.Module):
-    """Student, heads and frozen teacher of one run, with the step that trains them."""
+    """Student, heads and frozen teacher of one run, and the method that relates them.
 
-    def __init__(self, config: RunConfig, data: Dataset):
+    `teacher` is the frozen encoder to use; None builds `config.teacher` with its weights."""
+
+    def __init__(self, config: RunConfig, data: Dataset, teacher: models.Teacher | None = None):
         super().__init__()
         self.config, self.method = config, config.weights
+        self.options = self.method.defaults  # read from the loss's signature once, not per step
         d, c = config.embed_dim, data.num_classes
         self.teacher = self.teacher_head = None  # teacher "none": plain supervised training
         if config.teacher != NO_TEACHER:
-            self.teacher = models.teacher(config.teacher)
+            self.teacher = teacher or models.teacher(config.teacher)
             if data.channels > self.teacher.in_channels:
                 raise ValueError(
                     f"teacher {config.teacher!r} takes {self.teacher.in_channels}-channel images "
@@ -87,9 +94,9 @@ class Distillation(nn.Module):
             self.teacher_head = EmbeddingHead(self.teacher.feature_dim, d, c)
         self.student = models.student(config.student, in_channels=data.channels)
         self.student_head = EmbeddingHead(self.student.feature_dim, d, c)
-        self.student_view = student_view_spec(data, self.teacher)
-        m = self.method
-        self.method_module = m.module(d, data.train_labels, **m.options) if m.module else None
+        teacher_view = self.teacher.view if self.teacher is not None else None
+        self.student_view = student_view(data.image_size, data.channels, teacher_view)
+        self.method_module = self.method.build(d, data.train_labels, self.options)
 
     def trainable_state(self) -> dict:
         """Everything a checkpoint needs (the frozen teacher encoder is rebuilt, not saved)."""
@@ -103,130 +110,62 @@ class Distillation(nn.Module):
     def forward_teacher(self, images: torch.Tensor):
         return self.teacher_head(self.teacher.encode(images))
 
-    def views(self, images: torch.Tensor, generator: torch.Generator, teacher: bool = True):
-        """The student's and the teacher's augmented views of one batch (None: no teacher)."""
-        pad = self.config.padding
-        student = train_view(images, self.student_view, generator, pad)
-        if self.teacher is None or not teacher:
-            return student, None
-        return student, train_view(images, self.teacher.view, generator, pad)
 
-    def loss_terms(self, student_in, teacher_in, labels, index, generator=None):
-        """All loss terms of one batch (a dict of tensors); 'loss' is the student's weighted sum."""
-        m = self.method
-        xs, logits_s = self.forward_student(student_in)
-        terms = {
-            "ce": F.cross_entropy(logits_s, labels),
-            "correct": (logits_s.argmax(1) == labels).sum(),
-        }
-        loss = m.gamma * terms["ce"]
-        if teacher_in is None:  # nothing in this step needs the teacher
-            terms["loss"] = loss
-            return terms
-        xt, logits_t = self.forward_teacher(teacher_in)
-        if m.alpha:
-            terms["kd"] = losses.kd(logits_s, logits_t.detach(), self.config.kd_temperature)
-            loss = loss + m.alpha * terms["kd"]
-        if m.distill is not None:
-            inputs = DistillInputs(xs, xt.detach(), logits_s, logits_t.detach(), labels, index,
-                                   self.method_module, generator)  # fmt: skip
-            options = {} if m.module else m.options  # a module took its options when built
-            terms["distill"], logged = m.distill(inputs, **options)
-            terms.update(logged)
-            loss = loss + m.beta * terms["distill"]
-        terms["loss"] = loss
-        terms["teacher_ce"] = F.cross_entropy(logits_t, labels)
-        return terms
+def training_step(
+    model: Distillation, optimizers: list[torch.optim.Optimizer], images: torch.Tensor,
+    labels: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
+    use_teacher: bool, mark: Mark = no_mark,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One step: views -> teacher -> student -> loss terms -> backward -> SGD.
 
+    The student's loss terms and, apart from them, measurements (correct predictions, the
+    teacher head's CE, which is the teacher head's own loss when a second optimiser trains it),
+    detached and still on the device. `use_teacher` False skips the teacher (vanilla with a
+    frozen head); `mark` is called after each part, for a benchmark's clock."""
+    m, pad, joint = model.method, model.config.padding, len(optimizers) > 1
+    model.train()
+    student_in = train_view(images, model.student_view, generator, pad)
+    teacher_in = train_view(images, model.teacher.view, generator, pad) if use_teacher else None
+    mark("data")
+    if use_teacher:
+        xt, logits_t = model.forward_teacher(teacher_in)
+        mark("teacher")
+    xs, logits_s = model.forward_student(student_in)
+    mark("student")
 
-class CapturedStep:
-    """`Trainer.step` recorded once as a CUDA graph, then replayed for each batch of its size.
+    terms = {"ce": F.cross_entropy(logits_s, labels)}
+    loss = m.gamma * terms["ce"]
+    if m.alpha:
+        terms["kd"] = losses.kd(logits_s, logits_t.detach(), model.config.kd_temperature)
+        loss = loss + m.alpha * terms["kd"]
+    if m.loss is not None:
+        inputs = DistillInputs(xs, xt.detach(), logits_s, logits_t.detach(), labels, index,
+                               model.method_module, generator)  # fmt: skip
+        terms["distill"], logged = m.term(inputs, model.options)
+        loss = loss + m.beta * terms["distill"]
+        terms.update(logged)
+    terms["loss"] = loss
+    measured = {"correct": (logits_s.argmax(1) == labels).sum()}
+    if use_teacher:
+        measured["teacher_ce"] = F.cross_entropy(logits_t, labels)
 
-    Recording needs warm-up steps first (cuBLAS and cuDNN set-up); they run on the first batch
-    and the trainer's whole state is restored afterwards, so the run trains as if they had never
-    happened. Everything the graph reads is made static before recording: the batch's index
-    (copied in before each replay), the learning rates (tensors, which the schedule updates in
-    place), the momentum buffers (made now, zero, which is what SGD's first step assumes) and the
-    run's generator (registered with the graph, so each replay draws new crops and flips).
-    The parameters' .grad tensors belong to the graph and are rewritten by each replay.
-    """
-
-    WARMUP_STEPS = 3
-
-    def __init__(self, trainer: "Trainer", index: torch.Tensor):
-        self.index = index.clone()
-        saved = copy.deepcopy(trainer.state(0, []))
-        with side_stream(index.device):
-            for _ in range(self.WARMUP_STEPS):
-                trainer.eager_step(self.index)
-        trainer.load_state(saved)
-        for optimizer in trainer.optimizers:
-            make_static(optimizer)
-            optimizer.zero_grad(set_to_none=True)
-        try:
-            self.replay = record_graph(lambda: self.recorded_step(trainer), trainer.generator)
-        except RuntimeError as error:  # e.g. an operation that CUDA cannot record
-            reason = first_line(error) or type(error).__name__
-            raise RuntimeError(
-                f"recording the training step as a CUDA graph failed ({reason}); train without "
-                f"capture (RunConfig.capture=False, no --capture), which computes the same step."
-            ) from error
-
-    def recorded_step(self, trainer: "Trainer") -> None:
-        """What the graph records: one step on the static index, its terms in one tensor."""
-        terms = trainer.eager_step(self.index)
-        self.keys, self.values = list(terms), torch.stack([v.float() for v in terms.values()])
-
-    def __call__(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.index.copy_(index)
-        self.replay()
-        return dict(zip(self.keys, self.values.clone()))  # the next replay rewrites self.values
-
-
-@contextlib.contextmanager
-def side_stream(device: torch.device):
-    """Run the block on a fresh CUDA stream, ordered after and before the current one (where
-    warm-up before a capture must run)."""
-    side, current = torch.cuda.Stream(device), torch.cuda.current_stream(device)
-    side.wait_stream(current)
-    with torch.cuda.stream(side):
-        yield
-    current.wait_stream(side)
-
-
-def record_graph(
-    run: Callable[[], None], generator: torch.Generator | None = None
-) -> Callable[[], None]:
-    """Record `run` as a CUDA graph (drawing from `generator`, if it draws random numbers) and
-    return the graph's replay. Recording does not execute the kernels: the first replay does."""
-    graph = torch.cuda.CUDAGraph()
-    if generator is not None:
-        graph.register_generator_state(generator)
-    with torch.cuda.graph(graph):
-        run()
-    return graph.replay
-
-
-def make_static(optimizer: torch.optim.Optimizer) -> None:
-    """Prepare an SGD optimiser for a CUDA graph: learning rates as device tensors (a float is
-    baked into the recorded kernels; a tensor is read at each replay) and momentum buffers made
-    before recording (one made inside would be remade from the gradient at every replay)."""
-    for group in optimizer.param_groups:
-        device = group["params"][0].device
-        group["lr"] = torch.tensor(float(group["lr"]), device=device)
-        for p in group["params"]:
-            state = optimizer.state[p]
-            if state.get("momentum_buffer") is None:
-                state["momentum_buffer"] = torch.zeros_like(p)
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    (loss + measured["teacher_ce"] if joint else loss).backward()
+    for optimizer in optimizers:
+        optimizer.step()
+    mark("loss_backward_step")
+    return {k: v.detach() for k, v in {**terms, **measured}.items()}
 
 
 class Trainer:
-    """Owns the optimisers and schedules around a Distillation, and steps it."""
+    """Owns the optimisers, schedule and generator around a Distillation, and steps it."""
 
-    def __init__(self, config: RunConfig, data: Dataset, device: torch.device):
+    def __init__(self, config: RunConfig, data: Dataset, device: torch.device,
+                 teacher: models.Teacher | None = None):  # fmt: skip
         torch.manual_seed(config.seed)
         self.config, self.data, self.device = config, data, device
-        self.model = Distillation(config, data).to(device)
+        self.model = Distillation(config, data, teacher).to(device)
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
             if self.model.teacher is not None:
@@ -247,25 +186,24 @@ class Trainer:
         self.schedule = lr_schedule(self.optimizer, config.epochs)
         head = self.model.teacher_head
         self.joint = config.protocol == "joint" and head is not None
-        self.teacher_optimizer = None
-        if head is not None:
-            head.requires_grad_(self.joint)
+        self.teacher_optimizer = None  # the joint protocol's: the teacher head's own SGD
         if self.joint:
             self.teacher_optimizer = torch.optim.SGD(
                 head.parameters(), lr=config.teacher_lr, momentum=0.9, weight_decay=5e-4, **kernel
             )
+        elif head is not None:
+            head.requires_grad_(False)
         # vanilla with a frozen teacher head: the teacher would only be run to be logged
-        self.teacher_in_step = self.joint or self.model.method.uses_teacher
+        self.use_teacher = self.joint or self.model.method.uses_teacher
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.test_teacher_features = None  # the frozen teacher's test features, made once
 
     def fit_teacher_head(self) -> None:
         """The `pretrained` protocol: a linear probe on frozen teacher features, then frozen."""
-        model = self.model
-        if model.teacher is None:
+        if self.model.teacher is None:
             return
-        features = encode_all(model.teacher, self.data.train_images)
-        head = model.teacher_head.requires_grad_(True)
+        features = self.model.teacher.encode_all(self.data.train_images)
+        head = self.model.teacher_head.requires_grad_(True)
         train_head(head, features, self.data.train_labels, self.config.probe_epochs,
                    seed=self.config.seed, lr=self.config.teacher_lr)  # fmt: skip
         head.requires_grad_(False)
@@ -274,30 +212,29 @@ class Trainer:
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer] + ([self.teacher_optimizer] if self.joint else [])
 
-    def step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One training step on the samples at `index`; its loss terms, still on the device.
-        With `capture` on CUDA, batches of the configured size replay the recorded step (which
-        needs no train() call: the recorded kernels are those of training mode)."""
+    def step(self, index: torch.Tensor, mark: Mark = no_mark) -> dict[str, torch.Tensor]:
+        """One training step on the samples at `index`; its terms, still on the device. With
+        `capture` on CUDA, batches of the configured size replay the recorded step (whose parts
+        cannot be marked; it needs no train() call: its kernels are those of training mode)."""
         if not self.capture or len(index) != self.config.batch_size:
-            return self.eager_step(index)
+            return self.eager_step(index, mark)
         if self.captured is None:
-            self.captured = CapturedStep(self, index)
+            self.captured = CapturedStep(self.eager_step, index, self.optimizers,
+                                         self.generator, self.preserved)  # fmt: skip
         return self.captured(index)
 
-    def eager_step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def eager_step(self, index: torch.Tensor, mark: Mark = no_mark) -> dict[str, torch.Tensor]:
         images, labels = self.data.train_images[index], self.data.train_labels[index]
-        self.model.train()
-        student_in, teacher_in = self.model.views(images, self.generator, self.teacher_in_step)
-        terms = self.model.loss_terms(student_in, teacher_in, labels, index, self.generator)
-        backward = terms["loss"] + (terms["teacher_ce"] if self.joint else 0)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.joint:
-            self.teacher_optimizer.zero_grad(set_to_none=True)
-        backward.backward()
-        self.optimizer.step()
-        if self.joint:
-            self.teacher_optimizer.step()
-        return {k: v.detach() for k, v in terms.items()}
+        return training_step(self.model, self.optimizers, images, labels, index,
+                             self.generator, self.use_teacher, mark)  # fmt: skip
+
+    @contextlib.contextmanager
+    def preserved(self):
+        """The block's changes to weights, BN statistics, optimisers, schedule, generator and
+        CRD's banks are undone when it ends (the warm-up of a captured step)."""
+        saved = copy.deepcopy(self.state(0, []))
+        yield
+        self.load_state(saved)
 
     def train_epoch(self, progress: bool = False, desc: str = "") -> dict[str, float]:
         """One pass over the training set in random batches (last partial batch dropped)."""
@@ -311,8 +248,8 @@ class Trainer:
         return row
 
     def sum_steps(self, batches: torch.Tensor, progress: bool = False, desc: str = "") -> dict:
-        """One step per row of `batches` (indices); each loss term summed over the steps. The
-        sums stay on the device, stacked in one tensor, and are read back once at the end."""
+        """One step per row of `batches` (indices); each term summed over the steps. The sums
+        stay on the device, stacked in one tensor, and are read back once at the end."""
         keys, total = [], 0
         for index in tqdm(batches, desc=desc, disable=not progress, leave=False):
             terms = self.step(index)
@@ -332,7 +269,7 @@ class Trainer:
         }
         if model.teacher is not None:
             if self.test_teacher_features is None:
-                self.test_teacher_features = encode_all(model.teacher, images, batch_size)
+                self.test_teacher_features = model.teacher.encode_all(images, batch_size)
             out["xt"], out["logits_t"] = model.teacher_head(self.test_teacher_features)
         return {k: v.float() for k, v in out.items()}
 
@@ -397,11 +334,7 @@ def prepare_data(config: RunConfig, device: torch.device) -> Dataset:
     return data.subset(config.train_size, config.test_size, config.seed).to(device)
 
 
-def fit(
-    config: RunConfig,
-    progress: bool = True,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-) -> Run:
+def fit(config: RunConfig, progress: bool = True, on_epoch_end: EpochEnd | None = None) -> Run:
     """Train (or resume, or just return) the run that `config` names."""
     run = Run.open(config)
     if run.finished:
@@ -422,9 +355,7 @@ def fit(
         row.update(trainer.train_epoch(progress, f"{config.method} epoch {epoch + 1}"))
         seconds = time.time() - began
         test_row, embeddings = trainer.evaluate()
-        row.update(test_row)
-        row["seconds"] = seconds
-        row["images_per_s"] = len(trainer.data.train_labels) / seconds
+        row.update(test_row, seconds=seconds, images_per_s=len(trainer.data.train_labels) / seconds)
         row["wall_s"] = time.time() - began
         history.append(row)
         wall += row["wall_s"]

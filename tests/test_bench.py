@@ -6,14 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bench
 import numpy as np
 import pytest
+import reference
 import torch
 
-from egalib import bench, models, reference
+from egalib import models
 from egalib.config import RunConfig
-from egalib.data import ViewSpec
-from egalib.models.teachers import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from egalib.views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, ViewSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -134,14 +135,12 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 
 def test_reference_loop_trains_to_a_test_accuracy(tmp_path):
-    from egalib.config import RunConfig
-    from egalib.reference import reference_accuracy
     from egalib.train import prepare_data
 
     config = RunConfig.from_profile("smoke", method="ega", protocol="joint", train_size=64,
                                     test_size=32, runs_dir=str(tmp_path))  # fmt: skip
     data = prepare_data(config, torch.device("cpu"))
-    accuracy = reference_accuracy(config, data, epochs=1, workers=0)
+    accuracy = reference.reference_accuracy(config, data, epochs=1, workers=0)
     assert 0.0 <= accuracy <= 1.0
     assert accuracy * 32 == round(accuracy * 32)  # a fraction of the 32 test images
 

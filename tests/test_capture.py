@@ -6,12 +6,13 @@ and training follows the eager step's. The CUDA tests are skipped on CPU-only ma
 
 import contextlib
 
+import bench
 import numpy as np
 import pytest
 import torch
 
-from egalib import bench
-from egalib.train import CapturedStep, Trainer, fit, optimizer_state
+from egalib.capture import CapturedStep
+from egalib.train import Trainer, fit, optimizer_state
 
 
 def cpu_stand_ins(monkeypatch) -> list[str]:
@@ -27,8 +28,8 @@ def cpu_stand_ins(monkeypatch) -> list[str]:
 
         return replay
 
-    monkeypatch.setattr("egalib.train.record_graph", record_graph)
-    monkeypatch.setattr("egalib.train.side_stream", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr("egalib.capture.record_graph", record_graph)
+    monkeypatch.setattr("egalib.capture.side_stream", lambda device: contextlib.nullcontext())
     return calls
 
 
@@ -46,9 +47,10 @@ def test_warm_up_before_recording_leaves_no_trace(smoke, monkeypatch):
     trainer = cpu_trainer(smoke, capture=True)
     before = trainer.state(0, [])
     before = {**before, "model": {k: v.clone() for k, v in before["model"].items()}}
-    steps, eager_step = [], trainer.eager_step
-    trainer.eager_step = lambda index: steps.append(index.clone()) or eager_step(index)
-    CapturedStep(trainer, torch.arange(16))  # three real steps on the CPU, then restored
+    steps = []
+    step = lambda index: steps.append(index.clone()) or trainer.eager_step(index)
+    # three real steps on the CPU, then restored
+    CapturedStep(step, torch.arange(16), trainer.optimizers, trainer.generator, trainer.preserved)
     assert len(steps) == CapturedStep.WARMUP_STEPS and torch.equal(steps[0], torch.arange(16))
     after = trainer.state(0, [])
     for key, value in before["model"].items():
@@ -110,7 +112,7 @@ def test_a_failed_recording_says_to_train_without_capture(smoke, monkeypatch):
     def record_graph(run, generator=None):
         raise RuntimeError("operation not permitted when stream is capturing\nCUDA details")
 
-    monkeypatch.setattr("egalib.train.record_graph", record_graph)
+    monkeypatch.setattr("egalib.capture.record_graph", record_graph)
     trainer = cpu_trainer(smoke, capture=True)
     with pytest.raises(RuntimeError, match=r"\(operation not permitted when stream is capturing\)"
                        r"; train without capture \(RunConfig.capture=False"):  # fmt: skip

@@ -37,7 +37,7 @@ def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
 
 def test_capture_flag_reaches_the_run_config_of_train_and_reproduce():
     from egalib.__main__ import build_parser, config_from_args
-    from egalib.reproduce import table_configs
+    from egalib.experiments.reproduce import table_configs
 
     parser = build_parser()
     assert config_from_args(parser.parse_args(["train", "--capture"])).capture is True
@@ -48,3 +48,35 @@ def test_capture_flag_reaches_the_run_config_of_train_and_reproduce():
     assert configs and all(c.capture for c in configs)
     # capture is how a run executes, not what it computes: the run folder stays the same
     assert [c.run_name for c in configs] == [c.run_name for c in table_configs("datasets")]
+
+
+def test_typed_options_train_crd_and_a_wrong_type_is_one_sentence(tmp_path):
+    out = egalib("train", "--profile", "smoke", "--method", "crd", "--option",
+                 "num_negatives=64", "--train-size", "64", "--test-size", "64",
+                 "--runs-dir", str(tmp_path))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    config = json.loads(next(tmp_path.glob("*/config.json")).read_text())
+    assert config["options"] == {"num_negatives": 64}
+    out = egalib("train", "--profile", "smoke", "--method", "ega", "--option", "tau=abc",
+                 "--runs-dir", str(tmp_path))  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: unknown option(s) tau for method 'ega'")
+    out = egalib("train", "--profile", "smoke", "--method", "nce", "--option", "tau=abc",
+                 "--runs-dir", str(tmp_path))  # fmt: skip
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert out.stderr.startswith("error: option tau='abc' of method 'nce' must be float")
+
+
+def test_list_options_shows_each_method_s_options_from_the_losses():
+    out = egalib("list", "--options")
+    assert out.returncode == 0
+    assert "  crd: embed_dim=128 (int) num_negatives=16384 (int) tau=0.07 (float)" in out.stdout
+    assert "  ega-edge: node_weight=0.0 (float) edge_weight=0.24 (float)" in out.stdout
+
+
+def test_bench_entry_point_runs_the_benchmark_beside_the_library():
+    out = egalib("bench", "--help")
+    assert out.returncode == 0 and "--accuracy-epochs" in out.stdout
+    out = egalib("bench", "--steps", "0", "--device", "cpu")  # refused before any measurement
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: ") and "--steps" in out.stderr

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from egalib import cluster
 from egalib.config import RunConfig
+from egalib.experiments import cluster
 from egalib.runs import Run
 
 TIMING = ("seconds", "images_per_s", "wall_s")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from egalib import data
-from egalib.data import ViewSpec, eval_view, random_crop, random_flip, train_view
+from egalib import datasets as data
+from egalib.views import ViewSpec, eval_view, random_crop, random_flip, train_view
 
 
 @pytest.fixture(scope="module")

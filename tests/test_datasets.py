@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from egalib import data
+from egalib import datasets as data
 
 # ---------------------------------------------------------------------------------------------
 # Fake copies in the on-disk formats

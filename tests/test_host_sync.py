@@ -8,12 +8,13 @@ SGD with tensor learning rates, stand-ins for the recording)."""
 
 import contextlib
 
+import bench
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from egalib import bench, losses
+from egalib import losses, models
 from egalib.methods import METHODS
 from egalib.train import Trainer
 
@@ -90,9 +91,9 @@ def cuda_like_trainer(config, data, monkeypatch) -> Trainer:
     """A CPU trainer set up as on CUDA for a captured step: recording stand-ins that run the
     step under the watch, fused SGD, CRD's index check at the first call only."""
     monkeypatch.setattr(losses, "HOST_READ_DEVICES", ())
-    monkeypatch.setattr("egalib.train.side_stream", lambda device: contextlib.nullcontext())
-    with bench.teachers_built(pretrained=False):
-        trainer = Trainer(config, data, torch.device("cpu"))
+    monkeypatch.setattr("egalib.capture.side_stream", lambda device: contextlib.nullcontext())
+    teacher = models.teacher(config.teacher, pretrained=False)
+    trainer = Trainer(config, data, torch.device("cpu"), teacher)
     for optimizer in trainer.optimizers:
         for group in optimizer.param_groups:
             group.update(fused=True, foreach=False)
@@ -116,7 +117,7 @@ def reads_in_recorded_steps(trainer: Trainer, monkeypatch, batch: int) -> list[s
         watched()
         return watched
 
-    monkeypatch.setattr("egalib.train.record_graph", record_graph)
+    monkeypatch.setattr("egalib.capture.record_graph", record_graph)
     trainer.step(torch.arange(batch))
     trainer.step(torch.arange(batch, 2 * batch))
     assert trainer.captured is not None

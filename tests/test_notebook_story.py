@@ -14,8 +14,8 @@ import pytest
 
 from egalib import analysis, tables
 from egalib.config import RunConfig
-from egalib.demo import NOTEBOOK_DIR, execute_notebook
-from egalib.paper import paper_results
+from egalib.experiments.demo import NOTEBOOK_DIR, execute_notebook
+from egalib.experiments.paper import paper_results
 from egalib.runs import load_runs
 
 STORY = ("03_tsne.ipynb", "04_learning_dynamics.ipynb", "05_paper_tables.ipynb")

@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from egalib.demo import NOTEBOOK_DIR, execute_notebook
+from egalib.experiments.demo import NOTEBOOK_DIR, execute_notebook
 
 NOTEBOOKS = sorted(p.name for p in Path(NOTEBOOK_DIR).glob("*.ipynb"))
 

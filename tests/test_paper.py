@@ -1,7 +1,7 @@
 import math
 
+from egalib.experiments.paper import paper_results, paper_top1
 from egalib.methods import METHODS
-from egalib.paper import paper_results, paper_top1
 
 
 def test_paper_numbers_are_looked_up_by_cell():

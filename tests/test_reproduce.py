@@ -7,11 +7,12 @@ import pytest
 import torch
 from test_datasets import write_cifar100
 
-from egalib import data, models
+from egalib import datasets as data
+from egalib import models
+from egalib.experiments.paper import paper_results
+from egalib.experiments.pretrain import train_supervised_teacher
+from egalib.experiments.reproduce import TABLES, table_configs
 from egalib.models import teachers
-from egalib.paper import paper_results
-from egalib.pretrain import train_supervised_teacher
-from egalib.reproduce import TABLES, table_configs
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -60,8 +61,8 @@ def test_train_teacher_makes_the_weights_the_wrn40_teacher_loads(tmp_path, monke
 def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch):
     from test_datasets import write_stl10
 
+    from egalib.experiments.transfer import transfer
     from egalib.train import fit
-    from egalib.transfer import transfer
 
     run = fit(smoke(method="vanilla", teacher="none"), progress=False)
     write_stl10(tmp_path / "data" / "stl10", train=3, test=2)

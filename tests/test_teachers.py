@@ -9,9 +9,9 @@ import pytest
 import torch
 import torchvision
 
-from egalib import graph, losses, models
-from egalib.data import ViewSpec, train_view
+from egalib import losses, models
 from egalib.models import teachers
+from egalib.views import ViewSpec, train_view
 
 CLIP_DIMS = {"clip-vit-b32": 512, "clip-vit-b16": 512, "clip-rn101": 512, "clip-rn50": 1024}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -119,8 +119,8 @@ def test_one_distillation_step_trains_the_student_only(vit_b32, uint8_batch):
     teacher = vit_b32
     torch.manual_seed(0)
     student = models.student("resnet8x4")
-    student_head = graph.EmbeddingHead(student.feature_dim, 256, 10)
-    teacher_head = graph.EmbeddingHead(teacher.feature_dim, 256, 10)
+    student_head = models.EmbeddingHead(student.feature_dim, 256, 10)
+    teacher_head = models.EmbeddingHead(teacher.feature_dim, 256, 10)
     generator = torch.Generator().manual_seed(0)
     student_in = train_view(uint8_batch, ViewSpec(32, 3, CLIP_MEAN, CLIP_STD), generator)
     teacher_in = train_view(uint8_batch, teacher.view, generator)

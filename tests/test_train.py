@@ -1,3 +1,4 @@
+import inspect
 import json
 
 import pytest
@@ -34,33 +35,31 @@ def test_every_method_trains_one_smoke_epoch(smoke, method):
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "vanilla"])
 def test_loss_decreases_on_a_fixed_batch(smoke, method):
-    config = smoke(method=method, protocol="joint", lr=0.01)
+    """Twenty steps on one batch with the same views (the generator reset before each step),
+    against a fixed teacher head (pretrained protocol: frozen; here left at its initial weights)."""
+    config = smoke(method=method, protocol="pretrained", lr=0.01)
     device = torch.device("cpu")
     trainer = train.Trainer(config, train.prepare_data(config, device), device)
     index = torch.arange(config.batch_size)
-    images, labels = trainer.data.train_images[index], trainer.data.train_labels[index]
-    student_in, teacher_in = trainer.model.views(images, trainer.generator)
     seen = []
     for _ in range(20):
-        trainer.model.train()
-        terms = trainer.model.loss_terms(student_in, teacher_in, labels, index, trainer.generator)
-        trainer.optimizer.zero_grad()
-        terms["loss"].backward()
-        trainer.optimizer.step()
-        seen.append(terms["loss"].item())
+        trainer.generator.manual_seed(0)
+        seen.append(trainer.step(index)["loss"].item())
     assert sum(seen[-3:]) / 3 < seen[0], seen
 
 
 def test_distillation_gradients_never_reach_the_teacher_head(smoke):
+    """The step with the student's optimiser alone backpropagates the student's loss alone."""
     config = smoke(method="ega+kd", protocol="joint")
     device = torch.device("cpu")
     trainer = train.Trainer(config, train.prepare_data(config, device), device)
     index = torch.arange(config.batch_size)
     images, labels = trainer.data.train_images[index], trainer.data.train_labels[index]
-    terms = trainer.model.loss_terms(*trainer.model.views(images, trainer.generator), labels, index)
-    terms["loss"].backward()
+    terms = train.training_step(trainer.model, [trainer.optimizer], images, labels, index,
+                                trainer.generator, use_teacher=True)  # fmt: skip
+    assert {"kd", "distill", "node", "edge", "teacher_ce"} <= set(terms)
     assert all(p.grad is None for p in trainer.model.teacher_head.parameters())
-    assert any(p.grad is not None for p in trainer.model.student_head.parameters())
+    assert all(p.grad is not None for p in trainer.model.student_head.parameters())
 
 
 def test_joint_protocol_trains_the_teacher_head_and_pretrained_freezes_it(smoke):
@@ -144,6 +143,11 @@ def test_no_temporary_files_are_left_behind(smoke):
         ({"batch_size": 1}, r"batch_size must be at least 2, got 1"),
         ({"options": {"edge_wieght": 0.1}}, r"unknown option\(s\) edge_wieght.*edge_weight"),
         ({"epochs": 0}, r"epochs must be a positive integer"),
+        ({"method": "crd", "options": {"num_negatives": 64.0}},
+         r"option num_negatives of method 'crd' must be int, got 64.0"),
+        ({"options": {"tau": 0.1}}, r"unknown option\(s\) tau for method 'ega'"),
+        ({"options": {"edge_weight": "0.3"}}, r"option edge_weight of method 'ega' must be float"),
+        ({"options": {"edge_weight": True}}, r"option edge_weight of method 'ega' must be float"),
     ],
 )
 def test_bad_config_is_one_clear_sentence(overrides, message):
@@ -154,7 +158,7 @@ def test_bad_config_is_one_clear_sentence(overrides, message):
 def test_config_overrides_method_defaults():
     config = RunConfig(method="ega", beta=2.0, options={"edge_weight": 0.5})
     assert config.weights.beta == 2.0 and config.weights.gamma == 1.0
-    assert config.weights.options == {"node_weight": 0.8, "edge_weight": 0.5}
+    assert config.weights.defaults == {"node_weight": 0.8, "edge_weight": 0.5}
     assert RunConfig(method="kd").weights.alpha == 0.9
     assert RunConfig.from_dict(config.to_dict()) == config
 
@@ -165,3 +169,32 @@ def test_teacher_none_trains_a_plain_supervised_student(smoke):
     assert "train_teacher_ce" not in run.history.columns
     with pytest.raises(ValueError, match="distils from a teacher, but teacher is 'none'"):
         smoke(method="ega", teacher="none")
+
+
+def test_each_method_option_is_read_from_its_loss_signature():
+    """One source of truth: a method's options, defaults and types are its loss's keyword
+    arguments; a table entry states only what differs from them."""
+    for name, method in METHODS.items():
+        if method.loss is None:
+            assert method.defaults == {} and method.option_types == {}, name
+            continue
+        parameters = inspect.signature(method.loss).parameters
+        for key, value in method.defaults.items():
+            assert key in parameters, (name, key)
+            if key not in method.options:
+                assert value == parameters[key].default, (name, key)
+    assert METHODS["ega"].defaults == {"node_weight": 0.8, "edge_weight": 0.24}
+    assert METHODS["ega-node"].defaults == {"node_weight": 0.8, "edge_weight": 0.0}
+    assert METHODS["crd"].option_types == {"embed_dim": int, "num_negatives": int,
+                                           "tau": float, "momentum": float}  # fmt: skip
+    assert METHODS["rkd"].defaults == {"distance_weight": 25.0, "angle_weight": 50.0}
+
+
+def test_integer_options_reach_the_loss_as_integers(smoke):
+    config = smoke(method="crd", options={"num_negatives": 64, "embed_dim": 16})
+    run = train.fit(config, progress=False)
+    assert run.history["train_distill"].notna().all()
+    device = torch.device("cpu")
+    trainer = train.Trainer(config, train.prepare_data(config, device), device)
+    assert trainer.model.method_module.num_negatives == 64
+    assert trainer.model.method_module.memory_s.shape[1] == 16

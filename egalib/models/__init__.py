@@ -1,25 +1,25 @@
-"""Students and teachers by name: `student(name, in_channels)` and `teacher(name, pretrained)`."""
+"""Students and teachers by name: `student(name, in_channels)` and `teacher(name, pretrained)`;
+the embedding heads that sit on both."""
 
+from .heads import EmbeddingHead
 from .students import STUDENTS, Backbone
 from .teachers import TEACHERS, Teacher
 
 
-def _unknown(kind: str, name: str, known) -> ValueError:
-    return ValueError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(known)}.")
+def _known(kind: str, name: str, known: dict):
+    if name not in known:
+        raise ValueError(f"unknown {kind} {name!r}; known {kind}s: {', '.join(known)}.")
+    return known[name]
 
 
 def student(name: str, in_channels: int = 3) -> Backbone:
     """A student backbone without classifier; `.feature_dim` is the size of its features."""
-    if name not in STUDENTS:
-        raise _unknown("student", name, STUDENTS)
-    return STUDENTS[name](in_channels=in_channels)
+    return _known("student", name, STUDENTS)(in_channels=in_channels)
 
 
 def teacher(name: str, pretrained: bool = True) -> Teacher:
     """A frozen teacher encoder: `.encode(x)`, `.feature_dim`, `.input_size`, `.mean`, `.std`."""
-    if name not in TEACHERS:
-        raise _unknown("teacher", name, TEACHERS)
-    return TEACHERS[name](pretrained=pretrained)
+    return _known("teacher", name, TEACHERS)(pretrained=pretrained)
 
 
-__all__ = ["STUDENTS", "TEACHERS", "Backbone", "Teacher", "student", "teacher"]
+__all__ = ["STUDENTS", "TEACHERS", "Backbone", "EmbeddingHead", "Teacher", "student", "teacher"]

@@ -2,11 +2,11 @@
 `in_channels`, `mean`, `std`.
 
 The embedded default is a small CNN that egalib pretrains itself on Fashion-MNIST without labels
-(SimCLR, see `egalib.pretrain`); its weights ship in `data/teachers/`. The paper's teachers plug
-into the same interface: CLIP image towers (through open_clip) and ImageNet-supervised ResNets
-(through torchvision). Their weights download on first use into egalib's cache folder
-(`$EGALIB_CACHE`, default `~/.cache/egalib`); `pretrained=False` builds the same network with
-random weights and downloads nothing.
+(SimCLR, see `egalib.experiments.pretrain`); its weights ship in `data/teachers/`. The paper's
+teachers plug into the same interface: CLIP image towers (through open_clip) and ImageNet-supervised
+ResNets (through torchvision). Their weights download on first use into egalib's cache folder
+(`$EGALIB_CACHE`, default `~/.cache/egalib`); `pretrained=False` builds the same network with random
+weights and downloads nothing.
 """
 
 import json
@@ -17,15 +17,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import REPO_DATA, ViewSpec
-from ..runs import load_tensors
+from ..files import REPO_DATA, load_tensors
+from ..views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, ViewSpec, eval_view
 from .students import conv_bn_relu, wrn_40_2
 
 TEACHER_DIR = REPO_DATA / "teachers"
 TEACHER_RECIPES = {"supervised-wrn40": "train-teacher"}  # the command that makes the weights
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the normalisation of METHOD.md's views
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class Teacher(nn.Module):
@@ -34,10 +31,8 @@ class Teacher(nn.Module):
     def __init__(self, encoder: nn.Module, feature_dim: int, input_size: int, in_channels: int,
                  mean: tuple[float, ...], std: tuple[float, ...]):  # fmt: skip
         super().__init__()
-        self.encoder = encoder
-        self.feature_dim = feature_dim
-        self.input_size = input_size
-        self.in_channels = in_channels
+        self.encoder, self.feature_dim = encoder, feature_dim
+        self.input_size, self.in_channels = input_size, in_channels
         self.mean, self.std = tuple(mean), tuple(std)
         self.bfloat16 = False  # weights stored in bfloat16 (see `to_bfloat16`)
         self.freeze()
@@ -68,8 +63,13 @@ class Teacher(nn.Module):
         with torch.autocast(x.device.type, torch.bfloat16, enabled=x.is_cuda or self.bfloat16):
             return self.encoder(x).float()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encode(x)
+    forward = encode
+
+    @torch.no_grad()
+    def encode_all(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Features of every uint8 image (the un-augmented view), batch by batch."""
+        chunks = images.split(batch_size)
+        return torch.cat([self.encode(eval_view(chunk, self.view)) for chunk in chunks])
 
 
 class GridPooledCNN(nn.Module):
@@ -155,7 +155,7 @@ CLIP_MODELS = {
 
 
 def clip(name: str, pretrained: bool = True) -> Teacher:
-    """A CLIP image tower: f_t = `encode_image(x)`, float and not L2-normalised (METHOD.md).
+    """A CLIP image tower: f_t = `encode_image(x)`, float and not L2-normalised (docs/method.md).
 
     Only `model.visual` is kept (it is exactly `encode_image` without normalisation); the text
     tower is dropped to save memory. OpenAI's weights were trained with QuickGELU, which

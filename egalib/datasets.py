@@ -1,8 +1,7 @@
-"""Datasets as uint8 tensors, and the two augmented views made on the training device.
+"""Datasets as uint8 tensors: file formats, downloads, checksums and decoded caches.
 
-A dataset is held whole as uint8 (N, C, H, W) images and int64 labels, moved to the device
-once. Each batch's student view and teacher view are made there from the same images, with
-independent random crops and flips, so no DataLoader workers or PIL are involved.
+A dataset is held whole as uint8 (N, C, H, W) images and int64 labels and moved to the device
+once; `views` makes each batch's augmented views there.
 """
 
 import contextlib
@@ -17,16 +16,14 @@ import urllib.request
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .runs import atomic_write
+from .files import REPO_DATA, atomic_write
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"  # what ships: teachers, paper numbers
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -34,6 +31,7 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+_TENSORS = ("train_images", "train_labels", "test_images", "test_labels")  # Dataset's tensors
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -62,28 +60,22 @@ class Dataset:
         return self.train_images.shape[-1]
 
     def to(self, device: torch.device | str) -> "Dataset":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Dataset(
-            self.name, move(self.train_images), move(self.train_labels),
-            move(self.test_images), move(self.test_labels), self.classes,
-        )  # fmt: skip
+        moved = {key: getattr(self, key).to(device, non_blocking=True) for key in _TENSORS}
+        return replace(self, **moved)
 
     def subset(self, train: int | None = None, test: int | None = None, seed: int = 0) -> "Dataset":
         """A class-balanced random subset (the first `train` / `test` of a seeded shuffle)."""
         train_idx = balanced_indices(self.train_labels, train, seed)
         test_idx = balanced_indices(self.test_labels, test, seed)
-        return Dataset(
-            self.name, self.train_images[train_idx], self.train_labels[train_idx],
-            self.test_images[test_idx], self.test_labels[test_idx], self.classes,
-        )  # fmt: skip
+        pick = lambda key: getattr(self, key)[train_idx if key.startswith("train") else test_idx]
+        return replace(self, **{key: pick(key) for key in _TENSORS})
 
 
 def balanced_indices(labels: torch.Tensor, count: int | None, seed: int) -> torch.Tensor:
     """`count` indices with (nearly) equal numbers per class, or all indices when count is None."""
     if count is None or count >= len(labels):
         return torch.arange(len(labels))
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=generator)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     shuffled = labels[order].cpu()
     # rank of each sample within its class, in shuffled order; take low ranks first
     rank = torch.zeros_like(shuffled)
@@ -107,11 +99,9 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 FASHION_MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
+    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
+}  # fmt: skip
 
 
 def _find_fashion_mnist(folders: list[Path]) -> dict[str, Path] | None:
@@ -144,22 +134,16 @@ def load_fashion_mnist(root: Path | None = None, download: bool = False) -> Data
         )
     arrays = {key: torch.from_numpy(_read_idx(path).copy()) for key, path in files.items()}
     return Dataset(
-        "fashion-mnist",
-        arrays["train_images"].unsqueeze(1),
-        arrays["train_labels"].long(),
-        arrays["test_images"].unsqueeze(1),
-        arrays["test_labels"].long(),
-        FASHION_MNIST_CLASSES,
-    )
+        "fashion-mnist", arrays["train_images"].unsqueeze(1), arrays["train_labels"].long(),
+        arrays["test_images"].unsqueeze(1), arrays["test_labels"].long(), FASHION_MNIST_CLASSES,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
-# CIFAR-100, STL-10 and Tiny-ImageNet, from their official on-disk formats
-#
-# Each is looked for in `root` (default: DATA_DIR/<name>, then DATA_DIR itself, where
-# torchvision-style folders sit side by side), downloaded there on request, and read whole.
-# Downloads go to a hidden staging folder under that folder and are moved into place only when
-# complete. Archive checksums: torchvision checks the MD5 of the CIFAR-100 and STL-10 archives
+# CIFAR-100, STL-10 and Tiny-ImageNet, from their official on-disk formats. Each is looked for
+# in `root` (default: DATA_DIR/<name>, then DATA_DIR itself, where torchvision-style folders sit
+# side by side), downloaded there on request (to a hidden staging folder, moved into place only
+# when complete), and read whole. torchvision checks the MD5 of the CIFAR-100 and STL-10 archives
 # (and of CIFAR-100's extracted files) itself; the Tiny-ImageNet zip is checked here.
 
 
@@ -169,11 +153,9 @@ class DatasetCorruptError(ValueError):
 
 @dataclass(frozen=True)
 class _Source:
-    """One dataset's official folder, the files that must be in it, and how to fetch and read it.
-
+    """One dataset's official folder, the files that must be in it, and how to fetch and read it:
     fetch(staging) downloads and unpacks into an empty folder; read(source, where) reads the
-    dataset from the folder `where` that holds `folder` (and `cache`, if any).
-    """
+    dataset from the folder `where` that holds `folder` (and `cache`, if any)."""
 
     name: str  # registry name, the folder under DATA_DIR and the CLI argument
     title: str  # how messages name it
@@ -214,10 +196,8 @@ def _reading(source: _Source, where: Path, path: Path, fix: str | None = None):
             f"delete {where / source.folder} and run `python -m egalib download {source.name}` "
             "where a network exists, or copy the official files there again"
         )
-        raise DatasetCorruptError(
-            f"{source.title} file {path} is unreadable, corrupt or truncated ({_reason(error)}); "
-            f"{fix}."
-        ) from None
+        problem = f"{source.title} file {path} is unreadable, corrupt or truncated"
+        raise DatasetCorruptError(f"{problem} ({_reason(error)}); {fix}.") from None
 
 
 def _checked(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,10 +213,8 @@ def _checked(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor
 
 def _download(source: _Source, folders: list[Path]) -> None:
     """Fetch into a staging folder under folders[0], then move the official folder into place.
-
     Any failure (no network, a bad checksum, a broken archive) ends in DatasetNotFoundError and
-    leaves nothing behind; an incomplete copy already there is replaced.
-    """
+    leaves nothing behind; an incomplete copy already there is replaced."""
     folder = folders[0]
     made = not folder.exists()
     try:
@@ -267,31 +245,26 @@ def _load(source: _Source, root: Path | None, download: bool) -> Dataset:
     return source.read(source, where)
 
 
+def _fetch_torchvision(staging: Path, dataset: str, **kwargs) -> None:
+    """Download with torchvision, which checks the MD5s; STL-10's archive holds every split."""
+    import torchvision.datasets
+
+    getattr(torchvision.datasets, dataset)(str(staging), download=True, **kwargs)
+
+
 # CIFAR-100: cifar-100-python/{train,test,meta}, Python pickles of dicts; `data` is (N, 3072)
-# uint8, each row the red, green then blue 32x32 planes, row-major.
-
-
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")  # written by Python 2; official files only
-
-
-def _fetch_cifar100(staging: Path) -> None:
-    from torchvision.datasets import CIFAR100
-
-    CIFAR100(str(staging), download=True)  # checks the archive's and the files' MD5
-
-
+# uint8, each row the red, green then blue 32x32 planes, row-major. Written by Python 2, hence
+# latin1; unpickled, so official files only.
 def _read_cifar100(source: _Source, where: Path) -> Dataset:
     folder = where / source.folder
-    with _reading(source, where, folder / "meta"):
-        classes = tuple(str(c) for c in _unpickle(folder / "meta")["fine_label_names"])
+    with _reading(source, where, folder / "meta"), open(folder / "meta", "rb") as f:
+        classes = tuple(str(c) for c in pickle.load(f, encoding="latin1")["fine_label_names"])
         if len(classes) != 100:
             raise ValueError(f"{len(classes)} fine label names, expected 100")
     splits = []
     for split in ("train", "test"):
-        with _reading(source, where, folder / split):
-            entry = _unpickle(folder / split)
+        with _reading(source, where, folder / split), open(folder / split, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
             images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             splits.append(_checked(images, entry["fine_labels"], len(classes)))
     return Dataset(source.name, *splits[0], *splits[1], classes)
@@ -300,41 +273,30 @@ def _read_cifar100(source: _Source, where: Path) -> Dataset:
 # STL-10: stl10_binary/{train,test}_X.bin hold raw uint8 (N, 3, 96, 96) images with each channel
 # stored column-major; {train,test}_y.bin one uint8 label 1..10 per image; class_names.txt one
 # name per line. The 100,000 unlabelled images (unlabeled_X.bin) are not read.
-
 STL10_SIZE = 96
 
 
-def _fetch_stl10(staging: Path) -> None:
-    from torchvision.datasets import STL10
-
-    STL10(str(staging), split="train", download=True)  # the archive holds every split; MD5-checked
-
-
-def _read_stl10_split(source: _Source, where: Path, split: str, num_classes: int):
-    images_path = where / source.folder / f"{split}_X.bin"
-    labels_path = where / source.folder / f"{split}_y.bin"
-    with _reading(source, where, images_path):
-        images = np.fromfile(images_path, dtype=np.uint8)
-        images = images.reshape(-1, 3, STL10_SIZE, STL10_SIZE).transpose(0, 1, 3, 2)
-    with _reading(source, where, labels_path):
-        labels = np.fromfile(labels_path, dtype=np.uint8).astype(np.int64) - 1  # 1..10 on disk
-        return _checked(images, labels, num_classes)
-
-
 def _read_stl10(source: _Source, where: Path) -> Dataset:
-    names_path = where / source.folder / "class_names.txt"
-    with _reading(source, where, names_path):
-        classes = tuple(filter(None, map(str.strip, names_path.read_text().splitlines())))
-    train = _read_stl10_split(source, where, "train", len(classes))
-    test = _read_stl10_split(source, where, "test", len(classes))
-    return Dataset(source.name, *train, *test, classes)
+    folder = where / source.folder
+    with _reading(source, where, folder / "class_names.txt"):
+        names = (folder / "class_names.txt").read_text().splitlines()
+        classes = tuple(filter(None, map(str.strip, names)))
+    splits = []
+    for split in ("train", "test"):
+        images_path, labels_path = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
+        with _reading(source, where, images_path):
+            images = np.fromfile(images_path, dtype=np.uint8)
+            images = images.reshape(-1, 3, STL10_SIZE, STL10_SIZE).transpose(0, 1, 3, 2)
+        with _reading(source, where, labels_path):
+            labels = np.fromfile(labels_path, dtype=np.uint8).astype(np.int64) - 1  # 1..10 on disk
+            splits.append(_checked(images, labels, len(classes)))
+    return Dataset(source.name, *splits[0], *splits[1], classes)
 
 
 # Tiny-ImageNet: tiny-imagenet-200/ with wnids.txt (the 200 WordNet ids), words.txt (id, tab,
 # comma-separated names, for all of ImageNet), train/<wnid>/images/*.JPEG (500 per class) and
 # val/images/*.JPEG with val/val_annotations.txt (file, tab, wnid, box); test/ has no labels, so
 # the validation set is the test set. Labels index the sorted wnids, as ImageFolder numbers them.
-
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 # Stanford publishes no checksum. This MD5 is the one that widely used loaders (e.g. Avalanche's
 # TinyImagenet) enforce on this URL, and it matches a recorded download of 248,100,043 bytes.
@@ -355,18 +317,11 @@ def _fetch_tinyimagenet(staging: Path) -> None:
         z.extractall(staging)
 
 
-def _val_annotations(path: Path) -> list[tuple[str, str]]:
-    """(file name, wnid) for each line of val_annotations.txt."""
-    return [tuple(line.split("\t")[:2]) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _sort_val_by_class(base: Path) -> None:
-    """val/images/*.JPEG -> val/<wnid>/images/*.JPEG, the layout of train/, once.
-
-    The new layout is built as val.tmp, then swapped in by two renames (val -> val.old,
-    val.tmp -> val). A run stopped while building is redone; one stopped between the renames is
-    finished here; a layout already sorted by class is left alone.
-    """
+    """val/images/*.JPEG -> val/<wnid>/images/*.JPEG, the layout of train/, once: built as
+    val.tmp, then swapped in by two renames (val -> val.old, val.tmp -> val). A run stopped while
+    building is redone; one stopped between the renames is finished here; a layout already sorted
+    by class is left alone."""
     val, new, old = base / "val", base / "val.tmp", base / "val.old"
     if old.exists():
         if not val.exists():
@@ -376,7 +331,8 @@ def _sort_val_by_class(base: Path) -> None:
         return
     shutil.rmtree(new, ignore_errors=True)
     try:
-        for name, wnid in _val_annotations(val / "val_annotations.txt"):
+        lines = (val / "val_annotations.txt").read_text().splitlines()
+        for name, wnid in [tuple(line.split("\t")[:2]) for line in lines if line.strip()]:
             (new / wnid / "images").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(val / "images" / name, new / wnid / "images" / name)
         shutil.copyfile(val / "val_annotations.txt", new / "val_annotations.txt")
@@ -416,51 +372,32 @@ def _read_jpeg_classes(source: _Source, where: Path, folder: Path, wnids: list[s
     return _checked(images, labels, len(wnids))
 
 
-def _tinyimagenet_classes(source: _Source, where: Path) -> tuple[list[str], tuple[str, ...]]:
-    """The sorted wnids and, for each, the first of its names in words.txt."""
-    base = where / source.folder
-    with _reading(source, where, base / "wnids.txt"):
-        wnids = sorted({w.strip() for w in (base / "wnids.txt").read_text().split()})
-    with _reading(source, where, base / "words.txt"):
-        lines = (line.split("\t", 1) for line in (base / "words.txt").read_text().splitlines())
-        words = {parts[0]: parts[1] for parts in lines if len(parts) == 2}
-        classes = tuple(words[w].split(",")[0].strip() for w in wnids)
-    return wnids, classes
-
-
-def _save_npz(path: Path, data: Dataset) -> None:
-    arrays = {
-        "train_images": data.train_images, "train_labels": data.train_labels,
-        "test_images": data.test_images, "test_labels": data.test_labels,
-    }  # fmt: skip
-    arrays = {key: value.numpy() for key, value in arrays.items()}
-    atomic_write(path, lambda f: np.savez(f, classes=np.array(data.classes), **arrays))
-
-
-def _load_npz(source: _Source, where: Path, path: Path) -> Dataset:
-    fix = f"delete it and it is rebuilt from {where / source.folder} on the next load"
-    with _reading(source, where, path, fix), np.load(path, allow_pickle=False) as z:
-        classes = tuple(str(c) for c in z["classes"])
-        train = _checked(z["train_images"], z["train_labels"], len(classes))
-        test = _checked(z["test_images"], z["test_labels"], len(classes))
-    return Dataset(source.name, *train, *test, classes)
-
-
 def _read_tinyimagenet(source: _Source, where: Path) -> Dataset:
     """From the uint8 cache when there is one; else decode the 110,000 JPEGs (about a minute)
     and write that cache, which later loads read in seconds."""
     cache = where / source.cache
     if cache.is_file():
-        return _load_npz(source, where, cache)
+        fix = f"delete it and it is rebuilt from {where / source.folder} on the next load"
+        with _reading(source, where, cache, fix), np.load(cache, allow_pickle=False) as z:
+            classes = tuple(str(c) for c in z["classes"])
+            train = _checked(z["train_images"], z["train_labels"], len(classes))
+            test = _checked(z["test_images"], z["test_labels"], len(classes))
+        return Dataset(source.name, *train, *test, classes)
     base = where / source.folder
-    wnids, classes = _tinyimagenet_classes(source, where)
+    with _reading(source, where, base / "wnids.txt"):
+        wnids = sorted({w.strip() for w in (base / "wnids.txt").read_text().split()})
+    with _reading(source, where, base / "words.txt"):  # each class named by its first name there
+        lines = (line.split("\t", 1) for line in (base / "words.txt").read_text().splitlines())
+        words = {parts[0]: parts[1] for parts in lines if len(parts) == 2}
+        classes = tuple(words[w].split(",")[0].strip() for w in wnids)
     with _reading(source, where, base / "val" / "val_annotations.txt"):
         _sort_val_by_class(base)
     train = _read_jpeg_classes(source, where, base / "train", wnids)
     test = _read_jpeg_classes(source, where, base / "val", wnids)
     data = Dataset(source.name, *train, *test, classes)
     try:
-        _save_npz(cache, data)
+        arrays = {key: getattr(data, key).numpy() for key in _TENSORS}
+        atomic_write(cache, lambda f: np.savez(f, classes=np.array(data.classes), **arrays))
     except OSError as error:  # a read-only or full disk: the data is still good
         warnings.warn(f"could not write the cache {cache} ({_reason(error)})", stacklevel=2)
     return data
@@ -468,12 +405,12 @@ def _read_tinyimagenet(source: _Source, where: Path) -> Dataset:
 
 _CIFAR100 = _Source(
     "cifar100", "CIFAR-100", "cifar-100-python", ("train", "test", "meta"),
-    _fetch_cifar100, _read_cifar100,
+    functools.partial(_fetch_torchvision, dataset="CIFAR100"), _read_cifar100,
 )  # fmt: skip
 _STL10 = _Source(
     "stl10", "STL-10", "stl10_binary",
     ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt"),
-    _fetch_stl10, _read_stl10,
+    functools.partial(_fetch_torchvision, dataset="STL10", split="train"), _read_stl10,
 )  # fmt: skip
 _TINYIMAGENET = _Source(
     "tinyimagenet", "Tiny-ImageNet", "tiny-imagenet-200",
@@ -493,17 +430,14 @@ def load_stl10(root: Path | None = None, download: bool = False) -> Dataset:
 
 
 def load_tinyimagenet(root: Path | None = None, download: bool = False) -> Dataset:
-    """Tiny-ImageNet: 100,000 training + 10,000 validation (used as test) images, 64x64, 200
-    classes."""
+    """Tiny-ImageNet: 100,000 training + 10,000 validation (as test) images, 64x64, 200 classes."""
     return _load(_TINYIMAGENET, root, download)
 
 
 DATASETS = {
-    "fashion-mnist": load_fashion_mnist,
-    "cifar100": load_cifar100,
-    "stl10": load_stl10,
-    "tinyimagenet": load_tinyimagenet,
-}
+    "fashion-mnist": load_fashion_mnist, "cifar100": load_cifar100,
+    "stl10": load_stl10, "tinyimagenet": load_tinyimagenet,
+}  # fmt: skip
 
 
 def load_dataset(name: str, root: Path | None = None, download: bool = False) -> Dataset:
@@ -513,79 +447,3 @@ def load_dataset(name: str, root: Path | None = None, download: bool = False) ->
             "Pick one of those names."
         )
     return DATASETS[name](root, download)
-
-
-# ---------------------------------------------------------------------------------------------
-# Views, made on the device
-
-
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """RandomCrop(size, padding) per sample, zero fill, for a batch (B, C, H, W) of any dtype."""
-    if padding == 0:
-        return images
-    b, _, h, w = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), device=images.device, generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (b,), device=images.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
-
-
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Horizontal flip of each sample with probability 1/2."""
-    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
-
-
-@dataclass(frozen=True)
-class ViewSpec:
-    """How one network sees an image: size, channels and normalisation."""
-
-    size: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def finish(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 or float [0,255] images -> resized, channel-matched, normalised float."""
-        x = images.float().div_(255)
-        if x.shape[1] != self.channels:
-            if x.shape[1] != 1:
-                raise ValueError(
-                    f"cannot feed {x.shape[1]}-channel images to a {self.channels}-channel "
-                    "network; use a dataset or model with matching channels."
-                )
-            x = x.expand(-1, self.channels, -1, -1)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
-            x = x.clamp_(0, 1)
-        mean = _channel_values(self.mean, x.device, x.dtype)
-        std = _channel_values(self.std, x.device, x.dtype)
-        return (x - mean) / std
-
-
-@functools.lru_cache(maxsize=32)
-def _channel_values(values: tuple[float, ...], device: torch.device, dtype: torch.dtype):
-    """(1, C, 1, 1) per-channel constants, copied to the device once rather than every batch
-    (a host-to-device copy inside the training step)."""
-    return torch.tensor(values, device=device, dtype=dtype)[None, :, None, None]
-
-
-def train_view(
-    images: torch.Tensor, spec: ViewSpec, generator: torch.Generator, padding: int = 4
-) -> torch.Tensor:
-    """RandomCrop(padding) at the native size -> resize to spec.size -> flip -> normalise.
-
-    This is the student view (resize is a no-op at the native size) and the teacher view (for
-    CLIP: crop at 32 px, bicubic resize to 224, flip), each drawn independently.
-    """
-    cropped = random_crop(images, padding, generator)
-    return spec.finish(random_flip(cropped, generator))
-
-
-def eval_view(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
-    """No augmentation: resize and normalise only."""
-    return spec.finish(images)

@@ -1,14 +1,15 @@
 """A benchmark, not a test: images per second of egalib's loop against a reference-style loop.
 
-`python -m egalib bench` trains the same student, teacher, method (EGA, joint teacher head) and
-batch size on the same device in two loops, on synthetic data of the real shape:
+`python benchmarks/bench.py` (or `python -m egalib bench`) trains the same student, teacher,
+method (EGA, joint teacher head) and batch size on the same device in two loops, on synthetic
+data of the real shape:
 
 - egalib's loop: `Trainer.step` on random batches of a uint8 dataset held on the device; the
   views are made there; on CUDA the teacher's weights are stored in bf16 and the student runs
   under bf16 autocast in channels_last, with `--capture` the whole step is one replayed CUDA
   graph, and nothing is read back to the host inside the timed steps;
-- a reference loop in the CRD code base's style (`egalib.reference`): a torch `Dataset` of HWC
-  uint8 arrays made into PIL images and augmented by torchvision transforms in `DataLoader`
+- a reference loop in the CRD code base's style (`reference.py` beside it): a torch `Dataset`
+  of HWC uint8 arrays made into PIL images and augmented by torchvision transforms in `DataLoader`
   workers, fp32 everywhere (no autocast, no channels_last), `cudnn.benchmark` on, `loss.item()`
   every step.
 
@@ -41,11 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from . import __version__, models
-from .config import RunConfig
-from .data import Dataset
-from .reference import (
+from reference import (
     ReferenceModel,
     accuracy_summary,
     check_method,
@@ -53,13 +50,17 @@ from .reference import (
     reference_dataset,
     teacher_pretrained,
 )
-from .runs import atomic_write_text
-from .train import device_name, resolve_device
+
+from egalib import __version__, models
+from egalib.config import RunConfig
+from egalib.datasets import Dataset
+from egalib.experiments import device_name
+from egalib.files import atomic_write_text
+from egalib.train import resolve_device
 
 SCHEMA = 1
 RESULTS_DIR = Path("benchmarks") / "results"
 PARTS = ("data", "teacher", "student", "loss_backward_step")
-PART_METHODS = {"views": "data", "forward_teacher": "teacher", "forward_student": "student"}
 PARTS_NOTE = (
     "milliseconds per step, measured in a separate, shorter pass with the device synchronised "
     "around each part; their sum differs from 1000 * batch_size / images_per_s of the throughput "
@@ -149,18 +150,6 @@ def synthetic_dataset(preset: Preset, train: int, test: int, seed: int = 0) -> D
     return Dataset("synthetic", image(train), label(train), image(test), label(test), classes)
 
 
-@contextlib.contextmanager
-def teachers_built(pretrained: bool):
-    """Make `models.teacher` build with `pretrained` whatever its caller asks (the Trainer builds
-    its teacher with the default, which downloads CLIP)."""
-    original = models.teacher
-    models.teacher = lambda name, *args, **kwargs: original(name, pretrained=pretrained)
-    try:
-        yield
-    finally:
-        models.teacher = original
-
-
 def synchroniser(device: torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -248,14 +237,14 @@ class PartClock:
 
 def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
     """Throughput of `Trainer.step`, then (if asked) its parts and the eval throughput."""
-    from .train import Trainer
+    from egalib.train import Trainer
 
     preset, device, b = PRESETS[spec["preset"]], torch.device(spec["device"]), spec["batch_size"]
     sync = synchroniser(device)
     config = make_config(preset, b, spec["device"], spec["seed"], spec["capture"])
     data = synthetic_dataset(preset, spec["pool"], spec["eval_images"], spec["seed"]).to(device)
-    with teachers_built(spec["pretrained"]):
-        trainer = Trainer(config, data, device)
+    teacher = models.teacher(config.teacher, pretrained=spec["pretrained"])
+    trainer = Trainer(config, data, device, teacher)
     warmup, steps = spec["warmup"], spec["steps"]
     g = torch.Generator(device=device).manual_seed(spec["seed"] + 1)
     order = torch.randperm(spec["pool"], device=device, generator=g)
@@ -302,28 +291,17 @@ def egalib_profile(trainer, batches: torch.Tensor, path: Path) -> None:
 
 
 def egalib_parts(trainer, batches: torch.Tensor, warmup: int, steps: int) -> dict[str, float]:
-    """Time the parts of `Trainer.step` by wrapping the Distillation's views and forwards. A
-    step captured as one CUDA graph has no parts to time: only its total is given."""
-    model, clock = trainer.model, PartClock(synchroniser(trainer.device))
+    """Time the parts of `Trainer.step` through its `mark` seam, the device synchronised at each
+    mark. A step captured as one CUDA graph has no parts to time: only its total is given."""
+    clock = PartClock(synchroniser(trainer.device))
     for index in batches[:warmup]:
         trainer.step(index)
-    parts = {} if trainer.capture else PART_METHODS
-    for name, part in parts.items():
-        setattr(model, name, clock.timed(part, getattr(model, name)))
-    try:
-        for index in batches[warmup : warmup + steps]:
-            clock.start()
-            trainer.step(index)
-            clock.end_step()
-    finally:
-        for name in parts:
-            delattr(model, name)  # the class's methods again
+    for index in batches[warmup : warmup + steps]:
+        clock.start()
+        trainer.step(index, clock.mark)
+        clock.end_step()
     ms = clock.per_step_ms()
-    if parts:
-        ms["loss_backward_step"] = ms["total"] - sum(ms[p] for p in PARTS[:3])
-    else:
-        ms = {"total": ms["total"]}
-    return ms
+    return {"total": ms["total"]} if trainer.capture else ms
 
 
 def egalib_eval(trainer, sync: Callable[[], None], repeats: int = 2) -> dict:
@@ -350,7 +328,7 @@ def egalib_eval(trainer, sync: Callable[[], None], repeats: int = 2) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# The reference loop's throughput (the loop itself is in egalib.reference)
+# The reference loop's throughput (the loop itself is in reference.py)
 
 
 def measure_reference(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
@@ -437,12 +415,10 @@ def _worker_main() -> None:
 
 def run_workers(specs: list[dict], timeout: float) -> list[dict]:
     """Start one process per spec, release them together after their warm-up, collect results."""
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
-    }
-    code = "from egalib.bench import _worker_main; _worker_main()"
+    here = Path(__file__).resolve().parent  # benchmarks/, beside the repository's egalib/
+    paths = (str(here), str(here.parent), os.environ.get("PYTHONPATH"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    code = "from bench import _worker_main; _worker_main()"
     procs, logs, expired = [], [], threading.Event()
 
     def kill_all():
@@ -833,7 +809,7 @@ def write_json(path: Path, report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m egalib bench",
+        prog="python benchmarks/bench.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -843,4 +819,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # one sentence, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,5 +1,5 @@
 """The plain path: a training loop in the style of the CRD code base (RepDistiller), written
-here, against which `egalib.bench` measures egalib's loop for speed and accuracy.
+here, against which `bench.py` measures egalib's loop for speed and accuracy.
 
 A torch `Dataset` of HWC uint8 arrays makes PIL images and augments them with torchvision
 transforms in `DataLoader` workers (student: RandomCrop with padding, RandomHorizontalFlip,
@@ -16,11 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import losses, models
-from .config import RunConfig
-from .data import Dataset, ViewSpec
-from .graph import EmbeddingHead
-from .models.teachers import TEACHER_DIR
+from egalib import losses, models
+from egalib.config import RunConfig
+from egalib.datasets import Dataset
+from egalib.models import EmbeddingHead
+from egalib.models.teachers import TEACHER_DIR
+from egalib.train import fit, lr_schedule, prepare_data
+from egalib.views import ViewSpec, eval_view, student_view
 
 REFERENCE_METHODS = ("vanilla", "ega")  # what ReferenceModel.step computes: CE + beta * EGA
 
@@ -94,10 +96,9 @@ class ReferenceDataset(torch.utils.data.Dataset):
 
 def reference_dataset(data: Dataset, teacher: models.Teacher, padding: int = 4):
     """The reference loop's dataset over `data`'s training images, normalised as egalib's views."""
-    from .train import student_view_spec
-
     student_tf, teacher_tf = reference_transforms(
-        data.image_size, student_view_spec(data, teacher), teacher.view, padding
+        data.image_size, student_view(data.image_size, data.channels, teacher.view),
+        teacher.view, padding,
     )
     images = data.train_images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     labels = data.train_labels.cpu().numpy()
@@ -152,10 +153,6 @@ class ReferenceModel:
 def reference_accuracy(config: RunConfig, data: Dataset, epochs: int, workers: int) -> float:
     """Test top-1 of the reference loop trained on `data` for `epochs` epochs with egalib's
     learning-rate schedule: the plain path that egalib's fast path must match in accuracy."""
-    from .data import eval_view
-    from .probe import lr_schedule
-    from .train import student_view_spec
-
     model = ReferenceModel(config, data, torch.device(config.device),
                            teacher_pretrained(config.teacher))  # fmt: skip
     schedule = lr_schedule(model.optimizer, epochs)
@@ -174,7 +171,7 @@ def reference_accuracy(config: RunConfig, data: Dataset, epochs: int, workers: i
         schedule.step()
     model.student.eval()
     model.student_head.eval()
-    view = student_view_spec(data, model.teacher)
+    view = student_view(data.image_size, data.channels, model.teacher.view)
     with torch.no_grad():
         logits = torch.cat([model.student_head(model.student(eval_view(chunk, view)))[1]
                             for chunk in data.test_images.split(500)])  # fmt: skip
@@ -185,8 +182,6 @@ def compare_accuracy(method: str, epochs: int, workers: int, device: str, seed: 
                      capture: bool = False, profile: str = "demo") -> dict:  # fmt: skip
     """egalib's loop (`fit`) and the reference loop, same data (the profile's: the demo's by
     default), method, seed and epochs."""
-    from .train import fit, prepare_data
-
     config = RunConfig.from_profile(profile, method=method, protocol="joint", epochs=epochs,
                                     device=device, seed=seed)  # fmt: skip
     with tempfile.TemporaryDirectory() as runs:

@@ -6,11 +6,11 @@ folder is not finished yet (finished folders are skipped, interrupted ones resum
 
 import pandas as pd
 
-from .config import RunConfig
+from ..config import RunConfig
 from .paper import paper_results
 
 TABLES = ("architectures", "datasets", "supervised-teachers")
-STUDENT_LR = {"shufflenetv1": 0.01}  # METHOD.md: lr 0.05, 0.01 for ShuffleNetV1
+STUDENT_LR = {"shufflenetv1": 0.01}  # docs/method.md: lr 0.05, 0.01 for ShuffleNetV1
 
 # The poster lost the method names of the supervised-teacher table. Its eight rows are read in
 # the order of the other tables without IRG (KD, FitNet, PKT, RKD, NCE, CRD, CCL, EGA): an

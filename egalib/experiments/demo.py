@@ -3,13 +3,13 @@
 import time
 from pathlib import Path
 
-from .config import RunConfig
-from .methods import METHODS
-from .models.teachers import teacher_card
-from .runs import atomic_write_text
-from .train import fit
+from ..config import RunConfig
+from ..files import atomic_write_text
+from ..methods import METHODS
+from ..models.teachers import teacher_card
+from ..train import fit
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 class NotebookError(RuntimeError):

@@ -12,8 +12,9 @@ time); a job that raises writes its traceback to runs/<name>/error.txt. A cell i
     running   the marker's job is alive (a local pid, or a Slurm job not in a terminal state);
     missing   no marker (a checkpoint left by an earlier run is resumed when it is dispatched).
 
-A job killed by the scheduler (pre-emption, time limit) gets submitit's signal; `CellJob` is
-`Checkpointable`, so submitit requeues the same callable, and `fit` resumes from checkpoint.pt.
+A job killed by the scheduler (pre-emption, time limit) gets submitit's signal; `CellJob` has
+submitit's `checkpoint()`, so submitit requeues the same callable, and `fit` resumes from
+checkpoint.pt.
 """
 
 import json
@@ -28,11 +29,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import submitit
-from submitit.core.utils import JobPaths
-
-from .config import RunConfig
-from .runs import Run, atomic_write_text
+from ..config import RunConfig
+from ..files import atomic_write_text
+from ..runs import Run
 
 EXECUTORS = ("local", "slurm")
 STATES = ("finished", "running", "failed", "missing")
@@ -57,11 +56,12 @@ class SlurmOptions:
     max_requeues: int = 10  # time-outs a job may be requeued after (pre-emptions are free)
 
 
-class CellJob(submitit.helpers.Checkpointable):
+class CellJob:
     """Train one cell: `fit` it, writing error.txt on failure.
 
-    On pre-emption or time-out submitit calls `checkpoint()`, which resubmits this same callable:
-    `fit` finds checkpoint.pt in the run folder and carries on from the last finished epoch.
+    On pre-emption or time-out submitit calls `checkpoint()` (it looks for the method), which
+    resubmits this same callable: `fit` finds checkpoint.pt in the run folder and carries on
+    from the last finished epoch.
     """
 
     def __init__(self, config: RunConfig, on_epoch_end: Callable[[int, dict], None] | None = None):
@@ -73,7 +73,7 @@ class CellJob(submitit.helpers.Checkpointable):
         return Path(self.config.runs_dir) / self.config.run_name
 
     def __call__(self) -> str:
-        from .train import fit
+        from ..train import fit
 
         (self.path / ERROR).unlink(missing_ok=True)
         done, epochs = epochs_done(self.path), self.config.epochs
@@ -93,7 +93,9 @@ class CellJob(submitit.helpers.Checkpointable):
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, row)
 
-    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
         print(f"{self.config.run_name}: interrupted; requeued to resume from its checkpoint",
               flush=True)  # fmt: skip
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
@@ -167,6 +169,8 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     cannot be asked (no Slurm on this machine)."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
+    import submitit
+
     watcher = submitit.SlurmJob.watcher
     for job_id in job_ids:
         watcher.register_job(str(job_id))
@@ -174,9 +178,14 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return {job_id: watcher.get_state(str(job_id), mode="cache") for job_id in job_ids}
 
 
-def _job_paths(marker: dict) -> JobPaths | None:
+def _job_paths(marker: dict):
+    """submitit's paths of a marker's job logs, or None."""
     folder = marker.get("log_folder")
-    return JobPaths(folder, str(marker["job_id"]), 0) if folder else None
+    if not folder:
+        return None
+    from submitit.core.utils import JobPaths  # a log folder is written only by submitit's jobs
+
+    return JobPaths(folder, str(marker["job_id"]), 0)
 
 
 def _job_alive(marker: dict, states: dict[str, str]) -> tuple[bool | None, str]:
@@ -296,6 +305,8 @@ def _prepare(config: RunConfig) -> RunConfig:
 def make_executor(folder: Path, cluster: str, options: SlurmOptions, name: str):
     """A submitit executor writing its logs to `folder`: `slurm`, or `local` (submitit's local
     executor: the same jobs, signals and requeuing, as processes on this machine)."""
+    import submitit  # the [cluster] extra
+
     executor = submitit.AutoExecutor(
         folder=folder, cluster=cluster,
         slurm_max_num_timeout=options.max_requeues, local_max_num_timeout=options.max_requeues,

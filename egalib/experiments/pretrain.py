@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import models
-from .data import load_dataset
-from .probe import linear_probe_accuracy
-from .runs import atomic_torch_save, atomic_write_text
-from .train import device_name
+from .. import models
+from ..datasets import Dataset, load_dataset
+from ..files import atomic_torch_save, atomic_write_text
+from ..models import EmbeddingHead, Teacher
+from ..train import train_head
+from . import device_name
 
 
 def ssl_views(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -157,8 +158,8 @@ def train_supervised_teacher(
 ) -> dict:  # fmt: skip
     """WRN-40-2 on CIFAR-100 with labels (the CRD code base's recipe: the paper profile's SGD
     schedule, no teacher), trained as an ordinary run, then saved as a teacher's weights."""
-    from .config import RunConfig
-    from .train import fit
+    from ..config import RunConfig
+    from ..train import fit
 
     config = RunConfig.from_profile(
         "paper", method="vanilla", teacher="none", student="wrn-40-2", dataset="cifar100",
@@ -180,3 +181,20 @@ def train_supervised_teacher(
     atomic_torch_save(encoder, out_dir / f"{name}.pt")
     atomic_write_text(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     return card
+
+
+@torch.no_grad()
+def head_accuracy(head: EmbeddingHead, features: torch.Tensor, labels: torch.Tensor) -> float:
+    return (head(features)[1].argmax(1) == labels).float().mean().item()
+
+
+def linear_probe_accuracy(
+    teacher: Teacher, data: Dataset, epochs: int, embed_dim: int = 256, seed: int = 0
+) -> float:
+    """Test top-1 of a head trained on the frozen teacher's features of `data`'s training set."""
+    torch.manual_seed(seed)
+    device = data.train_images.device
+    teacher = teacher.to(device)
+    head = EmbeddingHead(teacher.feature_dim, embed_dim, data.num_classes).to(device)
+    train_head(head, teacher.encode_all(data.train_images), data.train_labels, epochs, seed)
+    return head_accuracy(head, teacher.encode_all(data.test_images), data.test_labels)

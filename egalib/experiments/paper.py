@@ -6,7 +6,7 @@ Its `protocol` column says `sequential` (teacher head trained first: egalib's `p
 
 import pandas as pd
 
-from .data import REPO_DATA
+from ..files import REPO_DATA
 
 PROTOCOLS = {"sequential": "pretrained", "simultaneous": "joint"}
 

@@ -1,6 +1,6 @@
 """The CRD transfer protocol: a linear classifier on a frozen student's features.
 
-METHOD.md leaves open how the paper obtained its STL-10 and Tiny-ImageNet numbers. egalib's
+docs/method.md leaves open how the paper obtained its STL-10 and Tiny-ImageNet numbers. egalib's
 default is direct training on those datasets; this module gives the other reading, CRD's: take a
 student distilled on CIFAR-100, freeze it, and train a linear classifier on its features of the
 new dataset, with images resized to the student's 32 pixels.
@@ -9,12 +9,13 @@ new dataset, with images resized to the student's 32 pixels.
 import json
 from pathlib import Path
 
-from . import models
-from .data import load_dataset
-from .models.teachers import Teacher
-from .probe import linear_probe_accuracy
-from .runs import Run, atomic_write_text
-from .train import resolve_device
+from .. import models
+from ..datasets import load_dataset
+from ..files import atomic_write_text
+from ..models import Teacher
+from ..runs import Run
+from ..train import resolve_device
+from .pretrain import linear_probe_accuracy
 
 
 def frozen_student(run: Run, image_size: int = 32) -> Teacher:

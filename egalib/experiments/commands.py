@@ -1,0 +1,172 @@
+"""The experiments' commands of `python -m egalib`: pretrain-teacher, train-teacher, demo,
+reproduce, status, transfer and bench. Each imports what it runs only when it runs."""
+
+import argparse
+import json
+import runpy
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .. import methods
+from ..config import PROFILES, PROTOCOLS
+from ..datasets import DATASETS
+from ..models.teachers import TEACHER_DIR
+from .cluster import EXECUTORS, SlurmOptions
+from .pretrain import PretrainConfig
+from .reproduce import TABLES
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
+
+
+def cmd_pretrain_teacher(args) -> None:
+    from .pretrain import pretrain_teacher
+
+    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
+    print(json.dumps(pretrain_teacher(cfg, Path(args.out), args.device), indent=2))
+
+
+def cmd_train_teacher(args) -> None:
+    from .pretrain import train_supervised_teacher
+
+    card = train_supervised_teacher(epochs=args.epochs, device=args.device, runs_dir=args.runs_dir)
+    print(json.dumps(card, indent=2))
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.profile, args.methods, args.runs_dir)
+
+
+def cmd_reproduce(args) -> None:
+    from .cluster import cell_status, dispatch
+    from .demo import run_notebooks
+    from .reproduce import table_configs
+
+    if (args.table is None) == (args.profile is None):
+        raise ValueError(
+            "reproduce needs exactly one of --table (train a table's cells) or --profile "
+            "(execute the notebooks 01-05 at that size); see `python -m egalib reproduce -h`."
+        )
+    if args.profile is not None:
+        run_notebooks(args.profile, args.runs_dir)
+        return
+    overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs,
+                 "capture": args.capture or None}  # fmt: skip
+    configs = table_configs(args.table, args.protocol, args.only, **overrides)
+    labels = {"missing": "to run", "failed": "to rerun"}  # running cells are left alone
+    for row in cell_status(configs).itertuples():
+        state = labels.get(row.state, row.state)
+        print(f"{state:9} {row.teacher:14} {row.student:13} {row.dataset:13} "
+              f"{row.method:9} {row.protocol:10} {Path(args.runs_dir) / row.run_name}")  # fmt: skip
+    print(f"{len(configs)} cells of table {args.table!r}")
+    if args.dry_run:
+        return
+    options = SlurmOptions(
+        partition=args.partition, gpus=args.gpus, time_min=args.time, mem_gb=args.mem,
+        cpus=args.cpus, max_requeues=args.max_requeues,
+    )  # fmt: skip
+    dispatch(configs, args.executor, args.parallel, options)
+
+
+def cmd_status(args) -> None:
+    from .cluster import cell_status, status_lines
+    from .reproduce import table_configs
+
+    overrides = {"runs_dir": args.runs_dir, "epochs": args.epochs}
+    for table in args.table or TABLES:
+        frame = cell_status(table_configs(table, args.protocol, args.only, **overrides))
+        print(f"table {table!r}: {len(frame)} cells, run folders under {args.runs_dir}")
+        print("\n".join(status_lines(frame)))
+
+
+def cmd_transfer(args) -> None:
+    from .transfer import transfer
+
+    print(json.dumps(transfer(args.run, args.dataset, args.epochs, args.device), indent=2))
+
+
+def cmd_bench(args) -> None:
+    """The benchmark lives beside the library, in the repository's benchmarks/ folder."""
+    if not BENCHMARK.is_file():
+        raise FileNotFoundError(
+            f"the benchmark {BENCHMARK} is not here (an installed egalib has no benchmarks/); "
+            "run `python benchmarks/bench.py` from a clone of the repository."
+        )
+    sys.argv = [str(BENCHMARK), *args.bench_args]
+    sys.path.insert(0, str(BENCHMARK.parent))  # as `python benchmarks/bench.py` has it
+    runpy.run_path(str(BENCHMARK), run_name="__main__")
+
+
+def add_commands(sub, capture_help: str) -> None:
+    pre = sub.add_parser("pretrain-teacher", help="SimCLR-pretrain the embedded teacher")
+    for f in fields(PretrainConfig):
+        convert = type(f.default) if f.default is not None else int
+        pre.add_argument("--" + f.name.replace("_", "-"), type=convert, default=f.default)
+    pre.add_argument("--out", default=str(TEACHER_DIR))
+    pre.add_argument("--device", default="cpu")
+    pre.set_defaults(func=cmd_pretrain_teacher)
+
+    teach = sub.add_parser("train-teacher", help="train WRN-40-2 on CIFAR-100 as a teacher")
+    teach.add_argument("--epochs", type=int, default=240)
+    teach.add_argument("--device", default="auto")
+    teach.add_argument("--runs-dir", default="runs")
+    teach.set_defaults(func=cmd_train_teacher)
+
+    demo = sub.add_parser("demo", help="the embedded default, end to end, with a table")
+    demo.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    demo.add_argument("--methods", nargs="+", default=list(methods.METHODS),
+                      choices=list(methods.METHODS), metavar="METHOD")  # fmt: skip
+    demo.add_argument("--runs-dir", default="runs")
+    demo.set_defaults(func=cmd_demo)
+
+    reproduce = sub.add_parser("reproduce", help="train the cells of one of the paper's tables")
+    reproduce.add_argument("--table", choices=TABLES, help="train the cells of this table")
+    reproduce.add_argument("--profile", choices=sorted(PROFILES),
+                           help="execute the notebooks in order at this size")  # fmt: skip
+    add_cell_flags(reproduce)
+    reproduce.add_argument("--device", default="auto")
+    reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
+    reproduce.add_argument("--capture", action="store_true", help=capture_help)
+    reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
+    reproduce.add_argument("--executor", choices=EXECUTORS, default="local",
+                           help="local: train here, --parallel at a time; slurm: one job per "
+                                "cell, logs in runs/<name>/slurm/")  # fmt: skip
+    slurm = reproduce.add_argument_group("Slurm jobs (--executor slurm)")
+    slurm.add_argument("--partition", default=SlurmOptions.partition)
+    slurm.add_argument("--gpus", type=int, default=SlurmOptions.gpus, help="GPUs per job")
+    slurm.add_argument("--time", type=int, default=SlurmOptions.time_min,
+                       help="minutes per job; a longer run is requeued and resumes")  # fmt: skip
+    slurm.add_argument("--mem", type=int, default=SlurmOptions.mem_gb, help="GB per job")
+    slurm.add_argument("--cpus", type=int, default=SlurmOptions.cpus, help="CPUs per job")
+    slurm.add_argument("--max-requeues", type=int, default=SlurmOptions.max_requeues,
+                       help="time-outs after which a job is still requeued")  # fmt: skip
+    reproduce.set_defaults(func=cmd_reproduce)
+
+    status = sub.add_parser("status", help="each cell: finished, running, failed or missing")
+    status.add_argument("--table", nargs="+", choices=TABLES, help="these tables (default: all)")
+    add_cell_flags(status)
+    status.set_defaults(func=cmd_status)
+
+    move = sub.add_parser("transfer", help="linear classifier on a frozen student (CRD protocol)")
+    move.add_argument("--run", required=True, help="a finished run folder (e.g. on cifar100)")
+    move.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    move.add_argument("--epochs", type=int, default=240)
+    move.add_argument("--device", default="auto")
+    move.set_defaults(func=cmd_transfer)
+
+    bench = sub.add_parser(
+        "bench", add_help=False, help="images/s of egalib's loop against a reference loop "
+        "(benchmarks/bench.py; `bench --help` lists its flags)",
+    )  # fmt: skip
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+
+
+def add_cell_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that pick a table's cells and where their run folders are."""
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default=None)
+    p.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods")
+    p.add_argument("--epochs", type=int, default=None, help="override the 240 epochs")
+    p.add_argument("--runs-dir", default="runs")

@@ -1,0 +1,101 @@
+"""The two augmented views of a batch, made on the training device.
+
+Each batch of uint8 (B, C, H, W) images gets a student view and a teacher view with independent
+crops and flips (docs/method.md): RandomCrop with zero padding at the native size, a bicubic
+resize to the network's input size, a horizontal flip, normalisation. No DataLoader, no PIL.
+"""
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # both views of the paper's setting
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """RandomCrop(size, padding) per sample, zero fill, for a batch (B, C, H, W) of any dtype."""
+    if padding == 0:
+        return images
+    b, _, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,), device=images.device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b,), device=images.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Horizontal flip of each sample with probability 1/2."""
+    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How one network sees an image: size, channels and normalisation."""
+
+    size: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 or float [0,255] images -> resized, channel-matched, normalised float."""
+        x = images.float().div_(255)
+        if x.shape[1] != self.channels:
+            if x.shape[1] != 1:
+                raise ValueError(
+                    f"cannot feed {x.shape[1]}-channel images to a {self.channels}-channel "
+                    "network; use a dataset or model with matching channels."
+                )
+            x = x.expand(-1, self.channels, -1, -1)
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+            x = x.clamp_(0, 1)
+        mean = _channel_values(self.mean, x.device, x.dtype)
+        std = _channel_values(self.std, x.device, x.dtype)
+        return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_values(values: tuple[float, ...], device: torch.device, dtype: torch.dtype):
+    """(1, C, 1, 1) per-channel constants, copied to the device once, not in every step."""
+    return torch.tensor(values, device=device, dtype=dtype)[None, :, None, None]
+
+
+def student_view(image_size: int, channels: int, teacher: ViewSpec | None = None) -> ViewSpec:
+    """The student sees the dataset's native size and channels, normalised like the teacher
+    (both views with the teacher's statistics); without a teacher, with CLIP's for colour images
+    and Fashion-MNIST's for grey ones. Statistics of another channel count are averaged."""
+    if teacher is None:
+        colour = channels == 3
+        mean, std = (CLIP_MEAN, CLIP_STD) if colour else (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    else:
+        mean, std = teacher.mean, teacher.std
+    if len(mean) != channels:
+        mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+    return ViewSpec(image_size, channels, mean, std)
+
+
+def train_view(
+    images: torch.Tensor, spec: ViewSpec, generator: torch.Generator, padding: int = 4
+) -> torch.Tensor:
+    """RandomCrop(padding) at the native size -> resize to spec.size -> flip -> normalise.
+
+    This is the student view (resize is a no-op at the native size) and the teacher view (for
+    CLIP: crop at 32 px, bicubic resize to 224, flip), each drawn independently.
+    """
+    cropped = random_crop(images, padding, generator)
+    return spec.finish(random_flip(cropped, generator))
+
+
+def eval_view(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """No augmentation: resize and normalise only."""
+    return spec.finish(images)
