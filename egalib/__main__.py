@@ -15,10 +15,8 @@ from .datasets import DATASETS
 TRAIN_FLAGS = ("method", "teacher", "student", "dataset", "protocol", "epochs", "batch_size",
                "lr", "embed_dim", "gamma", "alpha", "beta", "kd_temperature", "probe_epochs",
                "train_size", "test_size", "seed", "device", "runs_dir", "name")  # fmt: skip
-CAPTURE_HELP = (
-    "capture the step: one CUDA graph of the whole step on a GPU, replayed for each full batch; "
-    "torch.compile of the student on a CPU"
-)
+CAPTURE_HELP = ("capture the step: one CUDA graph of the whole step on a GPU, replayed for each "
+                "full batch; torch.compile of the student on a CPU")  # fmt: skip
 
 
 def cmd_list(args) -> None:

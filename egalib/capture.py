@@ -5,7 +5,7 @@ by one; a replayed graph is one launch. It knows of the trainer only what the gr
 """
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -21,7 +21,7 @@ class CapturedStep:
     `preserved()`, which restores the trainer's whole state, so the run trains as if they had not
     happened. What the graph reads is made static first: the batch's index (copied in before each
     replay), the learning rates (tensors the schedule updates in place), the momentum buffers
-    (made now, zero, as SGD's first step assumes) and the generator (registered, so each replay
+    (made now, zero, as SGD's first step assumes) and the generators (registered, so each replay
     draws new crops and flips). The .grad tensors belong to the graph; each replay rewrites them.
     """
 
@@ -29,7 +29,8 @@ class CapturedStep:
 
     def __init__(
         self, step: Step, index: torch.Tensor, optimizers: list[torch.optim.Optimizer],
-        generator: torch.Generator, preserved: Callable[[], contextlib.AbstractContextManager],
+        generators: Sequence[torch.Generator],
+        preserved: Callable[[], contextlib.AbstractContextManager],
     ):  # fmt: skip
         self.step, self.index = step, index.clone()
         with preserved(), side_stream(index.device):
@@ -39,7 +40,7 @@ class CapturedStep:
             make_static(optimizer)
             optimizer.zero_grad(set_to_none=True)
         try:
-            self.replay = record_graph(self.recorded_step, generator)
+            self.replay = record_graph(self.recorded_step, generators)
         except RuntimeError as error:  # e.g. an operation that CUDA cannot record
             reason = first_line(error) or type(error).__name__
             raise RuntimeError(
@@ -70,12 +71,12 @@ def side_stream(device: torch.device):
 
 
 def record_graph(
-    run: Callable[[], None], generator: torch.Generator | None = None
+    run: Callable[[], None], generators: Sequence[torch.Generator] = ()
 ) -> Callable[[], None]:
-    """Record `run` as a CUDA graph (drawing from `generator`, if it draws random numbers) and
+    """Record `run` as a CUDA graph (drawing from `generators`, if it draws random numbers) and
     return the graph's replay. Recording does not execute the kernels: the first replay does."""
     graph = torch.cuda.CUDAGraph()
-    if generator is not None:
+    for generator in generators:
         graph.register_generator_state(generator)
     with torch.cuda.graph(graph):
         run()

@@ -1,7 +1,5 @@
-"""RunConfig: every choice of one training run, validated when it is made.
-
-A profile (`smoke`, `demo`) is only a set of RunConfig values: nothing else branches on it.
-"""
+"""RunConfig: every choice of one training run, validated when it is made. A profile (`smoke`,
+`demo`, `paper`) is only a set of RunConfig values: nothing else branches on it."""
 
 import hashlib
 import json

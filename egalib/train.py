@@ -28,7 +28,7 @@ from .config import NO_TEACHER, RunConfig
 from .datasets import Dataset, load_dataset
 from .methods import DistillInputs
 from .models import EmbeddingHead
-from .runs import Run
+from .runs import CheckpointError, Run
 from .views import eval_view, student_view, train_view
 
 MILESTONES = (150 / 240, 180 / 240, 210 / 240)  # the lr decay points of docs/method.md
@@ -51,10 +51,8 @@ def lr_schedule(
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
 
 
-def train_head(
-    head: EmbeddingHead, features: torch.Tensor, labels: torch.Tensor, epochs: int,
-    seed: int = 0, lr: float = 0.01, batch_size: int = 64,
-) -> EmbeddingHead:  # fmt: skip
+def train_head(head: EmbeddingHead, features: torch.Tensor, labels: torch.Tensor, epochs: int,
+               seed: int = 0, lr: float = 0.01, batch_size: int = 64) -> EmbeddingHead:  # fmt: skip
     """A linear probe: the head trained by SGD (momentum 0.9, weight decay 5e-4, `lr_schedule`)
     on frozen features. The features are those of un-augmented images, computed once, so a probe
     costs one pass of the teacher however many epochs it runs."""
@@ -71,6 +69,19 @@ def train_head(
             optimizer.step()
         schedule.step()
     return head.eval()
+
+
+STREAMS = ("order", "student_view", "teacher_view", "method")  # one random stream per use
+Streams = dict[str, torch.Generator]
+
+
+def random_streams(seed: int, device: torch.device) -> Streams:
+    """One generator per use of random numbers (stream i of seed s starts at 4 s + i): what one
+    method draws never moves what another sees. For one seed every method trains on the same
+    batches and views, vanilla (which may skip the teacher view) included; "method" serves a
+    method's own sampling (CRD's negatives)."""
+    make = lambda i: torch.Generator(device=device).manual_seed(len(STREAMS) * seed + i)
+    return {name: make(i) for i, name in enumerate(STREAMS)}
 
 
 class Distillation(nn.Module):
@@ -113,7 +124,7 @@ class Distillation(nn.Module):
 
 def training_step(
     model: Distillation, optimizers: list[torch.optim.Optimizer], images: torch.Tensor,
-    labels: torch.Tensor, index: torch.Tensor, generator: torch.Generator,
+    labels: torch.Tensor, index: torch.Tensor, streams: Streams,
     use_teacher: bool, mark: Mark = no_mark,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One step: views -> teacher -> student -> loss terms -> backward -> SGD.
@@ -124,8 +135,10 @@ def training_step(
     frozen head); `mark` is called after each part, for a benchmark's clock."""
     m, pad, joint = model.method, model.config.padding, len(optimizers) > 1
     model.train()
-    student_in = train_view(images, model.student_view, generator, pad)
-    teacher_in = train_view(images, model.teacher.view, generator, pad) if use_teacher else None
+    student_in = train_view(images, model.student_view, streams["student_view"], pad)
+    teacher_in = None
+    if use_teacher:
+        teacher_in = train_view(images, model.teacher.view, streams["teacher_view"], pad)
     mark("data")
     if use_teacher:
         xt, logits_t = model.forward_teacher(teacher_in)
@@ -140,7 +153,7 @@ def training_step(
         loss = loss + m.alpha * terms["kd"]
     if m.loss is not None:
         inputs = DistillInputs(xs, xt.detach(), logits_s, logits_t.detach(), labels, index,
-                               model.method_module, generator)  # fmt: skip
+                               model.method_module, streams["method"])  # fmt: skip
         terms["distill"], logged = m.term(inputs, model.options)
         loss = loss + m.beta * terms["distill"]
         terms.update(logged)
@@ -159,7 +172,7 @@ def training_step(
 
 
 class Trainer:
-    """Owns the optimisers, schedule and generator around a Distillation, and steps it."""
+    """Owns the optimisers, schedule and random streams around a Distillation, and steps it."""
 
     def __init__(self, config: RunConfig, data: Dataset, device: torch.device,
                  teacher: models.Teacher | None = None):  # fmt: skip
@@ -195,7 +208,7 @@ class Trainer:
             head.requires_grad_(False)
         # vanilla with a frozen teacher head: the teacher would only be run to be logged
         self.use_teacher = self.joint or self.model.method.uses_teacher
-        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.streams = random_streams(config.seed, device)
         self.test_teacher_features = None  # the frozen teacher's test features, made once
 
     def fit_teacher_head(self) -> None:
@@ -213,24 +226,23 @@ class Trainer:
         return [self.optimizer] + ([self.teacher_optimizer] if self.joint else [])
 
     def step(self, index: torch.Tensor, mark: Mark = no_mark) -> dict[str, torch.Tensor]:
-        """One training step on the samples at `index`; its terms, still on the device. With
-        `capture` on CUDA, batches of the configured size replay the recorded step (whose parts
-        cannot be marked; it needs no train() call: its kernels are those of training mode)."""
+        """One step on the samples at `index`; its terms, on the device. With `capture` on CUDA,
+        full batches replay the recorded step (no marks; its kernels are training mode's)."""
         if not self.capture or len(index) != self.config.batch_size:
             return self.eager_step(index, mark)
         if self.captured is None:
             self.captured = CapturedStep(self.eager_step, index, self.optimizers,
-                                         self.generator, self.preserved)  # fmt: skip
+                                         list(self.streams.values()), self.preserved)  # fmt: skip
         return self.captured(index)
 
     def eager_step(self, index: torch.Tensor, mark: Mark = no_mark) -> dict[str, torch.Tensor]:
         images, labels = self.data.train_images[index], self.data.train_labels[index]
         return training_step(self.model, self.optimizers, images, labels, index,
-                             self.generator, self.use_teacher, mark)  # fmt: skip
+                             self.streams, self.use_teacher, mark)  # fmt: skip
 
     @contextlib.contextmanager
     def preserved(self):
-        """The block's changes to weights, BN statistics, optimisers, schedule, generator and
+        """The block's changes to weights, BN statistics, optimisers, schedule, streams and
         CRD's banks are undone when it ends (the warm-up of a captured step)."""
         saved = copy.deepcopy(self.state(0, []))
         yield
@@ -239,7 +251,7 @@ class Trainer:
     def train_epoch(self, progress: bool = False, desc: str = "") -> dict[str, float]:
         """One pass over the training set in random batches (last partial batch dropped)."""
         n, b = len(self.data.train_labels), self.config.batch_size
-        order = torch.randperm(n, device=self.device, generator=self.generator)
+        order = torch.randperm(n, device=self.device, generator=self.streams["order"])
         batches = order[: n - n % b].view(-1, b) if n >= b else order[None]
         sums = self.sum_steps(batches, progress, desc)
         self.schedule.step()
@@ -294,24 +306,28 @@ class Trainer:
             "optimizer": optimizer_state(self.optimizer),
             "teacher_optimizer": optimizer_state(self.teacher_optimizer) if self.joint else {},
             "schedule": self.schedule.state_dict(),
-            "generator": self.generator.get_state(),
+            "streams": {name: g.get_state() for name, g in self.streams.items()},
             "student_view": asdict(self.model.student_view),  # how the student saw images
         }
 
     def load_state(self, state: dict) -> tuple[int, list[dict]]:
+        if "streams" not in state:
+            raise CheckpointError("the checkpoint was written by an egalib that drew every random "
+                                  "number from one stream; delete checkpoint.pt to rerun the run.")
         self.captured = None  # a recorded step holds the old optimiser state: record anew
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.joint:
             self.teacher_optimizer.load_state_dict(state["teacher_optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.generator.set_state(state["generator"])
+        for name, g in self.streams.items():
+            g.set_state(state["streams"][name])
         return state["epoch"], state["history"]
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """The optimiser's state_dict with float learning rates, whether or not a captured step made
-    them tensors: a checkpoint does not depend on how its run was executed."""
+    """The state_dict with float learning rates (a captured step makes them tensors): a checkpoint
+    does not depend on how its run was executed."""
     state = optimizer.state_dict()
     for group in state["param_groups"]:
         group["lr"] = float(group["lr"])
@@ -320,8 +336,7 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
 
 def graph_terms_by_batch(xs: torch.Tensor, xt: torch.Tensor, batch_size: int) -> dict[str, float]:
     """Mean L_node and L_edge over consecutive test batches of the training batch size."""
-    groups = len(xs) // batch_size
-    if groups == 0:
+    if (groups := len(xs) // batch_size) == 0:
         return {}
     pairs = zip(xs.split(batch_size)[:groups], xt.split(batch_size)[:groups])
     terms = torch.stack([torch.stack(losses.ega_terms(s, t)) for s, t in pairs])

@@ -71,12 +71,11 @@ def _channel_values(values: tuple[float, ...], device: torch.device, dtype: torc
 
 
 def student_view(image_size: int, channels: int, teacher: ViewSpec | None = None) -> ViewSpec:
-    """The student sees the dataset's native size and channels, normalised like the teacher
-    (both views with the teacher's statistics); without a teacher, with CLIP's for colour images
-    and Fashion-MNIST's for grey ones. Statistics of another channel count are averaged."""
+    """The dataset's native size and channels, normalised like the teacher; without one, like
+    CLIP for colour images and Fashion-MNIST for grey ones (other channel counts: averaged)."""
     if teacher is None:
-        colour = channels == 3
-        mean, std = (CLIP_MEAN, CLIP_STD) if colour else (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+        grey = (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+        mean, std = (CLIP_MEAN, CLIP_STD) if channels == 3 else grey
     else:
         mean, std = teacher.mean, teacher.std
     if len(mean) != channels:

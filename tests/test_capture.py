@@ -19,7 +19,7 @@ def cpu_stand_ins(monkeypatch) -> list[str]:
     """Record "recordings" and "replays" made through the stand-ins."""
     calls: list[str] = []
 
-    def record_graph(run, generator=None):
+    def record_graph(run, generators=()):
         calls.append("record")
 
         def replay():
@@ -50,12 +50,14 @@ def test_warm_up_before_recording_leaves_no_trace(smoke, monkeypatch):
     steps = []
     step = lambda index: steps.append(index.clone()) or trainer.eager_step(index)
     # three real steps on the CPU, then restored
-    CapturedStep(step, torch.arange(16), trainer.optimizers, trainer.generator, trainer.preserved)
+    CapturedStep(step, torch.arange(16), trainer.optimizers, [*trainer.streams.values()],
+                 trainer.preserved)
     assert len(steps) == CapturedStep.WARMUP_STEPS and torch.equal(steps[0], torch.arange(16))
     after = trainer.state(0, [])
     for key, value in before["model"].items():
         assert torch.equal(after["model"][key], value), key
-    assert torch.equal(after["generator"], before["generator"])
+    for name, state in before["streams"].items():
+        assert torch.equal(after["streams"][name], state), name
     for optimizer in trainer.optimizers:  # static: tensor learning rates, zero momentum
         for group in optimizer.param_groups:
             assert isinstance(group["lr"], torch.Tensor)
@@ -109,7 +111,7 @@ def test_other_batch_sizes_and_evaluation_run_eagerly(smoke, monkeypatch):
 def test_a_failed_recording_says_to_train_without_capture(smoke, monkeypatch):
     cpu_stand_ins(monkeypatch)
 
-    def record_graph(run, generator=None):
+    def record_graph(run, generators=()):
         raise RuntimeError("operation not permitted when stream is capturing\nCUDA details")
 
     monkeypatch.setattr("egalib.capture.record_graph", record_graph)
@@ -155,18 +157,18 @@ def cuda_trainer(smoke, **overrides) -> Trainer:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_replays_draw_new_random_numbers_like_eager_steps(smoke):
-    """The run's generator is registered with the graph: after three replays it stands where
-    three eager steps leave it (each replay drew its own crops, flips and CRD negatives), and
+    """The run's streams are registered with the graph: after three replays they stand where
+    three eager steps leave them (each replay drew its own crops, flips and CRD negatives), and
     the replayed steps' losses follow the eager steps'."""
     results = []
     for capture in (False, True):
         trainer = cuda_trainer(smoke, method="crd", capture=capture)
         batches = torch.arange(48, device="cuda").view(3, 16)
         losses = [trainer.step(index)["loss"].item() for index in batches]
-        results.append((losses, trainer.generator.get_state()))
+        results.append((losses, {k: g.get_state() for k, g in trainer.streams.items()}))
     (eager_losses, eager_state), (captured_losses, captured_state) = results
     assert trainer.captured is not None
-    assert torch.equal(captured_state, eager_state)
+    assert all(torch.equal(captured_state[k], eager_state[k]) for k in eager_state)
     np.testing.assert_allclose(captured_losses, eager_losses, rtol=2e-2)
 
 

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def egalib(*args, cwd=None):
@@ -67,11 +68,15 @@ def test_typed_options_train_crd_and_a_wrong_type_is_one_sentence(tmp_path):
     assert out.stderr.startswith("error: option tau='abc' of method 'nce' must be float")
 
 
-def test_list_options_shows_each_method_s_options_from_the_losses():
+def test_list_options_shows_each_method_s_options_and_docs_show_the_same():
     out = egalib("list", "--options")
     assert out.returncode == 0
     assert "  crd: embed_dim=128 (int) num_negatives=16384 (int) tau=0.07 (float)" in out.stdout
     assert "  ega-edge: node_weight=0.0 (float) edge_weight=0.24 (float)" in out.stdout
+    printed = [line for line in out.stdout.splitlines() if line.startswith("  ")]
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    block = docs.split("<!-- list-options -->\n```text\n", 1)[1].split("```", 1)[0]
+    assert block.splitlines() == printed
 
 
 def test_bench_entry_point_runs_the_benchmark_beside_the_library():

@@ -108,7 +108,7 @@ def reads_in_recorded_steps(trainer: Trainer, monkeypatch, batch: int) -> list[s
     which may read: it runs eagerly)."""
     seen: list[str] = []
 
-    def record_graph(run, generator=None):
+    def record_graph(run, generators=()):
         def watched():
             with host_reads() as reads:
                 run()

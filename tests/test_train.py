@@ -35,7 +35,7 @@ def test_every_method_trains_one_smoke_epoch(smoke, method):
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "vanilla"])
 def test_loss_decreases_on_a_fixed_batch(smoke, method):
-    """Twenty steps on one batch with the same views (the generator reset before each step),
+    """Twenty steps on one batch with the same views (the streams reset before each step),
     against a fixed teacher head (pretrained protocol: frozen; here left at its initial weights)."""
     config = smoke(method=method, protocol="pretrained", lr=0.01)
     device = torch.device("cpu")
@@ -43,7 +43,7 @@ def test_loss_decreases_on_a_fixed_batch(smoke, method):
     index = torch.arange(config.batch_size)
     seen = []
     for _ in range(20):
-        trainer.generator.manual_seed(0)
+        trainer.streams = train.random_streams(0, device)
         seen.append(trainer.step(index)["loss"].item())
     assert sum(seen[-3:]) / 3 < seen[0], seen
 
@@ -56,7 +56,7 @@ def test_distillation_gradients_never_reach_the_teacher_head(smoke):
     index = torch.arange(config.batch_size)
     images, labels = trainer.data.train_images[index], trainer.data.train_labels[index]
     terms = train.training_step(trainer.model, [trainer.optimizer], images, labels, index,
-                                trainer.generator, use_teacher=True)  # fmt: skip
+                                trainer.streams, use_teacher=True)  # fmt: skip
     assert {"kd", "distill", "node", "edge", "teacher_ce"} <= set(terms)
     assert all(p.grad is None for p in trainer.model.teacher_head.parameters())
     assert all(p.grad is not None for p in trainer.model.student_head.parameters())
@@ -198,3 +198,49 @@ def test_integer_options_reach_the_loss_as_integers(smoke):
     trainer = train.Trainer(config, train.prepare_data(config, device), device)
     assert trainer.model.method_module.num_negatives == 64
     assert trainer.model.method_module.memory_s.shape[1] == 16
+
+
+def test_methods_compared_with_one_seed_see_the_same_batches_and_views(smoke, monkeypatch):
+    """Paired runs: with one seed, vanilla (which skips the teacher view), EGA and CRD (which
+    draws negatives) train on the same batches in the same order and with the same student and
+    teacher views, because each use of random numbers has its own stream."""
+    seen, states, real_view = {}, {}, train.train_view
+    for method in ("vanilla", "ega", "crd"):
+        config = smoke(method=method, protocol="pretrained", epochs=2)
+        cpu = torch.device("cpu")
+        trainer = train.Trainer(config, train.prepare_data(config, cpu), cpu)
+        views = seen[method] = {"student": [], "teacher": []}
+
+        def recording(images, spec, generator, padding, trainer=trainer, views=views):
+            out = real_view(images, spec, generator, padding)
+            side = "student" if generator is trainer.streams["student_view"] else "teacher"
+            views[side].append(out.clone())
+            return out
+
+        monkeypatch.setattr(train, "train_view", recording)
+        for _ in range(2):
+            trainer.train_epoch()
+        states[method] = {k: g.get_state() for k, g in trainer.streams.items()}
+    steps = 2 * 128 // 32
+    assert len(seen["vanilla"]["student"]) == steps and seen["vanilla"]["teacher"] == []
+    for method in ("ega", "crd"):
+        for side in ("student", "teacher"):
+            assert len(seen[method][side]) == steps
+        for a, b in zip(seen[method]["student"], seen["vanilla"]["student"]):
+            assert torch.equal(a, b), method
+        for a, b in zip(seen[method]["teacher"], seen["ega"]["teacher"]):
+            assert torch.equal(a, b), method
+        for stream in ("order", "student_view"):
+            assert torch.equal(states[method][stream], states["vanilla"][stream])
+    assert not torch.equal(states["crd"]["method"], states["ega"]["method"])  # CRD drew its own
+
+
+def test_a_checkpoint_of_the_one_stream_format_is_refused_in_one_sentence(smoke):
+    config = smoke(method="ega", epochs=2)
+    run = train.fit(config, progress=False)
+    state = torch.load(run.path / "checkpoint.pt", weights_only=True)
+    state["generator"] = state.pop("streams")["order"]
+    cpu = torch.device("cpu")
+    trainer = train.Trainer(config, train.prepare_data(config, cpu), cpu)
+    with pytest.raises(CheckpointError, match="drew every random number from one stream"):
+        trainer.load_state(state)

@@ -1,14 +1,8 @@
 """Student backbones: images in, a pooled feature vector out (no classifier).
 
 The architectures follow the CRD code base (RepDistiller). With a plain 100-way linear classifier
-on their features they have exactly CRD's parameter counts:
-
-| name         | features | parameters |
-|--------------|----------|------------|
-| resnet8x4    | 256      | 1,233,540  |
-| shufflenetv1 | 960      | 949,258    |
-| vgg13        | 512      | 9,462,180  |
-| wrn-40-2     | 128      | 2,255,156  |
+on their features they have exactly CRD's parameter counts: resnet8x4 1,233,540 (256-d features),
+shufflenetv1 949,258 (960-d), vgg13 9,462,180 (512-d), wrn-40-2 2,255,156 (128-d).
 
 Pooling is adaptive, so any input size works (CRD hard-codes pool sizes for 32x32 inputs).
 """

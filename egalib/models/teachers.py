@@ -164,9 +164,7 @@ def clip(name: str, pretrained: bool = True) -> Teacher:
     import open_clip  # lazy: heavy, and only the paper profile needs it
 
     arch, tag = CLIP_MODELS[name]
-    tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
-    folder = cache_dir("clip")
-    checkpoint = None
+    tag_cfg, folder, checkpoint = open_clip.get_pretrained_cfg(arch, tag), cache_dir("clip"), None
     if pretrained:
         try:
             checkpoint = open_clip.download_pretrained(tag_cfg, cache_dir=str(folder))
@@ -181,8 +179,7 @@ def clip(name: str, pretrained: bool = True) -> Teacher:
     )  # fmt: skip
     visual = model.visual
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
-    mean = tag_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
-    std = tag_cfg.get("std", open_clip.OPENAI_DATASET_STD)
+    mean, std = tag_cfg.get("mean", CLIP_MEAN), tag_cfg.get("std", CLIP_STD)  # OpenAI's values
     return Teacher(visual, visual.output_dim, size, 3, mean, std)
 
 
@@ -201,16 +198,13 @@ def supervised(name: str, pretrained: bool = True) -> Teacher:
 
     arch, tag = SUPERVISED_MODELS[name]
     encoder = torchvision.models.get_model(arch, weights=None)
-    feature_dim = encoder.fc.in_features
-    encoder.fc = nn.Identity()
+    feature_dim, encoder.fc = encoder.fc.in_features, nn.Identity()
     if pretrained:
         weights = torchvision.models.get_model_weights(arch)[tag]
         folder, file = cache_dir("torchvision"), os.path.basename(weights.url)
         try:  # the file already in `folder` is used as is
-            state = torch.hub.load_state_dict_from_url(
-                weights.url, model_dir=str(folder), map_location="cpu", check_hash=True,
-                weights_only=True,
-            )  # fmt: skip
+            state = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(folder),
+                map_location="cpu", check_hash=True, weights_only=True)  # fmt: skip
         except Exception as error:
             fix = f"save {weights.url} into that folder"
             raise _missing(name, file, folder, error, fix) from None
