@@ -111,3 +111,24 @@ def final_numbers(histories: dict) -> pd.DataFrame:
             "test L_edge": last.get("test_edge", float("nan")),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def node_matrix_stats(xs, xt, labels, batch_size: int, seed: int = 0) -> dict[str, float]:
+    """What the node term meets, on random test batches of `batch_size`: the mean diagonal of
+    N_st (each image with its own teacher embedding), the mean off-diagonal N_st over pairs of
+    the same class and over pairs of other classes, and the mean number of same-class partners
+    per image per batch (the other images of its class in its batch)."""
+    xs, xt, labels = (torch.as_tensor(as_numpy(v)) for v in (xs, xt, labels))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    batches = order[: len(order) // batch_size * batch_size].view(-1, batch_size)
+    node = centre_and_normalise(xt[batches].double()) @ centre_and_normalise(
+        xs[batches].double()
+    ).transpose(1, 2)
+    same = labels[batches][:, :, None] == labels[batches][:, None, :]
+    own = torch.eye(batch_size, dtype=torch.bool).expand_as(same)
+    return {
+        "node_diagonal": node[own].mean().item(),
+        "node_same_class": node[same & ~own].mean().item(),
+        "node_other_class": node[~same].mean().item(),
+        "partners": (same & ~own).sum(-1).double().mean().item(),
+    }

@@ -111,10 +111,9 @@ class RunConfig:
 
     @classmethod
     def from_profile(cls, profile: str, **overrides) -> "RunConfig":
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}.")
         given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**PROFILES[profile], **given})
+        values = {k: v for k, v in _profile(profile).items() if k != "seeds"}
+        return cls(**{**values, **given})
 
     @property
     def run_name(self) -> str:
@@ -127,13 +126,25 @@ class RunConfig:
         return "_".join([*parts, f"e{self.epochs}", f"s{self.seed}", digest])
 
 
+def _profile(name: str) -> dict:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}.")
+    return PROFILES[name]
+
+
+def profile_seeds(name: str) -> tuple[int, ...]:
+    """The seeds a profile's comparisons repeat over: one run folder each."""
+    return tuple(_profile(name)["seeds"])
+
+
 PROFILES = {
     # seconds: what CI and the notebook tests run
     "smoke": dict(epochs=1, train_size=256, test_size=256, batch_size=32, embed_dim=64,
-                  probe_epochs=2, device="cpu"),
+                  probe_epochs=2, device="cpu", seeds=(0,)),
     # minutes on a 2-core CPU: the embedded default that `make demo` runs
-    "demo": dict(epochs=6, train_size=4000, batch_size=64, embed_dim=128, probe_epochs=60),
+    "demo": dict(epochs=6, train_size=4000, batch_size=64, embed_dim=128, probe_epochs=60,
+                 seeds=(0, 1, 2)),
     # hours on a CUDA GPU: docs/method.md's CIFAR-100 recipe; `reproduce` sets each cell's choices
     "paper": dict(teacher="clip-vit-b32", student="resnet8x4", dataset="cifar100", epochs=240,
-                  batch_size=64, lr=0.05, embed_dim=256, probe_epochs=240),
+                  batch_size=64, lr=0.05, embed_dim=256, probe_epochs=240, seeds=(0,)),
 }  # fmt: skip

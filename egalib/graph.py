@@ -36,10 +36,10 @@ def _check_features(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def centre_and_normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Rows centred by their mean over the features and scaled to unit length (norm >= eps):
+    """Rows (the last axis) centred over the features and scaled to unit length (norm >= eps):
     the dot product of two such rows is their Pearson correlation."""
-    x = x - x.mean(dim=1, keepdim=True)
-    return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
 class Graphs(NamedTuple):

@@ -350,10 +350,13 @@ def submit_cells(
     return jobs
 
 
-def run_local(configs: list[RunConfig], parallel: int = 1) -> list[str]:
-    """Train the pending cells here, `parallel` at a time in separate processes, each marked
-    with this process's pid while it waits or trains. A failing cell does not stop the others;
-    the failures are reported together at the end."""
+def run_local(
+    configs: list[RunConfig], parallel: int = 1, threads: int | None = None
+) -> list[str]:
+    """Train the pending cells here, `parallel` at a time in separate processes (with `threads`
+    torch threads each; None: torch's default), each marked with this process's pid while it
+    waits or trains. A failing cell does not stop the others; the failures are reported
+    together at the end."""
     todo = [_prepare(config) for config in pending(configs)]
     for config in todo:
         write_marker(Path(config.runs_dir) / config.run_name, "local", os.getpid())
@@ -366,7 +369,8 @@ def run_local(configs: list[RunConfig], parallel: int = 1) -> list[str]:
                 failures.append(f"{config.run_name}: {error}")
     else:
         context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-        with ProcessPoolExecutor(parallel, mp_context=context) as pool:
+        setup = {"initializer": set_threads, "initargs": (threads,)}
+        with ProcessPoolExecutor(parallel, mp_context=context, **setup) as pool:
             futures = {pool.submit(CellJob(config)): config for config in todo}
             for future in as_completed(futures):
                 if future.exception() is not None:
@@ -374,6 +378,15 @@ def run_local(configs: list[RunConfig], parallel: int = 1) -> list[str]:
     if failures:
         raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
     return [config.run_name for config in todo]
+
+
+def set_threads(threads: int | None) -> None:
+    """A worker's torch threads: two processes at one thread each train more images per second
+    on a 2-core CPU than one process at two."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def dispatch(

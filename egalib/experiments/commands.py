@@ -15,6 +15,7 @@ from ..models.teachers import TEACHER_DIR
 from .cluster import EXECUTORS, SlurmOptions
 from .pretrain import PretrainConfig
 from .reproduce import TABLES
+from .study import RESULTS
 
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
 
@@ -79,6 +80,14 @@ def cmd_status(args) -> None:
         frame = cell_status(table_configs(table, args.protocol, args.only, **overrides))
         print(f"table {table!r}: {len(frame)} cells, run folders under {args.runs_dir}")
         print("\n".join(status_lines(frame)))
+
+
+def cmd_study(args) -> None:
+    from .study import regime
+
+    table = regime(args.profile, args.seeds, args.runs_dir, args.parallel, Path(args.out))
+    print(table.drop(columns="run").round(3).to_string(index=False))
+    print(f"summary: {Path(args.out) / f'regime-{args.profile}.csv'}")
 
 
 def cmd_transfer(args) -> None:
@@ -148,6 +157,15 @@ def add_commands(sub, capture_help: str) -> None:
     status.add_argument("--table", nargs="+", choices=TABLES, help="these tables (default: all)")
     add_cell_flags(status)
     status.set_defaults(func=cmd_status)
+
+    study = sub.add_parser("study", help="when EGA helps: the regime study (batch size, beta)")
+    study.add_argument("name", choices=["regime"])
+    study.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    study.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    study.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
+    study.add_argument("--runs-dir", default="runs")
+    study.add_argument("--out", default=str(RESULTS), help="where the summary and card go")
+    study.set_defaults(func=cmd_study)
 
     move = sub.add_parser("transfer", help="linear classifier on a frozen student (CRD protocol)")
     move.add_argument("--run", required=True, help="a finished run folder (e.g. on cifar100)")

@@ -1,0 +1,100 @@
+"""When EGA helps: the regime study.
+
+EGA's node term asks each student embedding to correlate with its own teacher embedding and with
+no other one in the batch. When a batch holds many images of the same class (many same-class
+partners), that asks the student to tell apart images whose teacher embeddings are alike. The
+study trains vanilla, ega, ega-node and ega-edge at batch 8, 16, 32 and 64 (the learning rate
+scaled as 0.05 x B / 64) and EGA with several beta at batch 64, over paired seeds, and records
+for each run its test top-1 and what the node term met on test batches of its own size
+(`analysis.node_matrix_stats`). `python -m egalib study regime` writes one row per run to
+data/results/regime.csv and a card (command, commit, date, device) beside it.
+"""
+
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..config import RunConfig, profile_seeds
+from ..files import REPO_DATA, atomic_write_text
+from ..runs import Run
+from . import device_name
+from .cluster import run_local
+
+BATCHES = (8, 16, 32, 64)
+METHODS = ("vanilla", "ega", "ega-node", "ega-edge")
+BETAS = (0.03, 0.1, 0.3, 1.0)  # EGA's beta at batch 64; 1 is the method's default
+LR_AT_64 = 0.05  # docs/method.md's learning rate, for batch 64
+RESULTS = REPO_DATA / "results"
+SIZES = {"smoke": {"batches": (8, 16), "betas": (0.1, 1.0)}}  # seconds, for the tests
+
+
+def regime_configs(profile: str = "demo", seeds=None, runs_dir: str = "runs") -> list[RunConfig]:
+    """Every run of the study: methods x batch sizes x seeds, then EGA's beta sweep at 64."""
+    sizes = SIZES.get(profile, {})
+    batches, betas = sizes.get("batches", BATCHES), sizes.get("betas", BETAS)
+    seeds = seeds or profile_seeds(profile)
+    make = lambda b, **values: RunConfig.from_profile(
+        profile, batch_size=b, lr=LR_AT_64 * b / 64, runs_dir=runs_dir, **values
+    )
+    configs = [make(b, method=m, seed=s) for b in batches for m in METHODS for s in seeds]
+    sweep = [make(max(batches), method="ega", beta=beta, seed=s)
+             for beta in betas if beta != 1.0 for s in seeds]  # fmt: skip
+    return configs + sweep
+
+
+def run_row(config: RunConfig) -> dict:
+    """One finished run of the study as a row of the summary."""
+    run = Run(Path(config.runs_dir) / config.run_name)
+    from ..analysis import node_matrix_stats
+
+    e = run.load_embeddings()
+    stats = node_matrix_stats(e["xs"], e["xt"], e["labels"], config.batch_size, config.seed)
+    return {"method": config.method, "batch_size": config.batch_size, "lr": config.lr,
+            "beta": config.weights.beta, "seed": config.seed, "top1": run.metrics["top1"],
+            **stats, "run": config.run_name}  # fmt: skip
+
+
+def regime(profile: str = "demo", seeds=None, runs_dir: str = "runs", parallel: int = 2,
+           out: Path | None = RESULTS) -> pd.DataFrame:  # fmt: skip
+    """Train what is missing of the study (`parallel` processes at one thread each), then write
+    the summary (one row per run) and its card to `out` (None: write nothing)."""
+    began = time.time()
+    configs = regime_configs(profile, seeds, runs_dir)
+    run_local(configs, parallel, threads=1 if parallel > 1 else None)
+    table = pd.DataFrame([run_row(c) for c in configs])
+    if out is not None:
+        atomic_write_text(Path(out) / f"regime-{profile}.csv", table.to_csv(index=False))
+        atomic_write_text(Path(out) / f"regime-{profile}.json", json.dumps(card(began), indent=2))
+    return table
+
+
+def card(began: float) -> dict:
+    """How the summary was made: the command, the commit, the date, the device, the wall time."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=REPO_DATA.parent).stdout.strip()  # fmt: skip
+    return {
+        "command": "python -m egalib " + " ".join(sys.argv[1:]),
+        "commit": commit or "unknown",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": f"{device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads",
+        "wall_s": round(time.time() - began, 1),
+    }
+
+
+def paired_differences(table: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
+    """Per method and batch size: top-1 minus the baseline's at the same seed and batch size,
+    as mean and sample sd over the seeds (sd NaN with one seed), with the mean partners."""
+    base = table[table.method == baseline].set_index(["batch_size", "seed"])["top1"]
+    rows = table[(table.method != baseline) & (table.beta == 1.0)].copy()
+    paired = base.loc[list(zip(rows.batch_size, rows.seed))].values
+    rows["difference"] = rows["top1"].values - paired
+    return rows.groupby(["method", "batch_size"]).agg(
+        difference=("difference", "mean"), sd=("difference", "std"), seeds=("seed", "nunique"),
+        partners=("partners", "mean"), node_diagonal=("node_diagonal", "mean"),
+    ).reset_index()  # fmt: skip
