@@ -1,9 +1,7 @@
-"""egalib: Embedding Graph Alignment knowledge distillation and the baselines it is compared with.
+"""egalib: Embedding Graph Alignment knowledge distillation and its baselines (docs/method.md).
 
-The core: graph, losses, methods (the method table), views, datasets, models, train (the step
-and the loop), capture, runs, config, files. For the notebooks: plots, analysis, tables. Beside
-the core: experiments (the paper's tables, transfer, teacher pretraining, the demo). The method
-itself is in docs/method.md.
-"""
+The core: graph, losses, methods, views, datasets, models, train (the step and the loop),
+capture, runs, config, files; for the notebooks: plots, analysis, tables; beside the core:
+experiments (the paper's tables, the regime study, transfer, teacher pretraining, the demo)."""
 
 __version__ = "0.1.0"

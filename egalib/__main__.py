@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 import typing
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from . import methods, models
 from .config import PROFILES, RunConfig
@@ -49,9 +49,10 @@ def config_from_args(args) -> RunConfig:
 def cmd_train(args) -> None:
     from .train import fit
 
-    run = fit(config_from_args(args))
-    print(f"run folder: {run.path}")
-    print(json.dumps(run.metrics, indent=2))
+    config = config_from_args(args)
+    for seed in args.seeds or [config.seed]:  # one run folder per seed
+        run = fit(replace(config, seed=seed))
+        print(f"run folder: {run.path}\n{json.dumps(run.metrics, indent=2)}")
 
 
 def cmd_download(args) -> None:
@@ -75,6 +76,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", type=_option, metavar="KEY=VALUE",
                    help="a method option, cast to its type, e.g. --option edge_weight=0.3 "
                         "(repeatable; `list --options` shows each method's)")  # fmt: skip
+    p.add_argument("--seeds", type=int, nargs="+", help="one run per seed (instead of --seed)")
     p.add_argument("--capture", action="store_true", help=CAPTURE_HELP)
 
 

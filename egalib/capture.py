@@ -15,9 +15,8 @@ Step = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 class CapturedStep:
-    """`step` recorded once as a CUDA graph, then replayed for each batch of its size.
-
-    Recording needs warm-up steps (cuBLAS and cuDNN set-up): they run on the first batch inside
+    """`step` recorded once as a CUDA graph, then replayed for each batch of its size. Recording
+    needs warm-up steps (cuBLAS and cuDNN set-up): they run on the first batch inside
     `preserved()`, which restores the trainer's whole state, so the run trains as if they had not
     happened. What the graph reads is made static first: the batch's index (copied in before each
     replay), the learning rates (tensors the schedule updates in place), the momentum buffers
@@ -70,11 +69,9 @@ def side_stream(device: torch.device):
     current.wait_stream(side)
 
 
-def record_graph(
-    run: Callable[[], None], generators: Sequence[torch.Generator] = ()
-) -> Callable[[], None]:
-    """Record `run` as a CUDA graph (drawing from `generators`, if it draws random numbers) and
-    return the graph's replay. Recording does not execute the kernels: the first replay does."""
+def record_graph(run: Callable[[], None], generators: Sequence[torch.Generator] = ()) -> Callable:
+    """`run` recorded as a CUDA graph that draws from `generators`: its replay (recording runs
+    no kernel; the first replay does)."""
     graph = torch.cuda.CUDAGraph()
     for generator in generators:
         graph.register_generator_state(generator)
@@ -84,9 +81,8 @@ def record_graph(
 
 
 def make_static(optimizer: torch.optim.Optimizer) -> None:
-    """Prepare an SGD optimiser for a CUDA graph: learning rates as device tensors (a float is
-    baked into the recorded kernels; a tensor is read at each replay) and momentum buffers made
-    before recording (one made inside would be remade from the gradient at every replay)."""
+    """SGD made ready for a graph: learning rates as device tensors (a float would be baked into
+    the kernels), momentum buffers made before recording (inside, each replay would remake it)."""
     for group in optimizer.param_groups:
         device = group["params"][0].device
         group["lr"] = torch.tensor(float(group["lr"]), device=device)

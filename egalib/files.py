@@ -1,9 +1,6 @@
-"""Where egalib reads and writes files: the repository's data folder, whole-file writes, and
-tensor files read safely.
-
-Every file is written to a temporary name in the same folder and renamed into place, so a run
-killed at any moment leaves either the old file or the new one, never half of one.
-"""
+"""Files: the repository's data folder, whole-file writes (a temporary file in the same folder,
+renamed into place: a killed run leaves the old file or the new one, never half of one), and
+tensor files read safely."""
 
 import os
 import tempfile

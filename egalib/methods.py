@@ -1,12 +1,10 @@
-"""The method table: each method's distillation term, its loss weights and its options.
+"""The method table: each method's distillation term, loss weights and options.
 
 The loss is  gamma * CE + alpha * KD + beta * distill  (composed in `train.training_step`). The
-distillation term is one loss of `losses`, and the method's options are that loss's keyword
-arguments, their names, defaults and types read from its signature: written once, there. An entry
-states only what differs (ega-node: edge_weight 0). A loss that is an nn.Module class (CRD's
-memory bank) is built once per run from (D, D, training labels, **options) and trained and
-saved with the student. Weights are those of docs/method.md.
-"""
+term is one loss of `losses`; its keyword arguments are the method's options, their names,
+defaults and types read from its signature (written once, there); an entry states only what
+differs. A loss that is an nn.Module class (CRD) is built once per run from (D, D, training
+labels, **options) and trained and saved with the student. Weights: docs/method.md."""
 
 import inspect
 from collections.abc import Callable

@@ -84,8 +84,7 @@ class Run:
         )
 
     def finish(self, history: list[dict], wall_time_s: float) -> None:
-        best = max(history, key=lambda row: row["test_acc"])
-        last = history[-1]
+        best, last = max(history, key=lambda row: row["test_acc"]), history[-1]
         metrics = {
             "top1": round(100 * last["test_acc"], 2),  # the last epoch: the reported number
             "best_top1": round(100 * best["test_acc"], 2),

@@ -178,3 +178,25 @@ def write_tables(runs_dir: str | Path, epochs: int = 240) -> tuple[Path, Path]:
     atomic_write_text(md, tables_markdown(runs, epochs))
     atomic_write_text(csv, all_cells(runs, epochs)[LONG_COLUMNS].to_csv(index=False))
     return md, csv
+
+
+def seed_summary(runs: pd.DataFrame, by=("method",), baseline: str = "vanilla") -> pd.DataFrame:
+    """Per group of `by`: the top-1 mean and sample sd over seeds, and the paired difference to
+    `baseline` (its run with the same seed and the same other keys), mean and sd. An sd needs
+    two seeds: with one it is NaN, and `mean_sd` says so in words."""
+    keys = [k for k in by if k != "method"]
+    base = runs[runs["method"] == baseline].set_index([*keys, "seed"])["top1"].rename("base")
+    joined = runs.join(base, on=[*keys, "seed"])
+    joined["difference"] = joined["top1"] - joined["base"]
+    return joined.groupby(list(by), sort=False).agg(
+        seeds=("seed", "nunique"), top1=("top1", "mean"), sd=("top1", "std"),
+        difference=("difference", "mean"), difference_sd=("difference", "std"),
+    )  # fmt: skip
+
+
+def mean_sd(mean: float, sd: float, seeds: int, signed: bool = False) -> str:
+    """'75.02 ± 0.81'; with one seed '75.02 (1 seed, no sd)'; '–' for a missing mean."""
+    if pd.isna(mean):
+        return MISSING
+    number = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return f"{number} ± {sd:.2f}" if seeds > 1 else f"{number} (1 seed, no sd)"

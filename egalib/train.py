@@ -6,9 +6,8 @@ Loss of a step:  gamma * CE(student) + alpha * KD + beta * the method's term, co
 or alongside the student by CE on its own logits with its own SGD (`joint`); distillation
 gradients never reach it.
 
-Speed: the dataset sits on the device as uint8 and both views are made there; on CUDA the frozen
-teacher's weights are bf16 and the student runs under bf16 autocast, in channels_last; the terms
-are summed on the device and read once per epoch; `capture` records the step as a CUDA graph.
+Speed: the uint8 dataset and both views stay on the device; on CUDA the teacher is bf16 and the
+student runs under bf16 autocast; terms are read once per epoch; `capture` records the step.
 """
 
 import contextlib
@@ -53,9 +52,8 @@ def lr_schedule(
 
 def train_head(head: EmbeddingHead, features: torch.Tensor, labels: torch.Tensor, epochs: int,
                seed: int = 0, lr: float = 0.01, batch_size: int = 64) -> EmbeddingHead:  # fmt: skip
-    """A linear probe: the head trained by SGD (momentum 0.9, weight decay 5e-4, `lr_schedule`)
-    on frozen features. The features are those of un-augmented images, computed once, so a probe
-    costs one pass of the teacher however many epochs it runs."""
+    """A linear probe: SGD (momentum 0.9, weight decay 5e-4, `lr_schedule`) on frozen features of
+    un-augmented images, computed once: one pass of the teacher however many epochs."""
     generator = torch.Generator(device=features.device).manual_seed(seed)
     optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     schedule = lr_schedule(optimizer, epochs)
@@ -85,9 +83,8 @@ def random_streams(seed: int, device: torch.device) -> Streams:
 
 
 class Distillation(nn.Module):
-    """Student, heads and frozen teacher of one run, and the method that relates them.
-
-    `teacher` is the frozen encoder to use; None builds `config.teacher` with its weights."""
+    """Student, heads and frozen teacher of one run, and the method that relates them; `teacher`
+    is the frozen encoder to use (None: `config.teacher` with its weights)."""
 
     def __init__(self, config: RunConfig, data: Dataset, teacher: models.Teacher | None = None):
         super().__init__()
@@ -136,7 +133,6 @@ def training_step(
     m, pad, joint = model.method, model.config.padding, len(optimizers) > 1
     model.train()
     student_in = train_view(images, model.student_view, streams["student_view"], pad)
-    teacher_in = None
     if use_teacher:
         teacher_in = train_view(images, model.teacher.view, streams["teacher_view"], pad)
     mark("data")

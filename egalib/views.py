@@ -86,11 +86,8 @@ def student_view(image_size: int, channels: int, teacher: ViewSpec | None = None
 def train_view(
     images: torch.Tensor, spec: ViewSpec, generator: torch.Generator, padding: int = 4
 ) -> torch.Tensor:
-    """RandomCrop(padding) at the native size -> resize to spec.size -> flip -> normalise.
-
-    This is the student view (resize is a no-op at the native size) and the teacher view (for
-    CLIP: crop at 32 px, bicubic resize to 224, flip), each drawn independently.
-    """
+    """RandomCrop(padding) at the native size -> resize to spec.size -> flip -> normalise: the
+    student view (no resize) and the teacher view (CLIP: crop at 32 px, resize to 224, flip)."""
     cropped = random_crop(images, padding, generator)
     return spec.finish(random_flip(cropped, generator))
 

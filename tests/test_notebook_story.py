@@ -103,7 +103,8 @@ def test_05_tables_are_empty_at_smoke_size_and_list_the_runs(story):
     assert "assumed" in html  # the supervised table's method names
     for header in ("<th>method</th>", "<th>top1</th>", "<th>best_top1</th>", "<th>epochs</th>"):
         assert header in html
-    assert html.count("small-cnn") == 4  # the four smoke runs, in the "all finished runs" table
+    # the four smoke runs in the "all finished runs" table, and their one setting over seeds
+    assert html.count("small-cnn") == 4 + 1 and "(1 seed, no sd)" in html
     assert "<th>missing</th>" in html  # the status of every table's cells (none has a run)
     long = pd.read_csv(runs_dir / "tables.csv")
     assert list(long.columns) == tables.LONG_COLUMNS

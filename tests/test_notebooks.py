@@ -57,3 +57,18 @@ def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}
     execute_notebook("02_distillation.ipynb", parameters, tmp_path / "again")
     assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}
+
+
+def test_notebook_06_reruns_the_study_at_smoke_size_and_draws_its_three_figures(tmp_path):
+    out = execute_notebook("06_when_ega_helps.ipynb",
+                           {"profile": "smoke", "runs_dir": str(tmp_path), "parallel": 1},
+                           tmp_path / "notebooks")  # fmt: skip
+    nb = nbformat.read(out, as_version=4)
+    assert _images(nb) == 3
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "EGA minus vanilla, paired over 1 seed(s): batch 8 (0.7 partners)" in text
+    summary = (tmp_path / "results" / "regime-smoke.csv").read_text().splitlines()
+    assert summary[0].startswith("method,batch_size,lr,beta,seed,top1,node_diagonal")
+    assert len(summary) == 1 + 2 * 4 + 1  # 2 batch sizes x 4 methods, and one more beta
+    for name in ("06_gain_vs_partners.png", "06_node_matrix.png", "06_beta_sweep.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 10_000

@@ -192,3 +192,18 @@ def test_supervised_weights_missing_offline_raise_one_clear_sentence(monkeypatch
         models.teacher("supervised-rn101", pretrained=True)
     _assert_one_clear_sentence(error, "supervised-rn101", tmp_path / "torchvision")
     assert "resnet101-" in str(error.value)
+
+
+def test_a_teacher_with_its_weights_encodes_the_same_images_once_per_process():
+    images = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)
+    first = models.teacher("ssl-fmnist").encode_all(images, batch_size=7)
+    again = models.teacher("ssl-fmnist")  # a new run's teacher: same weights, same images
+    assert again.encode_all(images) is first
+    fresh = models.teacher("ssl-fmnist")
+    fresh.weights = None  # no cache: computed anew
+    assert torch.equal(fresh.encode_all(images), first)
+    other = images.clone()
+    other[0, 0, 0, 0] ^= 1  # one pixel differs: not the same images
+    assert again.encode_all(other) is not first
+    random = models.teacher("ssl-fmnist", pretrained=False)
+    assert random.weights is None and random.encode_all(images) is not random.encode_all(images)

@@ -37,7 +37,7 @@ def cmd_train_teacher(args) -> None:
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
-    run_demo(args.profile, args.methods, args.runs_dir)
+    run_demo(args.profile, args.methods, args.runs_dir, args.seeds, args.parallel)
 
 
 def cmd_reproduce(args) -> None:
@@ -48,14 +48,14 @@ def cmd_reproduce(args) -> None:
     if (args.table is None) == (args.profile is None):
         raise ValueError(
             "reproduce needs exactly one of --table (train a table's cells) or --profile "
-            "(execute the notebooks 01-05 at that size); see `python -m egalib reproduce -h`."
+            "(execute the notebooks 01-06 at that size); see `python -m egalib reproduce -h`."
         )
     if args.profile is not None:
         run_notebooks(args.profile, args.runs_dir)
         return
     overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs,
                  "capture": args.capture or None}  # fmt: skip
-    configs = table_configs(args.table, args.protocol, args.only, **overrides)
+    configs = table_configs(args.table, args.protocol, args.only, args.seeds, **overrides)
     labels = {"missing": "to run", "failed": "to rerun"}  # running cells are left alone
     for row in cell_status(configs).itertuples():
         state = labels.get(row.state, row.state)
@@ -77,7 +77,7 @@ def cmd_status(args) -> None:
 
     overrides = {"runs_dir": args.runs_dir, "epochs": args.epochs}
     for table in args.table or TABLES:
-        frame = cell_status(table_configs(table, args.protocol, args.only, **overrides))
+        frame = cell_status(table_configs(table, args.protocol, args.only, args.seeds, **overrides))
         print(f"table {table!r}: {len(frame)} cells, run folders under {args.runs_dir}")
         print("\n".join(status_lines(frame)))
 
@@ -128,6 +128,8 @@ def add_commands(sub, capture_help: str) -> None:
     demo.add_argument("--methods", nargs="+", default=list(methods.METHODS),
                       choices=list(methods.METHODS), metavar="METHOD")  # fmt: skip
     demo.add_argument("--runs-dir", default="runs")
+    demo.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    demo.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     demo.set_defaults(func=cmd_demo)
 
     reproduce = sub.add_parser("reproduce", help="train the cells of one of the paper's tables")
@@ -186,5 +188,6 @@ def add_cell_flags(p: argparse.ArgumentParser) -> None:
     """The flags that pick a table's cells and where their run folders are."""
     p.add_argument("--protocol", choices=list(PROTOCOLS), default=None)
     p.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods")
+    p.add_argument("--seeds", type=int, nargs="+", help="one run per cell and seed (default: 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the 240 epochs")
     p.add_argument("--runs-dir", default="runs")

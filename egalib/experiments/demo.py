@@ -3,11 +3,15 @@
 import time
 from pathlib import Path
 
-from ..config import RunConfig
+import pandas as pd
+
+from ..config import RunConfig, profile_seeds
 from ..files import atomic_write_text
 from ..methods import METHODS
 from ..models.teachers import teacher_card
-from ..train import fit
+from ..runs import Run
+from ..tables import mean_sd, seed_summary
+from .cluster import run_local
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -46,39 +50,55 @@ def run_notebooks(profile: str, runs_dir: str = "runs") -> list[Path]:
     return executed
 
 
-def run_demo(profile: str = "demo", methods=tuple(METHODS), runs_dir: str = "runs") -> str:
-    """Train one student per method, execute the notebooks, print and save the results table."""
+def run_demo(profile: str = "demo", methods=tuple(METHODS), runs_dir: str = "runs",
+             seeds=None, parallel: int = 2) -> str:  # fmt: skip
+    """Train every method with every seed of the profile (`parallel` runs at once, one thread
+    each), execute the notebooks, then print and save the table of means over seeds."""
     began = time.time()
-    rows = []
-    for method in methods:
-        run = fit(RunConfig.from_profile(profile, method=method, runs_dir=runs_dir))
-        rows.append((method, run.metrics))
-    runs = Path(runs_dir).resolve()
+    seeds = seeds or profile_seeds(profile)
+    configs = [RunConfig.from_profile(profile, method=m, seed=s, runs_dir=runs_dir)
+               for m in methods for s in seeds]  # fmt: skip
+    run_local(configs, parallel, threads=1 if parallel > 1 else None)
+    trained = time.time() - began
+    runs = [(c, Run(Path(runs_dir) / c.run_name).metrics) for c in configs]
     run_notebooks(profile, runs_dir)
-    table = results_table(profile, rows, time.time() - began)
-    atomic_write_text(runs / f"{profile}_results.md", table + "\n")
+    table = results_table(profile, runs, trained, time.time() - began)
+    atomic_write_text(Path(runs_dir).resolve() / f"{profile}_results.md", table + "\n")
     print(table)
     return table
 
 
-def results_table(profile: str, rows: list[tuple[str, dict]], wall_s: float) -> str:
+def results_table(profile: str, runs: list[tuple[RunConfig, dict]], trained_s: float,
+                  wall_s: float) -> str:  # fmt: skip
+    """Mean +- sd over seeds per method, and the paired difference to vanilla (same seed)."""
     config = RunConfig.from_profile(profile)
     labelled = config.train_size or "all"
-    card = teacher_card(config.teacher)
+    frame = pd.DataFrame([{"method": c.method, "seed": c.seed, "top1": m["top1"],
+                           "seconds": m["wall_time_s"], "teacher": m["teacher_top1"]}
+                          for c, m in runs])  # fmt: skip
+    summary = seed_summary(frame)
+    seeds = sorted(frame["seed"].unique())
+    probe = frame.dropna(subset=["teacher"]).groupby("seed")["teacher"].first()
     lines = [
         f"egalib demo ({profile}): {config.dataset}, {labelled} labelled training images, "
-        f"{config.epochs} epochs, student {config.student}, teacher {config.teacher}",
+        f"{config.epochs} epochs, batch {config.batch_size}, lr {config.lr:g}, student "
+        f"{config.student}, teacher {config.teacher}, seeds {' '.join(map(str, seeds))}",
         "",
-        "| model | test top-1 (%) | seconds |",
-        "| --- | ---: | ---: |",
+        "| model | test top-1 (%), mean ± sd | paired difference to vanilla | seconds per run |",
+        "| --- | ---: | ---: | ---: |",
         f"| teacher: linear probe, all 60,000 labels (shipped card) | "
-        f"{card['linear_probe_top1']:.2f} | |",
+        f"{teacher_card(config.teacher)['linear_probe_top1']:.2f} | | |",
         f"| teacher: linear probe, {labelled} labels (the runs' head) | "
-        f"{next(m['teacher_top1'] for _, m in rows if m['teacher_top1'] is not None):.2f} | |",
+        f"{mean_sd(probe.mean(), probe.std(), len(probe))} | | |",
     ]
-    for method, metrics in rows:
-        lines.append(
-            f"| student: {method} | {metrics['top1']:.2f} | {metrics['wall_time_s']:.0f} |"
-        )
-    lines += ["", f"wall time: {wall_s:.0f} s (runs already finished are reused, not retrained)"]
+    for method, row in summary.iterrows():
+        difference = "" if method == "vanilla" else mean_sd(
+            row.difference, row.difference_sd, row.seeds, signed=True)  # fmt: skip
+        seconds = frame.loc[frame.method == method, "seconds"].mean()
+        lines.append(f"| student: {method} | {mean_sd(row.top1, row.sd, row.seeds)} | "
+                     f"{difference} | {seconds:.0f} |")  # fmt: skip
+    lines += ["", f"sd: sample standard deviation over the {len(seeds)} seeds; differences "
+              "are paired (same seed: same batches and views).",
+              f"wall time: {wall_s:.0f} s, of which training {trained_s:.0f} s (runs already "
+              "finished are reused, not retrained)"]  # fmt: skip
     return "\n".join(lines)

@@ -6,7 +6,7 @@ folder is not finished yet (finished folders are skipped, interrupted ones resum
 
 import pandas as pd
 
-from ..config import RunConfig
+from ..config import RunConfig, profile_seeds
 from .paper import paper_results
 
 TABLES = ("architectures", "datasets", "supervised-teachers")
@@ -33,9 +33,11 @@ def table_rows(table: str, protocol: str | None = None) -> pd.DataFrame:
 
 
 def table_configs(
-    table: str, protocol: str | None = None, only: list[str] | None = None, **overrides
+    table: str, protocol: str | None = None, only: list[str] | None = None, seeds=None,
+    **overrides,
 ) -> list[RunConfig]:
-    """One `paper`-profile RunConfig per cell; `only` keeps cells whose method is listed."""
+    """One `paper`-profile RunConfig per cell and seed (None: the profile's); `only` keeps
+    cells whose method is listed."""
     rows = table_rows(table, protocol)
     if only:
         rows = rows[rows["egalib_method"].isin(only)]
@@ -48,7 +50,9 @@ def table_configs(
             method=row.egalib_method,
             protocol=row.egalib_protocol,
             lr=STUDENT_LR.get(row.student),
+            seed=seed,
             **overrides,
         )
         for row in rows.itertuples()
+        for seed in seeds or profile_seeds("paper")
     ]

@@ -1,14 +1,11 @@
-"""Frozen teachers behind one small interface: `encode(x)`, `feature_dim`, `input_size`,
-`in_channels`, `mean`, `std`.
-
-The embedded default is a small CNN that egalib pretrains itself on Fashion-MNIST without labels
-(SimCLR, see `egalib.experiments.pretrain`); its weights ship in `data/teachers/`. The paper's
-teachers plug into the same interface: CLIP image towers (through open_clip) and ImageNet-supervised
-ResNets (through torchvision). Their weights download on first use into egalib's cache folder
-(`$EGALIB_CACHE`, default `~/.cache/egalib`); `pretrained=False` builds the same network with random
-weights and downloads nothing.
+"""Frozen teachers behind one interface: `encode(x)`, `feature_dim`, `input_size`, `in_channels`,
+`mean`, `std`. The embedded default is a small CNN that egalib pretrains on Fashion-MNIST without
+labels (SimCLR, `egalib.experiments.pretrain`), its weights shipped in `data/teachers/`. The
+paper's CLIP towers (open_clip) and ImageNet ResNets (torchvision) download their weights on first
+use into `$EGALIB_CACHE` (default ~/.cache/egalib); `pretrained=False` builds random weights.
 """
 
+import hashlib
 import json
 import os
 from functools import partial
@@ -23,6 +20,7 @@ from .students import conv_bn_relu, wrn_40_2
 
 TEACHER_DIR = REPO_DATA / "teachers"
 TEACHER_RECIPES = {"supervised-wrn40": "train-teacher"}  # the command that makes the weights
+ENCODED: dict[tuple, torch.Tensor] = {}  # Teacher.encode_all's results, by weights and images
 
 
 class Teacher(nn.Module):
@@ -35,6 +33,7 @@ class Teacher(nn.Module):
         self.input_size, self.in_channels = input_size, in_channels
         self.mean, self.std = tuple(mean), tuple(std)
         self.bfloat16 = False  # weights stored in bfloat16 (see `to_bfloat16`)
+        self.weights: str | None = None  # the name of its published weights; None: its own
         self.freeze()
 
     def freeze(self) -> "Teacher":
@@ -49,10 +48,8 @@ class Teacher(nn.Module):
         return ViewSpec(self.input_size, self.in_channels, self.mean, self.std)
 
     def to_bfloat16(self) -> "Teacher":
-        """Store the frozen weights in bfloat16, the precision the forward computes in on CUDA
-        anyway: autocast then has no fp32 weight to cast at every forward (for ViT-B/32, 88M
-        values read and written each batch), and the weights take half the memory. Norm layers
-        still compute in float32 under autocast."""
+        """Frozen weights in bfloat16, the precision of the CUDA forward: autocast then casts no
+        fp32 weight at each forward (88M values for ViT-B/32), in half the memory."""
         self.encoder.to(torch.bfloat16)
         self.bfloat16 = True
         return self
@@ -67,9 +64,21 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def encode_all(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        """Features of every uint8 image (the un-augmented view), batch by batch."""
-        chunks = images.split(batch_size)
-        return torch.cat([self.encode(eval_view(chunk, self.view)) for chunk in chunks])
+        """Features of every uint8 image (the un-augmented view), batch by batch. A teacher with
+        its published weights (`weights` set by `models.teacher`) keeps the last few results in
+        this process, so the runs of a demo or a study encode their test set once: the same
+        weights and images give the same numbers."""
+        key = self.weights and (self.weights, self.bfloat16, str(images.device), images.shape,
+                                hashlib.blake2b(images.cpu().numpy().tobytes()).hexdigest())
+        if key not in ENCODED:
+            chunks = images.split(batch_size)
+            features = torch.cat([self.encode(eval_view(chunk, self.view)) for chunk in chunks])
+            if not key:
+                return features
+            ENCODED[key] = features
+            while len(ENCODED) > 4:  # the train and test sets of two teachers at most
+                ENCODED.pop(next(iter(ENCODED)))
+        return ENCODED[key]
 
 
 class GridPooledCNN(nn.Module):
@@ -126,13 +135,11 @@ def teacher_card(name: str, folder: Path | None = None) -> dict:
 
 
 class WeightsNotFoundError(FileNotFoundError):
-    """A downloaded teacher's weights are neither cached nor downloadable; the message names the
-    file, the folder looked in and how to provide it."""
+    """A downloaded teacher's weights are neither cached nor downloadable (the message says so)."""
 
 
 def cache_dir(family: str) -> Path:
-    """Where a family's weights are cached: `$EGALIB_CACHE/<family>`, default
-    `~/.cache/egalib/<family>`; read at call time so a notebook or test can redirect it."""
+    """`$EGALIB_CACHE/<family>` (default ~/.cache/egalib/...), read at call time: redirectable."""
     root = os.environ.get("EGALIB_CACHE") or Path.home() / ".cache" / "egalib"
     return Path(root).expanduser() / family
 

@@ -1,0 +1,101 @@
+"""Comparisons over seeds: paired differences, their spread, and the regime study's measures."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from egalib.analysis import node_matrix_stats
+from egalib.config import RunConfig, profile_seeds
+from egalib.experiments import study
+from egalib.experiments.demo import results_table
+from egalib.tables import mean_sd, seed_summary
+
+
+def test_seed_summary_pairs_each_method_with_vanilla_of_the_same_seed():
+    runs = pd.DataFrame({"method": ["vanilla"] * 3 + ["ega"] * 3, "seed": [0, 1, 2] * 2,
+                         "top1": [70.0, 72.0, 74.0, 71.0, 75.0, 73.0]})  # fmt: skip
+    summary = seed_summary(runs)
+    assert summary.loc["vanilla", "top1"] == 72.0 and summary.loc["vanilla", "sd"] == 2.0
+    # paired differences 1, 3, -1: mean 1, sample sd 2 (unpaired means differ by 1 as well)
+    assert summary.loc["ega", "difference"] == pytest.approx(1.0)
+    assert summary.loc["ega", "difference_sd"] == pytest.approx(2.0)
+    assert summary.loc["ega", "seeds"] == 3
+    assert mean_sd(73.0, 2.0, 3) == "73.00 ± 2.00"
+    assert mean_sd(1.0, 2.0, 3, signed=True) == "+1.00 ± 2.00"
+
+
+def test_one_seed_says_so_instead_of_an_sd():
+    runs = pd.DataFrame({"method": ["vanilla", "ega"], "seed": [0, 0], "top1": [70.0, 71.5]})
+    row = seed_summary(runs).loc["ega"]
+    assert pd.isna(row.sd) and pd.isna(row.difference_sd)
+    assert mean_sd(row.top1, row.sd, row.seeds) == "71.50 (1 seed, no sd)"
+    assert mean_sd(row.difference, row.difference_sd, row.seeds, True) == "+1.50 (1 seed, no sd)"
+
+
+def test_profiles_name_their_seeds_and_a_config_takes_one():
+    assert profile_seeds("demo") == (0, 1, 2) and profile_seeds("smoke") == (0,)
+    assert RunConfig.from_profile("demo").seed == 0
+    with pytest.raises(ValueError, match="unknown profile 'nope'"):
+        profile_seeds("nope")
+
+
+def test_node_matrix_stats_on_a_hand_checkable_batch():
+    """Four images, two classes; the student copies the teacher: the diagonal of N_st is 1."""
+    xt = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [1.0, 0.1, 0, 0], [0, 0, 1.0, 0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    stats = node_matrix_stats(xt.clone(), xt, labels, batch_size=4)
+    assert stats["node_diagonal"] == pytest.approx(1.0)
+    assert stats["partners"] == pytest.approx(1.0)  # each image has one other of its class
+    z = xt - xt.mean(1, keepdim=True)
+    z = z / z.norm(dim=1, keepdim=True)
+    corr = z @ z.T
+    same = (corr[0, 2] + corr[2, 0] + corr[1, 3] + corr[3, 1]) / 4
+    assert stats["node_same_class"] == pytest.approx(same.item(), abs=1e-6)
+    other = (corr.sum() - corr.diagonal().sum() - 4 * same) / 8
+    assert stats["node_other_class"] == pytest.approx(other.item(), abs=1e-6)
+
+
+def test_regime_study_covers_every_batch_method_seed_and_beta():
+    configs = study.regime_configs("demo")
+    assert len(configs) == 4 * 4 * 3 + 3 * 3
+    for c in configs:
+        assert c.lr == pytest.approx(0.05 * c.batch_size / 64)
+    betas = sorted({c.beta for c in configs if c.beta is not None})
+    assert betas == [0.03, 0.1, 0.3]
+    assert {c.batch_size for c in configs if c.beta is not None} == {64}
+    assert len({c.run_name for c in configs}) == len(configs)
+
+
+def test_demo_table_shows_mean_sd_and_the_paired_difference():
+    runs = []
+    for seed, (plain, ega) in enumerate([(70.0, 72.0), (72.0, 72.0), (74.0, 78.0)]):
+        for method, top1 in (("vanilla", plain), ("ega", ega)):
+            config = RunConfig.from_profile("demo", method=method, seed=seed)
+            runs.append((config, {"top1": top1, "wall_time_s": 10.0, "teacher_top1": 86.5}))
+    table = results_table("demo", runs, trained_s=20.0, wall_s=30.0)
+    assert "| student: vanilla | 72.00 ± 2.00 |  | 10 |" in table
+    assert "| student: ega | 74.00 ± 3.46 | +2.00 ± 2.00 | 10 |" in table
+    assert "seeds 0 1 2" in table and "wall time: 30 s, of which training 20 s" in table
+
+
+def test_train_takes_a_list_of_seeds_with_one_run_folder_each(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "egalib", "train", "--profile", "smoke",
+                          "--method", "vanilla", "--seeds", "0", "1", "--train-size", "64",
+                          "--test-size", "64", "--runs-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    configs = [json.loads(p.read_text()) for p in tmp_path.glob("*/config.json")]
+    assert sorted(c["seed"] for c in configs) == [0, 1]
+    assert out.stdout.count("run folder:") == 2
+
+
+def test_reproduce_makes_one_cell_run_per_seed():
+    from egalib.experiments.reproduce import table_configs
+
+    one, two = table_configs("datasets"), table_configs("datasets", seeds=[0, 1])
+    assert len(two) == 2 * len(one) and {c.seed for c in two} == {0, 1}
+    assert len({c.run_name for c in two}) == len(two)
