@@ -23,6 +23,7 @@ import torch
 from ..config import RunConfig, profile_seeds
 from ..files import REPO_DATA, atomic_write_text
 from ..runs import Run
+from ..tables import seed_summary
 from . import device_name
 from .cluster import run_local
 
@@ -88,13 +89,13 @@ def card(began: float) -> dict:
 
 
 def paired_differences(table: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
-    """Per method and batch size: top-1 minus the baseline's at the same seed and batch size,
-    as mean and sample sd over the seeds (sd NaN with one seed), with the mean partners."""
-    base = table[table.method == baseline].set_index(["batch_size", "seed"])["top1"]
-    rows = table[(table.method != baseline) & (table.beta == 1.0)].copy()
-    paired = base.loc[list(zip(rows.batch_size, rows.seed))].values
-    rows["difference"] = rows["top1"].values - paired
-    return rows.groupby(["method", "batch_size"]).agg(
-        difference=("difference", "mean"), sd=("difference", "std"), seeds=("seed", "nunique"),
-        partners=("partners", "mean"), node_diagonal=("node_diagonal", "mean"),
-    ).reset_index()  # fmt: skip
+    """Per method and batch size at beta 1: top-1 minus the baseline's at the same seed and
+    batch size, mean and sample sd over the seeds (NaN with one seed), beside the mean partners
+    and N_st diagonal."""
+    rows = table[table.beta.isin([0.0, 1.0])]  # the baseline has no term to weigh
+    keys = ["method", "batch_size"]
+    summary = seed_summary(rows, by=keys, baseline=baseline)
+    summary = summary.join(rows.groupby(keys)[["partners", "node_diagonal"]].mean())
+    summary = summary.drop(baseline, level="method").reset_index()
+    summary = summary.rename(columns={"sd": "top1_sd", "difference_sd": "sd"})
+    return summary[[*keys, "difference", "sd", "seeds", "partners", "node_diagonal"]]
