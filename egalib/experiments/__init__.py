@@ -1,5 +1,6 @@
 """What egalib does with its training loop, kept apart from it: the paper's tables (reproduce,
-paper, cluster), the transfer protocol, teacher pretraining and the demo."""
+paper, cluster), the regime study, the transfer protocol, teacher pretraining, the demo, and
+their commands."""
 
 import contextlib
 import platform

@@ -1,5 +1,5 @@
 """The experiments' commands of `python -m egalib`: pretrain-teacher, train-teacher, demo,
-reproduce, status, transfer and bench. Each imports what it runs only when it runs."""
+reproduce, status, study, transfer and bench. Each imports what it runs only when it runs."""
 
 import argparse
 import json

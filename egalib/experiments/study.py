@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..analysis import node_matrix_stats
 from ..config import RunConfig, profile_seeds
 from ..files import REPO_DATA, atomic_write_text
 from ..runs import Run
@@ -52,8 +53,6 @@ def regime_configs(profile: str = "demo", seeds=None, runs_dir: str = "runs") ->
 def run_row(config: RunConfig) -> dict:
     """One finished run of the study as a row of the summary."""
     run = Run(Path(config.runs_dir) / config.run_name)
-    from ..analysis import node_matrix_stats
-
     e = run.load_embeddings()
     stats = node_matrix_stats(e["xs"], e["xt"], e["labels"], config.batch_size, config.seed)
     return {"method": config.method, "batch_size": config.batch_size, "lr": config.lr,
