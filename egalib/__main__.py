@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         args.bench_args = [*rest, *args.bench_args]
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from . import methods, models
@@ -10,6 +11,12 @@ from .datasets import DATASETS
 
 PROTOCOLS = ("pretrained", "joint")
 EXECUTION_ONLY = ("device", "runs_dir", "capture")  # may differ when a run is resumed
+# every number's range: whole numbers and their least value; numbers above 0; numbers at least 0
+WHOLE = {"epochs": 1, "embed_dim": 1, "probe_epochs": 1, "train_size": 2, "test_size": 1,
+         "padding": 0, "seed": 0}  # fmt: skip
+ABOVE_ZERO = ("lr", "teacher_lr", "kd_temperature")
+AT_LEAST_ZERO = ("weight_decay", "gamma", "alpha", "beta", "momentum")  # momentum also below 1
+OPTIONAL = ("train_size", "test_size", "gamma", "alpha", "beta")  # None: all, or the default
 NO_TEACHER = "none"  # plain supervised training: no teacher is built (methods without one)
 
 
@@ -65,10 +72,26 @@ class RunConfig:
                 f"batch_size must be at least 2, got {self.batch_size}: EGA's graph relates the "
                 "samples of a batch (and batch norm needs two). Use a larger batch."
             )
-        for key in ("epochs", "embed_dim", "probe_epochs"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}.")
+        self._check_numbers()
         self._check_options()
+
+    def _check_numbers(self) -> None:
+        """Each number finite and in its range, refused here in one sentence rather than by torch
+        mid-run (`--lr nan` would train to the end, `--train-size 0` fail deep inside)."""
+        for key in [*WHOLE, *ABOVE_ZERO, *AT_LEAST_ZERO]:
+            value, low = getattr(self, key), WHOLE.get(key, 0)
+            if value is None and key in OPTIONAL:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = number and math.isfinite(value)
+            ok = ok and (value > 0 if key in ABOVE_ZERO else value >= low)
+            expected = "a finite number " + ("> 0" if key in ABOVE_ZERO else ">= 0")
+            if key in WHOLE:
+                ok, expected = ok and value == int(value), f"a whole number >= {low}"
+            if key == "momentum":
+                ok, expected = ok and value < 1, "a number in [0, 1)"
+            if not ok:
+                raise ValueError(f"{key} must be {expected}, got {value!r}; give such a value.")
 
     def _check_options(self) -> None:
         types = methods.get(self.method).option_types
@@ -81,10 +104,11 @@ class RunConfig:
         for key, value in self.options.items():
             kind = types[key]
             allowed = int if kind is int else (int, float)
-            if isinstance(value, bool) or not isinstance(value, allowed):
+            wrong_type = isinstance(value, bool) or not isinstance(value, allowed)
+            if wrong_type or not math.isfinite(value):
                 raise ValueError(
-                    f"option {key} of method {self.method!r} must be {kind.__name__}, got "
-                    f"{value!r}; give a number of that type."
+                    f"option {key} of method {self.method!r} must be a finite {kind.__name__}, "
+                    f"got {value!r}; give a number of that type."
                 )
 
     @property

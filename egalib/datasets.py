@@ -8,6 +8,7 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import REPO_DATA, atomic_write
+from .files import REPO_DATA, atomic_write, first_line
 
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -397,9 +398,11 @@ def _read_tinyimagenet(source: _Source, where: Path) -> Dataset:
     data = Dataset(source.name, *train, *test, classes)
     try:
         arrays = {key: getattr(data, key).numpy() for key in _TENSORS}
-        atomic_write(cache, lambda f: np.savez(f, classes=np.array(data.classes), **arrays))
+        buffer = io.BytesIO()
+        np.savez(buffer, classes=np.array(data.classes), **arrays)
+        atomic_write(cache, buffer.getvalue())
     except OSError as error:  # a read-only or full disk: the data is still good
-        warnings.warn(f"could not write the cache {cache} ({_reason(error)})", stacklevel=2)
+        warnings.warn(f"{first_line(error)} The data is read again next time.", stacklevel=2)
     return data
 
 

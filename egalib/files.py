@@ -2,6 +2,8 @@
 renamed into place: a killed run leaves the old file or the new one, never half of one), and
 tensor files read safely."""
 
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -11,27 +13,58 @@ import torch
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"  # what ships: teachers, paper numbers
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class WriteError(OSError):
+    """A file could not be written; the message names it, the cause and the fix."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder, synced to disk, then rename and sync
+    the folder (as databases do): after a crash or a power cut the path holds the old file or the
+    new one, never an empty or half one. A failure is one sentence naming the file and cause."""
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary results
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        if not isinstance(error, OSError):
+            raise
+        raise WriteError(
+            f"could not write {path} ({(error.strerror or str(error)).lower()}); free space or fix "
+            "the permissions there, or choose another folder (--runs-dir)."
+        ) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, text.encode())
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save to memory first: a failed write is then Python's OSError, which names its
+    cause, not torch's "[enforce fail at inline_container.cc]"."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def read_json(path: Path, fix: str):
+    """json.loads of a file; one that is not JSON is one sentence naming it and `fix`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as cause:
+        raise ValueError(f"{path} is not valid JSON ({first_line(cause)}); {fix}") from None
 
 
 def first_line(error: BaseException) -> str:

@@ -302,8 +302,11 @@ class CRD(nn.Module):
         self._check_inputs(fs, ft, index)
         s, t = self.embed(fs, ft)
         slots = torch.cat([index.unsqueeze(1), self.sample_negatives(index, generator)], dim=1)
-        student_anchor = torch.einsum("bkd,bd->bk", self.memory_t[slots], s)
-        teacher_anchor = torch.einsum("bkd,bd->bk", self.memory_s[slots], t)
+        # anchor . memory_k for every bank row, then the K + 1 slots picked out: one (B, N) matmul
+        # in place of gathering B x (K + 1) rows (59 MB a step at B 16, K 3,600; 537 MB on CIFAR).
+        # The banks are copied because backward needs them as they were before `_update`.
+        student_anchor = (s @ self.memory_t.clone().T).gather(1, slots)
+        teacher_anchor = (t @ self.memory_s.clone().T).gather(1, slots)
         dots = torch.stack([student_anchor, teacher_anchor]) / self.tau  # (2, B, K + 1)
         estimate = dots.detach().exp().mean(dim=(1, 2)) * len(self.sample_class)
         self.z.copy_(torch.where(self.z > 0, self.z, estimate.to(self.z.dtype)))

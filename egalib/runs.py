@@ -3,15 +3,22 @@
 Every file is written whole or not at all (`files.atomic_write`); docs/runs.md describes each.
 """
 
+import contextlib
+import fcntl
 import json
 import math
+import os
 from pathlib import Path
 
-from .files import atomic_torch_save, atomic_write_text, load_tensors
+from .files import atomic_torch_save, atomic_write_text, load_tensors, read_json
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not belong to this run."""
+
+
+class RunBusyError(RuntimeError):
+    """Another live process is training this run folder."""
 
 
 class Run:
@@ -26,7 +33,7 @@ class Run:
         run = cls(Path(config.runs_dir) / config.run_name)
         wanted = config.shaping()
         if run.config_path.is_file():
-            stored = type(config).from_dict(json.loads(run.config_path.read_text())).shaping()
+            stored = type(config).from_dict(run.config).shaping()
             if stored != wanted:
                 changed = sorted(k for k in wanted.keys() | stored.keys()
                                  if wanted.get(k) != stored.get(k))  # fmt: skip
@@ -44,7 +51,7 @@ class Run:
 
     @property
     def config(self) -> dict:
-        return json.loads(self.config_path.read_text())
+        return read_json(self.config_path, "delete that run folder to start the run afresh.")
 
     @property
     def finished(self) -> bool:
@@ -52,7 +59,27 @@ class Run:
 
     @property
     def metrics(self) -> dict:
-        return json.loads((self.path / "metrics.json").read_text())
+        return read_json(self.path / "metrics.json", "delete it to evaluate the run again.")
+
+    @contextlib.contextmanager
+    def lock(self):
+        """One trainer per run folder: an exclusive flock on its `lock` file, which holds the
+        trainer's pid. The kernel drops a flock when its process dies, so the file a killed
+        trainer leaves behind is stale and blocks nothing."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise RunBusyError(
+                    f"run folder {self.path} is being trained by process {f.read().strip() or '?'}"
+                    "; wait for it to finish or stop it, then run again (it resumes)."
+                ) from None
+            f.truncate(0)
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
 
     @property
     def history(self):

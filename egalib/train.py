@@ -348,8 +348,11 @@ def prepare_data(config: RunConfig, device: torch.device) -> Dataset:
 def fit(config: RunConfig, progress: bool = True, on_epoch_end: EpochEnd | None = None) -> Run:
     """Train (or resume, or just return) the run that `config` names."""
     run = Run.open(config)
-    if run.finished:
-        return run
+    with run.lock():  # a second trainer of this folder is refused, naming the first one's pid
+        return run if run.finished else _fit(run, config, progress, on_epoch_end)
+
+
+def _fit(run: Run, config: RunConfig, progress: bool, on_epoch_end: EpochEnd | None) -> Run:
     device = resolve_device(config.device)
     trainer = Trainer(config, prepare_data(config, device), device)
     checkpoint = run.load_checkpoint()

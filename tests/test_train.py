@@ -142,12 +142,12 @@ def test_no_temporary_files_are_left_behind(smoke):
         ({"protocol": "later"}, r"unknown protocol 'later'; known protocols: pretrained, joint"),
         ({"batch_size": 1}, r"batch_size must be at least 2, got 1"),
         ({"options": {"edge_wieght": 0.1}}, r"unknown option\(s\) edge_wieght.*edge_weight"),
-        ({"epochs": 0}, r"epochs must be a positive integer"),
+        ({"epochs": 0}, r"epochs must be a whole number >= 1, got 0"),
         ({"method": "crd", "options": {"num_negatives": 64.0}},
-         r"option num_negatives of method 'crd' must be int, got 64.0"),
+         r"option num_negatives of method 'crd' must be a finite int, got 64.0"),
         ({"options": {"tau": 0.1}}, r"unknown option\(s\) tau for method 'ega'"),
-        ({"options": {"edge_weight": "0.3"}}, r"option edge_weight of method 'ega' must be float"),
-        ({"options": {"edge_weight": True}}, r"option edge_weight of method 'ega' must be float"),
+        ({"options": {"edge_weight": "0.3"}}, r"option edge_weight of method 'ega' must be a finite float"),
+        ({"options": {"edge_weight": True}}, r"option edge_weight of method 'ega' must be a finite float"),
     ],
 )
 def test_bad_config_is_one_clear_sentence(overrides, message):

@@ -14,6 +14,9 @@ from ..tables import mean_sd, seed_summary
 from .cluster import run_local
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+# The kernel's own log at ERROR, on purpose: it would warn, once per notebook, that it runs "over
+# TCP without encryption", but papermill's kernel listens on 127.0.0.1 only, for this process.
+KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]
 
 
 class NotebookError(RuntimeError):
@@ -30,6 +33,7 @@ def execute_notebook(name: str, parameters: dict, out_dir: Path) -> Path:
         papermill.execute_notebook(
             str(NOTEBOOK_DIR / name), str(out), parameters=parameters,
             cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3",
+            extra_arguments=KERNEL_QUIET,
         )  # fmt: skip
     except papermill.PapermillExecutionError as error:
         raise NotebookError(

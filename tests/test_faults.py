@@ -1,0 +1,164 @@
+"""Bad values and faults (#17): refused when the config is made, failed writes named in one
+sentence with nothing half-written left, durable writes, and one trainer per run folder."""
+
+import errno
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import fields
+
+import pytest
+
+from egalib import files
+from egalib.__main__ import main
+from egalib.config import ABOVE_ZERO, AT_LEAST_ZERO, OPTIONAL, WHOLE, RunConfig
+from egalib.runs import Run, RunBusyError
+
+NUMBERS = [*WHOLE, *ABOVE_ZERO, *AT_LEAST_ZERO]
+
+
+def bad_values(key: str) -> list:
+    """Not finite, not a number, just below the range, and (where it applies) a fraction for a
+    whole number, momentum 1, and None for a value that has no default meaning."""
+    low = WHOLE.get(key, 0)
+    values = [math.nan, math.inf, -math.inf, "1", True, low - 1 if key in WHOLE else -0.5]
+    if key in ABOVE_ZERO:
+        values.append(0.0)
+    if key in WHOLE:
+        values.append(low + 0.5)
+    if key == "momentum":
+        values.append(1.0)
+    if key not in OPTIONAL:
+        values.append(None)
+    return values
+
+
+@pytest.mark.parametrize("key", NUMBERS)
+def test_every_numeric_field_refuses_values_out_of_range(key):
+    for value in bad_values(key):
+        with pytest.raises(ValueError) as refused:
+            RunConfig(**{key: value})
+        message = str(refused.value)
+        assert message.startswith(f"{key} must be") and repr(value) in message, message
+        assert "\n" not in message
+
+
+def test_every_numeric_field_of_runconfig_is_checked():
+    numeric = {f.name for f in fields(RunConfig) if "int" in str(f.type) or "float" in str(f.type)}
+    assert numeric - {"batch_size"} == set(NUMBERS)  # batch_size has its own sentence
+
+
+def test_the_profiles_and_the_edges_of_each_range_are_accepted():
+    for profile in ("smoke", "demo", "paper"):
+        RunConfig.from_profile(profile)
+    RunConfig(train_size=2, test_size=1, padding=0, seed=0, momentum=0.0, beta=0.0, lr=1e-6)
+
+
+def test_command_line_refuses_nan_and_negative_lr_and_an_empty_subset(capsys, tmp_path):
+    for flags in (["--lr", "nan"], ["--lr", "-0.1"], ["--train-size", "0"]):
+        assert main(["train", "--profile", "smoke", "--runs-dir", str(tmp_path), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "must be" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # refused before any run folder was made
+
+
+def test_option_values_must_be_finite():
+    with pytest.raises(ValueError, match="option tau of method 'nce' must be a finite float"):
+        RunConfig(method="nce", options={"tau": math.nan})
+
+
+def fail_fsync(monkeypatch):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", no_space)
+
+
+def test_full_disk_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoint.pt"
+    files.atomic_torch_save({"epoch": 1}, target)
+    before = target.read_bytes()
+    fail_fsync(monkeypatch)
+    with pytest.raises(files.WriteError) as failed:
+        files.atomic_torch_save({"epoch": 2}, target)
+    message = str(failed.value)
+    assert str(target) in message and "no space left on device" in message
+    assert "inline_container" not in message
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_an_atomic_write_syncs_the_file_and_its_folder(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: synced.append(os.fstat(fd)) or real(fd))
+    files.atomic_write_text(tmp_path / "a.txt", "x")
+    assert len(synced) == 2
+    assert os.path.samestat(synced[1], os.stat(tmp_path))  # the folder, after the rename
+    assert (tmp_path / "a.txt").read_text() == "x"
+
+
+def test_a_runs_folder_that_is_a_file_is_one_sentence(tmp_path, capsys):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    assert main(["train", "--profile", "smoke", "--runs-dir", str(blocker)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(blocker) in err and "could not write" in err
+
+
+def test_an_unwritable_runs_folder_is_one_sentence(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; the file-as-folder case covers this")
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(files.WriteError, match="permission denied"):
+        Run.open(RunConfig(runs_dir=str(folder)))
+
+
+def test_a_corrupt_config_json_names_the_file(tmp_path):
+    config = RunConfig.from_profile("smoke", runs_dir=str(tmp_path))
+    run = Run.open(config)
+    run.config_path.write_text("{ not json")
+    with pytest.raises(ValueError) as refused:
+        Run.open(config)
+    assert str(run.config_path) in str(refused.value) and "not valid JSON" in str(refused.value)
+
+
+HOLD = """
+import sys, time
+from egalib.runs import Run
+with Run(sys.argv[1]).lock():
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_lock(path, seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_trainer_of_one_folder_is_refused_with_the_first_pid(tmp_path):
+    holder = hold_lock(tmp_path / "run", 60)
+    try:
+        with pytest.raises(RunBusyError, match=f"being trained by process {holder.pid};"):
+            with Run(tmp_path / "run").lock():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_dead_process_is_stale(tmp_path):
+    holder = hold_lock(tmp_path / "run", 60)
+    holder.kill()  # SIGKILL: no clean-up ran, the lock file still names its pid
+    holder.wait()
+    assert (tmp_path / "run" / "lock").read_text().strip() == str(holder.pid)
+    began = time.time()
+    with Run(tmp_path / "run").lock():
+        assert (tmp_path / "run" / "lock").read_text().strip() == str(os.getpid())
+    assert time.time() - began < 5
