@@ -398,8 +398,7 @@ def _read_tinyimagenet(source: _Source, where: Path) -> Dataset:
     data = Dataset(source.name, *train, *test, classes)
     try:
         arrays = {key: getattr(data, key).numpy() for key in _TENSORS}
-        buffer = io.BytesIO()
-        np.savez(buffer, classes=np.array(data.classes), **arrays)
+        np.savez(buffer := io.BytesIO(), classes=np.array(data.classes), **arrays)
         atomic_write(cache, buffer.getvalue())
     except OSError as error:  # a read-only or full disk: the data is still good
         warnings.warn(f"{first_line(error)} The data is read again next time.", stacklevel=2)

@@ -38,8 +38,31 @@ def _check_features(a: torch.Tensor, b: torch.Tensor) -> None:
 def centre_and_normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Rows (the last axis) centred over the features and scaled to unit length (norm >= eps):
     the dot product of two such rows is their Pearson correlation."""
-    x = x - x.mean(dim=-1, keepdim=True)
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return unit_rows(max_scaled(x, dim=-1), centre=True, eps=eps)
+
+
+def max_scaled(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """x divided by its largest absolute entry (per slice along `dim`, or overall), detached: a
+    loss that ignores the scale of x keeps its value and gradient, and squares neither overflow
+    (float32 features of 1e20, float16 ones of a few hundred) nor underflow (1e-20)."""
+    top = x.detach().abs().amax(**({} if dim is None else {"dim": dim, "keepdim": True}))
+    return x / _nonzero(top, torch.finfo(x.dtype).tiny)
+
+
+def unit_rows(x: torch.Tensor, centre: bool = False, eps: float = 0.0) -> torch.Tensor:
+    """Rows (the last axis), centred if asked, divided by their norm; a row whose norm is below
+    eps or the dtype's smallest normal number (a float16 eps of 1e-8 rounds to 0) becomes 0."""
+    if centre:
+        x = x - x.mean(dim=-1, keepdim=True)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    floor = max(eps, torch.finfo(x.dtype).tiny)
+    return torch.where(norm >= floor, x, 0) / _nonzero(norm, floor)
+
+
+def _nonzero(scale: torch.Tensor, floor: float) -> torch.Tensor:
+    """The scale where it is at least `floor`, else 1: dividing by it keeps a zero row at 0 with
+    a finite gradient (dividing by a tiny floor would give gradients of 1e38)."""
+    return torch.where(scale >= floor, scale, torch.ones_like(scale))
 
 
 class Graphs(NamedTuple):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graph import embedding_graphs
+from .graph import embedding_graphs, max_scaled, unit_rows
 
 # Where the host reads tensors for free. On CUDA a read waits for the stream and a recorded CUDA
 # graph forbids it: value checks run at the first call only there.
@@ -95,7 +95,7 @@ def _safe_divide(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine of every row of `a` with every row of `b`; a zero row has cosine 0 with all."""
-    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+    return unit_rows(max_scaled(a, dim=1)) @ unit_rows(max_scaled(b, dim=1)).T
 
 
 def _differences(x: torch.Tensor) -> torch.Tensor:
@@ -135,14 +135,14 @@ def pkt(fs: torch.Tensor, ft: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 def _scaled_distances(x: torch.Tensor, by: str) -> torch.Tensor:
     """Distances divided by the mean of the positive ones (`by` "mean") or by their maximum
     ("max"); all 0 if every sample is the same."""
-    d = _distances(x)
+    d = _distances(max_scaled(x))
     return _safe_divide(d, d.sum() / (d > 0).sum().clamp_min(1) if by == "mean" else d.amax())
 
 
 def _angle_cosines(x: torch.Tensor) -> torch.Tensor:
     """(B, B, B) tensor: entry [i, j, k] is e_ij . e_ik, e_ij the unit vector from x_i to x_j (0 if
     x_j = x_i), i.e. the cosine of the angle at vertex i of the triangle (x_i, x_j, x_k)."""
-    e = F.normalize(_differences(x), dim=-1)
+    e = unit_rows(max_scaled(_differences(x), dim=-1))
     return e @ e.transpose(1, 2)
 
 
@@ -274,7 +274,7 @@ class CRD(nn.Module):
 
     def embed(self, fs: torch.Tensor, ft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The L2-normalised embeddings (s, t) of student and teacher features."""
-        return F.normalize(self.embed_s(fs), dim=1), F.normalize(self.embed_t(ft), dim=1)
+        return unit_rows(self.embed_s(fs)), unit_rows(self.embed_t(ft))
 
     def sample_negatives(
         self, index: torch.Tensor, generator: torch.Generator | None = None
@@ -307,7 +307,9 @@ class CRD(nn.Module):
         # The banks are copied because backward needs them as they were before `_update`.
         student_anchor = (s @ self.memory_t.clone().T).gather(1, slots)
         teacher_anchor = (t @ self.memory_s.clone().T).gather(1, slots)
-        dots = torch.stack([student_anchor, teacher_anchor]) / self.tau  # (2, B, K + 1)
+        # in float32 at least: under float16 autocast e^(1 / tau) = 1.6e6 would overflow 65,504
+        dots = torch.stack([student_anchor, teacher_anchor])  # (2, B, K + 1)
+        dots = dots.to(torch.promote_types(dots.dtype, torch.float32)) / self.tau
         estimate = dots.detach().exp().mean(dim=(1, 2)) * len(self.sample_class)
         self.z.copy_(torch.where(self.z > 0, self.z, estimate.to(self.z.dtype)))
         log_p = dots - self.z.log().view(2, 1, 1)

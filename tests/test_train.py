@@ -146,8 +146,9 @@ def test_no_temporary_files_are_left_behind(smoke):
         ({"method": "crd", "options": {"num_negatives": 64.0}},
          r"option num_negatives of method 'crd' must be a finite int, got 64.0"),
         ({"options": {"tau": 0.1}}, r"unknown option\(s\) tau for method 'ega'"),
-        ({"options": {"edge_weight": "0.3"}}, r"option edge_weight of method 'ega' must be a finite float"),
-        ({"options": {"edge_weight": True}}, r"option edge_weight of method 'ega' must be a finite float"),
+        ({"options": {"edge_weight": "0.3"}},
+         r"edge_weight of method 'ega' must be a finite float"),
+        ({"options": {"edge_weight": True}}, r"edge_weight of method 'ega' must be a finite float"),
     ],
 )
 def test_bad_config_is_one_clear_sentence(overrides, message):
