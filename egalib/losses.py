@@ -274,7 +274,8 @@ class CRD(nn.Module):
 
     def embed(self, fs: torch.Tensor, ft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The L2-normalised embeddings (s, t) of student and teacher features."""
-        return unit_rows(self.embed_s(fs)), unit_rows(self.embed_t(ft))
+        unit = lambda x: unit_rows(max_scaled(x, dim=1))
+        return unit(self.embed_s(fs)), unit(self.embed_t(ft))
 
     def sample_negatives(
         self, index: torch.Tensor, generator: torch.Generator | None = None

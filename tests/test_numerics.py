@@ -56,6 +56,26 @@ def test_scale_free_losses_ignore_the_scale_of_their_features(name, scale, dtype
 
 
 @pytest.mark.parametrize("scale", [1e-20, 1e20])
+def test_losses_that_depend_on_scale_stay_finite_at_any_scale(scale):
+    """KD (logits), FitNet (an MSE) and CRD (a linear layer with a bias) are not scale-free, but
+    at features or logits of 1e-20 or 1e20 their values and gradients are finite in float32."""
+    fs, ft, ls, lt = [x * scale for x in batch(torch.float32)]
+    crd = losses.CRD(D, D, torch.arange(64) % 4, embed_dim=8, num_negatives=16)
+    for name, loss in {
+        "kd": lambda a, b: losses.kd(a, b),
+        "crd": lambda a, b: crd(a, b, torch.arange(B), torch.Generator().manual_seed(0)),
+    }.items():
+        a, b = (ls, lt) if name == "kd" else (fs, ft)
+        a = a.clone().requires_grad_()
+        assert finite_with_finite_grads(loss(a, b), a), name
+    for side in crd.embed(fs, ft):  # unit rows, not rows that overflowed to 0
+        torch.testing.assert_close(torch.linalg.vector_norm(side, dim=1), torch.ones(B))
+    if scale < 1:  # an MSE of 1e20-sized differences overflows float32 by definition
+        a = fs.clone().requires_grad_()
+        assert finite_with_finite_grads(losses.fitnet(a, ft), a)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e20])
 def test_graphs_ignore_the_scale_of_embeddings_in_float32(scale):
     fs, ft, _, _ = batch(torch.float32)
     for at_one, scaled in zip(embedding_graphs(fs, ft), embedding_graphs(fs * scale, ft * scale)):
