@@ -162,3 +162,12 @@ def test_a_lock_left_by_a_dead_process_is_stale(tmp_path):
     with Run(tmp_path / "run").lock():
         assert (tmp_path / "run" / "lock").read_text().strip() == str(os.getpid())
     assert time.time() - began < 5
+
+
+def test_a_corrupt_teacher_card_names_the_file(tmp_path):
+    from egalib.models.teachers import teacher_card
+
+    (tmp_path / "ssl-fmnist.json").write_text('{"linear_probe_top1": ')
+    with pytest.raises(ValueError, match=r"ssl-fmnist\.json is not valid JSON .*restore the file"):
+        teacher_card("ssl-fmnist", tmp_path)
+

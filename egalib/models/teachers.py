@@ -6,7 +6,6 @@ use into `$EGALIB_CACHE` (default ~/.cache/egalib); `pretrained=False` builds ra
 """
 
 import hashlib
-import json
 import os
 from functools import partial
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..files import REPO_DATA, load_tensors
+from ..files import REPO_DATA, load_tensors, read_json
 from ..views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, ViewSpec, eval_view
 from .students import conv_bn_relu, wrn_40_2
 
@@ -127,7 +126,7 @@ def load_teacher_weights(name: str, folder: Path | None = None) -> dict:
 
 def teacher_card(name: str, folder: Path | None = None) -> dict:
     """The JSON shipped beside a teacher's weights: how it was made and its linear probe."""
-    return json.loads((Path(folder or TEACHER_DIR) / f"{name}.json").read_text())
+    return read_json(Path(folder or TEACHER_DIR) / f"{name}.json", "restore the file from git.")
 
 
 # ---------------------------------------------------------------------------------------------
