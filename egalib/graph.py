@@ -36,9 +36,10 @@ def _check_features(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def centre_and_normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Rows (the last axis) centred over the features and scaled to unit length (norm >= eps):
-    the dot product of two such rows is their Pearson correlation."""
-    return unit_rows(max_scaled(x, dim=-1), centre=True, eps=eps)
+    """Rows (the last axis) centred over the features and scaled to unit length (a row of norm
+    below eps, a constant one, becomes 0): the dot product of two such rows is their Pearson
+    correlation."""
+    return unit_rows(x, centre=True, eps=eps)
 
 
 def max_scaled(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -50,8 +51,10 @@ def max_scaled(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 
 
 def unit_rows(x: torch.Tensor, centre: bool = False, eps: float = 0.0) -> torch.Tensor:
-    """Rows (the last axis), centred if asked, divided by their norm; a row whose norm is below
-    eps or the dtype's smallest normal number (a float16 eps of 1e-8 rounds to 0) becomes 0."""
+    """Rows (the last axis), `max_scaled` first, centred if asked, divided by their norm; a row
+    whose norm is below eps or the dtype's smallest normal number (a float16 eps of 1e-8 rounds
+    to 0) becomes 0."""
+    x = max_scaled(x, dim=-1)
     if centre:
         x = x - x.mean(dim=-1, keepdim=True)
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)

@@ -95,7 +95,7 @@ def _safe_divide(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine of every row of `a` with every row of `b`; a zero row has cosine 0 with all."""
-    return unit_rows(max_scaled(a, dim=1)) @ unit_rows(max_scaled(b, dim=1)).T
+    return unit_rows(a) @ unit_rows(b).T
 
 
 def _differences(x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +142,7 @@ def _scaled_distances(x: torch.Tensor, by: str) -> torch.Tensor:
 def _angle_cosines(x: torch.Tensor) -> torch.Tensor:
     """(B, B, B) tensor: entry [i, j, k] is e_ij . e_ik, e_ij the unit vector from x_i to x_j (0 if
     x_j = x_i), i.e. the cosine of the angle at vertex i of the triangle (x_i, x_j, x_k)."""
-    e = unit_rows(max_scaled(_differences(x), dim=-1))
+    e = unit_rows(_differences(x))
     return e @ e.transpose(1, 2)
 
 
@@ -274,8 +274,7 @@ class CRD(nn.Module):
 
     def embed(self, fs: torch.Tensor, ft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The L2-normalised embeddings (s, t) of student and teacher features."""
-        unit = lambda x: unit_rows(max_scaled(x, dim=1))
-        return unit(self.embed_s(fs)), unit(self.embed_t(ft))
+        return unit_rows(self.embed_s(fs)), unit_rows(self.embed_t(ft))
 
     def sample_negatives(
         self, index: torch.Tensor, generator: torch.Generator | None = None
