@@ -17,6 +17,8 @@ TRAIN_FLAGS = ("method", "teacher", "student", "dataset", "protocol", "epochs", 
                "train_size", "test_size", "seed", "device", "runs_dir", "name")  # fmt: skip
 CAPTURE_HELP = ("capture the step: one CUDA graph of the whole step on a GPU, replayed for each "
                 "full batch; torch.compile of the student on a CPU")  # fmt: skip
+TABLE_HELP = ("look the frozen teacher's features of training views up in a table computed once "
+              "(default: the profile's; on for demo and paper)")  # fmt: skip
 
 
 def cmd_list(args) -> None:
@@ -43,6 +45,7 @@ def config_from_args(args) -> RunConfig:
     method = args.method or RunConfig.from_profile(args.profile).method
     overrides["options"] = methods.cast_options(method, dict(args.option or [])) or None
     overrides["capture"] = args.capture or None
+    overrides["teacher_table"] = args.teacher_table
     return RunConfig.from_profile(args.profile, **overrides)
 
 
@@ -78,6 +81,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                         "(repeatable; `list --options` shows each method's)")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed (instead of --seed)")
     p.add_argument("--capture", action="store_true", help=CAPTURE_HELP)
+    p.add_argument("--teacher-table", action=argparse.BooleanOptionalAction, help=TABLE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one student; prints its final metrics")
     add_train_flags(train)
     train.set_defaults(func=cmd_train)
-    commands.add_commands(sub, CAPTURE_HELP)
+    commands.add_commands(sub, CAPTURE_HELP, TABLE_HELP)
     download = sub.add_parser("download", help="fetch a dataset where a network exists")
     download.add_argument("dataset", choices=sorted(DATASETS))
     download.set_defaults(func=cmd_download)

@@ -10,7 +10,7 @@ from . import methods, models
 from .datasets import DATASETS
 
 PROTOCOLS = ("pretrained", "joint")
-EXECUTION_ONLY = ("device", "runs_dir", "capture")  # may differ when a run is resumed
+EXECUTION_ONLY = ("device", "runs_dir", "capture", "teacher_table")  # may differ on resume
 # every number's range: whole numbers and their least value; numbers above 0; numbers at least 0
 WHOLE = {"epochs": 1, "embed_dim": 1, "probe_epochs": 1, "train_size": 2, "test_size": 1,
          "padding": 0, "seed": 0}  # fmt: skip
@@ -48,6 +48,10 @@ class RunConfig:
     # capture the step: on CUDA, the whole training step as one CUDA graph, replayed for each
     # batch of batch_size; on CPU, torch.compile of the student
     capture: bool = False
+    # look the frozen teacher's features of training views up in a table computed once
+    # (egalib.table) instead of running the teacher in every step: the same numbers to float
+    # rounding, shared by every run on these training images
+    teacher_table: bool = False
     runs_dir: str = "runs"
     name: str | None = None  # run folder name; None: derived from the config
 
@@ -165,8 +169,9 @@ PROFILES = {
                   probe_epochs=2, device="cpu", seeds=(0,)),
     # minutes on 2 CPU cores, `make demo`: batch 16, lr 0.05 x 16 / 64, as notebook 06 picks
     "demo": dict(epochs=6, train_size=4000, batch_size=16, lr=0.0125, embed_dim=128,
-                 probe_epochs=60, seeds=(0, 1, 2)),
+                 probe_epochs=60, seeds=(0, 1, 2), teacher_table=True),
     # hours on a CUDA GPU: docs/method.md's CIFAR-100 recipe; `reproduce` sets each cell's choices
     "paper": dict(teacher="clip-vit-b32", student="resnet8x4", dataset="cifar100", epochs=240,
-                  batch_size=64, lr=0.05, embed_dim=256, probe_epochs=240, seeds=(0,)),
+                  batch_size=64, lr=0.05, embed_dim=256, probe_epochs=240, seeds=(0,),
+                  teacher_table=True),
 }  # fmt: skip

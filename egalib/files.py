@@ -1,11 +1,17 @@
 """Files: the repository's data folder, whole-file writes (a temporary file in the same folder,
-renamed into place: a killed run leaves the old file or the new one, never half of one), and
-tensor files read safely."""
+renamed into place: a killed run leaves the old file or the new one, never half of one), tensor
+files read safely, exclusive locks, and what a result's card records (commit, device)."""
 
+import contextlib
+import fcntl
+import hashlib
 import io
 import json
 import os
+import platform
+import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -17,16 +23,18 @@ class WriteError(OSError):
     """A file could not be written; the message names it, the cause and the fix."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, synced to disk, then rename and sync
-    the folder (as databases do): after a crash or a power cut the path holds the old file or the
-    new one, never an empty or half one. A failure is one sentence naming the file and cause."""
+def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Write `data` (bytes, or chunks of them, for a file larger than memory) through a temporary
+    file in the same folder, synced to disk, then rename and sync the folder (as databases do):
+    after a crash or a power cut the path holds the old file or the new one, never an empty or
+    half one. A failure is one sentence naming the file and its cause."""
     path, tmp = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in [data] if isinstance(data, bytes) else data:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes files private; these are ordinary results
@@ -80,3 +88,47 @@ def load_tensors(path: Path, fix: str, error: type[Exception] = RuntimeError):
     except Exception as cause:
         first = first_line(cause)[:120]
         raise error(f"{path} cannot be read ({cause.__class__.__name__}: {first}); {fix}") from None
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, wait: bool):
+    """An exclusive flock on `path`, which then holds this process's pid; without `wait`, a held
+    lock raises BlockingIOError with the file's content (the holder's pid) as its message. The
+    kernel drops a flock when its process dies, so a killed holder blocks nothing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0)
+            raise BlockingIOError(f.read().strip() or "?") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A short checksum of a tensor's bytes: the same values give the same digest."""
+    data = tensor.detach().cpu().contiguous().view(torch.uint8).numpy()
+    return hashlib.blake2b(data).hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """The repository's short commit, or "unknown" outside a git checkout."""
+    with contextlib.suppress(OSError):
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=REPO_DATA.parent)  # fmt: skip
+        return done.stdout.strip() or "unknown"
+    return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (for cards and benchmark results)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

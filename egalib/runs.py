@@ -4,13 +4,11 @@ Every file is written whole or not at all (`files.atomic_write`); docs/runs.md d
 """
 
 import contextlib
-import fcntl
 import json
 import math
-import os
 from pathlib import Path
 
-from .files import atomic_torch_save, atomic_write_text, load_tensors, read_json
+from .files import atomic_torch_save, atomic_write_text, exclusive, load_tensors, read_json
 
 
 class CheckpointError(RuntimeError):
@@ -66,20 +64,14 @@ class Run:
         """One trainer per run folder: an exclusive flock on its `lock` file, which holds the
         trainer's pid. The kernel drops a flock when its process dies, so the file a killed
         trainer leaves behind is stale and blocks nothing."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / "lock", "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                raise RunBusyError(
-                    f"run folder {self.path} is being trained by process {f.read().strip() or '?'}"
-                    "; wait for it to finish or stop it, then run again (it resumes)."
-                ) from None
-            f.truncate(0)
-            f.write(f"{os.getpid()}\n")
-            f.flush()
-            yield
+        try:
+            with exclusive(self.path / "lock", wait=False):
+                yield
+        except BlockingIOError as held:
+            raise RunBusyError(
+                f"run folder {self.path} is being trained by process {held}; wait for it to "
+                "finish or stop it, then run again (it resumes)."
+            ) from None
 
     @property
     def history(self):

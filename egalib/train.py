@@ -25,15 +25,20 @@ from . import losses, models
 from .capture import CapturedStep
 from .config import NO_TEACHER, RunConfig
 from .datasets import Dataset, load_dataset
+from .files import tensor_digest
 from .methods import DistillInputs
 from .models import EmbeddingHead
 from .runs import CheckpointError, Run
-from .views import eval_view, student_view, train_view
+from .table import open_table, view_keys
+from .views import apply_views, draw_views, eval_view, student_view, train_view, views_per_image
 
 MILESTONES = (150 / 240, 180 / 240, 210 / 240)  # the lr decay points of docs/method.md
 Mark = Callable[[str], None]  # called with a part's name as the step finishes it (timing seam)
 no_mark: Mark = lambda part: None
 EpochEnd = Callable[[int, dict], None]  # called with (epoch, its history row) after each epoch
+# trained linear probes by their features, labels, initial weights and recipe: the same inputs
+# give the same head, so a process trains each once
+PROBES: dict[tuple, dict] = {}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,6 +110,7 @@ class Distillation(nn.Module):
         teacher_view = self.teacher.view if self.teacher is not None else None
         self.student_view = student_view(data.image_size, data.channels, teacher_view)
         self.method_module = self.method.build(d, data.train_labels, self.options)
+        self.table = None  # the teacher table (egalib.table), when the run looks features up
 
     def trainable_state(self) -> dict:
         """Everything a checkpoint needs (the frozen teacher encoder is rebuilt, not saved)."""
@@ -115,8 +121,13 @@ class Distillation(nn.Module):
             features = self.student(images)
         return self.student_head(features.float())
 
-    def forward_teacher(self, images: torch.Tensor):
-        return self.teacher_head(self.teacher.encode(images))
+    def forward_teacher(self, images: torch.Tensor, index: torch.Tensor, views: torch.Tensor):
+        """The teacher head on the frozen features of `images` (at `index`) seen as `views`:
+        looked up in the teacher table when there is one, else encoded now."""
+        if self.table is not None:
+            return self.teacher_head(self.table.lookup(index, views))
+        seen = apply_views(images, views, self.config.padding)
+        return self.teacher_head(self.teacher.encode(self.teacher.view.finish(seen)))
 
 
 def training_step(
@@ -134,10 +145,10 @@ def training_step(
     model.train()
     student_in = train_view(images, model.student_view, streams["student_view"], pad)
     if use_teacher:
-        teacher_in = train_view(images, model.teacher.view, streams["teacher_view"], pad)
+        views = draw_views(len(images), pad, streams["teacher_view"], images.device)
     mark("data")
     if use_teacher:
-        xt, logits_t = model.forward_teacher(teacher_in)
+        xt, logits_t = model.forward_teacher(images, index, views)
         mark("teacher")
     xs, logits_s = model.forward_student(student_in)
     mark("student")
@@ -206,15 +217,34 @@ class Trainer:
         self.use_teacher = self.joint or self.model.method.uses_teacher
         self.streams = random_streams(config.seed, device)
         self.test_teacher_features = None  # the frozen teacher's test features, made once
+        if config.teacher_table and self.use_teacher:
+            self.model.table = self.open_teacher_table()
+
+    def open_teacher_table(self):
+        """The teacher table of this run's training images: every view of every image when the
+        run draws most of them (2 epochs per view or more) or is captured (a captured step cannot
+        check a lookup), else only the views that this run's streams will draw."""
+        config, images = self.config, self.data.train_images
+        every = 2 * config.epochs >= views_per_image(config.padding) or self.capture
+        keys = None if every else drawn_teacher_keys(config, len(images), self.device)
+        return open_table(self.model.teacher, config.teacher, config.dataset, images,
+                          config.padding, keys)  # fmt: skip
 
     def fit_teacher_head(self) -> None:
         """The `pretrained` protocol: a linear probe on frozen teacher features, then frozen."""
         if self.model.teacher is None:
             return
         features = self.model.teacher.encode_all(self.data.train_images)
-        head = self.model.teacher_head.requires_grad_(True)
-        train_head(head, features, self.data.train_labels, self.config.probe_epochs,
-                   seed=self.config.seed, lr=self.config.teacher_lr)  # fmt: skip
+        head, labels, config = self.model.teacher_head, self.data.train_labels, self.config
+        made_of = [tensor_digest(t) for t in (features, labels, *head.state_dict().values())]
+        key = (*made_of, config.probe_epochs, config.seed, config.teacher_lr)
+        if key not in PROBES:  # the runs of one seed in a demo or a study share their probe
+            train_head(head.requires_grad_(True), features, labels, config.probe_epochs,
+                       seed=config.seed, lr=config.teacher_lr)  # fmt: skip
+            PROBES[key] = copy.deepcopy(head.state_dict())
+            while len(PROBES) > 8:
+                PROBES.pop(next(iter(PROBES)))
+        head.load_state_dict(PROBES[key])
         head.requires_grad_(False)
 
     @property
@@ -247,8 +277,7 @@ class Trainer:
     def train_epoch(self, progress: bool = False, desc: str = "") -> dict[str, float]:
         """One pass over the training set in random batches (last partial batch dropped)."""
         n, b = len(self.data.train_labels), self.config.batch_size
-        order = torch.randperm(n, device=self.device, generator=self.streams["order"])
-        batches = order[: n - n % b].view(-1, b) if n >= b else order[None]
+        batches = epoch_batches(n, b, self.streams["order"], self.device)
         sums = self.sum_steps(batches, progress, desc)
         self.schedule.step()
         row = {f"train_{k}": v / len(batches) for k, v in sums.items() if k != "correct"}
@@ -328,6 +357,26 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
     for group in state["param_groups"]:
         group["lr"] = float(group["lr"])
     return state
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator,
+                  device: torch.device) -> torch.Tensor:  # fmt: skip
+    """One epoch's batches of sample indices, one per row, in random order (the last partial
+    batch dropped; fewer samples than a batch: one batch of them all)."""
+    order = torch.randperm(n, device=device, generator=generator)
+    return order[: n - n % batch_size].view(-1, batch_size) if n >= batch_size else order[None]
+
+
+def drawn_teacher_keys(config: RunConfig, n: int, device: torch.device) -> torch.Tensor:
+    """The teacher-table keys (image x views per image + view) of every teacher view that a run
+    of `config` on `n` training images draws, sorted and unique: its "order" and "teacher_view"
+    streams replayed, which no other use of random numbers moves."""
+    streams, drawn = random_streams(config.seed, device), []
+    for _ in range(config.epochs):
+        for index in epoch_batches(n, config.batch_size, streams["order"], device):
+            views = draw_views(len(index), config.padding, streams["teacher_view"], device)
+            drawn.append(view_keys(index, views, config.padding))
+    return torch.cat(drawn).unique()
 
 
 def graph_terms_by_batch(xs: torch.Tensor, xt: torch.Tensor, batch_size: int) -> dict[str, float]:

@@ -16,25 +16,46 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
 
-def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """RandomCrop(size, padding) per sample, zero fill, for a batch (B, C, H, W) of any dtype."""
-    if padding == 0:
-        return images
-    b, _, h, w = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), device=images.device, generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (b,), device=images.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]
-    batch = torch.arange(b, device=images.device)[:, None, None, None]
-    channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows, cols]
+def views_per_image(padding: int) -> int:
+    """How many training views an image has: (2 padding + 1)^2 crop offsets, times two flips."""
+    return 2 * (2 * padding + 1) ** 2
 
 
-def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Horizontal flip of each sample with probability 1/2."""
-    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+def draw_views(count: int, padding: int, generator: torch.Generator,
+               device: torch.device) -> torch.Tensor:  # fmt: skip
+    """(count, 3) int64 rows (dy, dx, flip): RandomCrop(padding)'s offsets in [0, 2 padding] and
+    a horizontal flip with probability 1/2, drawn in that order (no offsets when padding is 0)."""
+    if padding:
+        dy = torch.randint(0, 2 * padding + 1, (count,), device=device, generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (count,), device=device, generator=generator)
+    else:
+        dy = dx = torch.zeros(count, dtype=torch.long, device=device)
+    flip = torch.rand(count, device=device, generator=generator) < 0.5
+    return torch.stack([dy, dx, flip.long()], 1)
+
+
+def apply_views(images: torch.Tensor, views: torch.Tensor, padding: int) -> torch.Tensor:
+    """Crop each zero-padded image (B, C, H, W), of any dtype, at its offsets, then flip it."""
+    b, c, h, w = images.shape
+    if padding:
+        padded = F.pad(images, (padding, padding, padding, padding))
+        rows = (views[:, 0, None] + torch.arange(h, device=images.device))[:, None, :, None]
+        cols = (views[:, 1, None] + torch.arange(w, device=images.device))[:, None, None, :]
+        batch = torch.arange(b, device=images.device)[:, None, None, None]
+        channel = torch.arange(c, device=images.device)[None, :, None, None]
+        images = padded[batch, channel, rows, cols]
+    return torch.where(views[:, 2, None, None, None].bool(), images.flip(-1), images)
+
+
+def view_ids(views: torch.Tensor, padding: int) -> torch.Tensor:
+    """Each view's number in [0, views_per_image(padding)): (dy (2 padding + 1) + dx) 2 + flip."""
+    return (views[:, 0] * (2 * padding + 1) + views[:, 1]) * 2 + views[:, 2]
+
+
+def views_of(ids: torch.Tensor, padding: int) -> torch.Tensor:
+    """The (dy, dx, flip) rows that `view_ids` numbers `ids`."""
+    offset, flip = ids // 2, ids % 2
+    return torch.stack([offset // (2 * padding + 1), offset % (2 * padding + 1), flip], 1)
 
 
 @dataclass(frozen=True)
@@ -88,8 +109,8 @@ def train_view(
 ) -> torch.Tensor:
     """RandomCrop(padding) at the native size -> resize to spec.size -> flip -> normalise: the
     student view (no resize) and the teacher view (CLIP: crop at 32 px, resize to 224, flip)."""
-    cropped = random_crop(images, padding, generator)
-    return spec.finish(random_flip(cropped, generator))
+    views = draw_views(len(images), padding, generator, images.device)
+    return spec.finish(apply_views(images, views, padding))
 
 
 def eval_view(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:

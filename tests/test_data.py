@@ -5,7 +5,16 @@ import pytest
 import torch
 
 from egalib import datasets as data
-from egalib.views import ViewSpec, eval_view, random_crop, random_flip, train_view
+from egalib.views import (
+    ViewSpec,
+    apply_views,
+    draw_views,
+    eval_view,
+    train_view,
+    view_ids,
+    views_of,
+    views_per_image,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +69,9 @@ def _batch(b=32, c=1, size=28):
 
 def test_crop_is_a_shift_of_the_zero_padded_image():
     images = _batch()
-    out = random_crop(images, 4, torch.Generator().manual_seed(1))
+    views = draw_views(len(images), 4, torch.Generator().manual_seed(1), "cpu")
+    views[:, 2] = 0  # no flips: the crops alone
+    out = apply_views(images, views, 4)
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
     shifts = []
     for i in range(len(images)):
@@ -68,17 +79,42 @@ def test_crop_is_a_shift_of_the_zero_padded_image():
                  if torch.equal(out[i], padded[i, :, dy : dy + 28, dx : dx + 28])]  # fmt: skip
         assert found, f"sample {i} is not a crop of its padded image"
         shifts.append(found[0])
+        assert found[0] == tuple(views[i, :2].tolist())  # the drawn offsets, and only them
     assert len(set(shifts)) > 5  # crops really vary between samples
     assert any(s != (4, 4) for s in shifts)
 
 
 def test_flip_flips_about_half_the_samples():
     images = _batch(b=400)
-    out = random_flip(images, torch.Generator().manual_seed(2))
+    views = draw_views(len(images), 4, torch.Generator().manual_seed(2), "cpu")
+    views[:, :2] = 4  # the centred crop: the flips alone
+    out = apply_views(images, views, 4)
     flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, images)])
     kept = torch.tensor([torch.equal(o, i) for o, i in zip(out, images)])
     assert bool((flipped ^ kept).all())
+    assert torch.equal(flipped, views[:, 2].bool())
     assert 150 < int(flipped.sum()) < 250
+
+
+def test_view_numbers_cover_every_view_once_and_decode_to_their_views():
+    for padding in (0, 1, 4):
+        count = views_per_image(padding)
+        assert count == 2 * (2 * padding + 1) ** 2
+        every = torch.tensor([(dy, dx, f) for dy in range(2 * padding + 1)
+                              for dx in range(2 * padding + 1) for f in (0, 1)])  # fmt: skip
+        ids = view_ids(every, padding)
+        assert sorted(ids.tolist()) == list(range(count))
+        assert torch.equal(views_of(ids, padding), every)
+    assert view_ids(torch.tensor([[2, 3, 1]]), 4).item() == (2 * 9 + 3) * 2 + 1
+
+
+def test_no_padding_draws_no_offsets_and_keeps_images_whole():
+    images = _batch(b=8)
+    views = draw_views(8, 0, torch.Generator().manual_seed(0), "cpu")
+    assert views[:, :2].eq(0).all()
+    out = apply_views(images, views, 0)
+    for o, i, f in zip(out, images, views[:, 2]):
+        assert torch.equal(o, i.flip(-1) if f else i)
 
 
 def test_views_shapes_ranges_and_independence():

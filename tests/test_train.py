@@ -205,20 +205,24 @@ def test_methods_compared_with_one_seed_see_the_same_batches_and_views(smoke, mo
     """Paired runs: with one seed, vanilla (which skips the teacher view), EGA and CRD (which
     draws negatives) train on the same batches in the same order and with the same student and
     teacher views, because each use of random numbers has its own stream."""
-    seen, states, real_view = {}, {}, train.train_view
+    seen, states = {}, {}
+    real_view, real_draw = train.train_view, train.draw_views
     for method in ("vanilla", "ega", "crd"):
         config = smoke(method=method, protocol="pretrained", epochs=2)
         cpu = torch.device("cpu")
         trainer = train.Trainer(config, train.prepare_data(config, cpu), cpu)
         views = seen[method] = {"student": [], "teacher": []}
 
-        def recording(images, spec, generator, padding, trainer=trainer, views=views):
-            out = real_view(images, spec, generator, padding)
-            side = "student" if generator is trainer.streams["student_view"] else "teacher"
-            views[side].append(out.clone())
-            return out
+        def student(images, spec, generator, padding, views=views):
+            views["student"].append(real_view(images, spec, generator, padding))
+            return views["student"][-1]
 
-        monkeypatch.setattr(train, "train_view", recording)
+        def teacher(count, padding, generator, device, views=views):
+            views["teacher"].append(real_draw(count, padding, generator, device))
+            return views["teacher"][-1]
+
+        monkeypatch.setattr(train, "train_view", student)
+        monkeypatch.setattr(train, "draw_views", teacher)
         for _ in range(2):
             trainer.train_epoch()
         states[method] = {k: g.get_state() for k, g in trainer.streams.items()}

@@ -54,7 +54,7 @@ def cmd_reproduce(args) -> None:
         run_notebooks(args.profile, args.runs_dir)
         return
     overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs,
-                 "capture": args.capture or None}  # fmt: skip
+                 "capture": args.capture or None, "teacher_table": args.teacher_table}  # fmt: skip
     configs = table_configs(args.table, args.protocol, args.only, args.seeds, **overrides)
     labels = {"missing": "to run", "failed": "to rerun"}  # running cells are left alone
     for row in cell_status(configs).itertuples():
@@ -108,7 +108,7 @@ def cmd_bench(args) -> None:
     runpy.run_path(str(BENCHMARK), run_name="__main__")
 
 
-def add_commands(sub, capture_help: str) -> None:
+def add_commands(sub, capture_help: str, table_help: str) -> None:
     pre = sub.add_parser("pretrain-teacher", help="SimCLR-pretrain the embedded teacher")
     for f in fields(PretrainConfig):
         convert = type(f.default) if f.default is not None else int
@@ -140,6 +140,8 @@ def add_commands(sub, capture_help: str) -> None:
     reproduce.add_argument("--device", default="auto")
     reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
     reproduce.add_argument("--capture", action="store_true", help=capture_help)
+    reproduce.add_argument("--teacher-table", action=argparse.BooleanOptionalAction,
+                           help=table_help)
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
     reproduce.add_argument("--executor", choices=EXECUTORS, default="local",
                            help="local: train here, --parallel at a time; slurm: one job per "

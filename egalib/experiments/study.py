@@ -12,7 +12,6 @@ data/results/regime.csv and a card (command, commit, date, device) beside it.
 
 import datetime
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,10 +21,9 @@ import torch
 
 from ..analysis import node_matrix_stats
 from ..config import RunConfig, profile_seeds
-from ..files import REPO_DATA, atomic_write_text
+from ..files import REPO_DATA, atomic_write_text, device_name, git_commit
 from ..runs import Run
 from ..tables import seed_summary
-from . import device_name
 from .cluster import run_local
 
 BATCHES = (8, 16, 32, 64)
@@ -76,11 +74,9 @@ def regime(profile: str = "demo", seeds=None, runs_dir: str = "runs", parallel: 
 
 def card(began: float) -> dict:
     """How the summary was made: the command, the commit, the date, the device, the wall time."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=REPO_DATA.parent).stdout.strip()  # fmt: skip
     return {
         "command": "python -m egalib " + " ".join(sys.argv[1:]),
-        "commit": commit or "unknown",
+        "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": f"{device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads",
         "wall_s": round(time.time() - began, 1),

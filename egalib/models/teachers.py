@@ -5,7 +5,6 @@ paper's CLIP towers (open_clip) and ImageNet ResNets (torchvision) download thei
 use into `$EGALIB_CACHE` (default ~/.cache/egalib); `pretrained=False` builds random weights.
 """
 
-import hashlib
 import os
 from functools import partial
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..files import REPO_DATA, load_tensors, read_json
+from ..files import REPO_DATA, load_tensors, read_json, tensor_digest
 from ..views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, ViewSpec, eval_view
 from .students import conv_bn_relu, wrn_40_2
 
@@ -68,7 +67,7 @@ class Teacher(nn.Module):
         this process, so the runs of a demo or a study encode their test set once: the same
         weights and images give the same numbers."""
         key = self.weights and (self.weights, self.bfloat16, str(images.device), images.shape,
-                                hashlib.blake2b(images.cpu().numpy().tobytes()).hexdigest())
+                                tensor_digest(images))
         if key not in ENCODED:
             chunks = images.split(batch_size)
             features = torch.cat([self.encode(eval_view(chunk, self.view)) for chunk in chunks])

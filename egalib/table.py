@@ -1,0 +1,160 @@
+"""The teacher table: the frozen teacher's features of training views, computed once, looked up.
+
+A frozen teacher sees a training image in one of `views_per_image(padding)` ways (162 at
+padding 4): a crop offset and a flip. Its features of those views can therefore be computed once
+per (teacher, training images, padding) and looked up by (image, view) in every run that uses
+them: every method, protocol and seed gets the numbers the teacher would have computed in the
+step, to float rounding (the table is encoded in larger batches).
+
+A table holds every view of every image, or only the views that the runs at hand will draw (a run
+of a few epochs draws a few of each image's 162): then its sorted keys are searched, and a view
+it lacks is an error. It is a raw file of features, `<name>.bin`, memory-mapped when read, with
+its card `<name>.json`, in `$EGALIB_CACHE/tables`; one process builds it under a lock while any
+other that needs it waits, then reads it.
+"""
+
+import datetime
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__, files
+from .models import Teacher
+from .models.teachers import cache_dir
+from .views import apply_views, view_ids, views_of, views_per_image
+
+CHECKED = ("teacher", "dataset", "images", "padding", "views", "dtype", "egalib")  # must match
+
+
+class TableError(ValueError):
+    """A teacher table that does not fit the run; the message says why and what to do."""
+
+
+class TeacherTable:
+    """Features (K, D) of the views numbered `keys` (image * views_per_image + view, sorted;
+    None: every view of every image, in that order)."""
+
+    def __init__(self, features: torch.Tensor, keys: torch.Tensor | None, padding: int):
+        self.features, self.keys, self.padding = features, keys, padding
+
+    def lookup(self, index: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """Float32 features of image `index[i]` seen as `views[i]`, on `index`'s device."""
+        wanted = view_keys(index, views, self.padding)
+        rows = wanted.to(self.features.device)
+        if self.keys is not None:
+            rows = torch.searchsorted(self.keys, rows).clamp_(max=len(self.keys) - 1)
+            if not torch.equal(self.keys[rows], wanted.to(self.keys.device)):
+                raise TableError(
+                    "the run drew a view that its teacher table lacks (the table was made for "
+                    "other epochs or another seed); delete the table to have it rebuilt."
+                )
+        return self.features[rows].to(index.device, torch.float32)
+
+    def to(self, device: torch.device) -> "TeacherTable":
+        """Held on `device` when it fits in half its free memory, else read from the host."""
+        if device.type != "cuda":
+            return self
+        size, free = self.features.nbytes, torch.cuda.mem_get_info(device)[0]
+        if size > free / 2:
+            print(f"the teacher table ({size / 1e9:.1f} GB) does not fit in half of the GPU's "
+                  f"free memory ({free / 1e9:.1f} GB); it is read from host memory, which is "
+                  "slower (--no-teacher-table runs the teacher instead).", flush=True)  # fmt: skip
+            return self
+        keys = None if self.keys is None else self.keys.to(device)
+        return TeacherTable(self.features.to(device), keys, self.padding)
+
+
+def view_keys(index: torch.Tensor, views: torch.Tensor, padding: int) -> torch.Tensor:
+    """The table key of image `index[i]` seen as `views[i]`: image x views per image + view."""
+    return index * views_per_image(padding) + view_ids(views, padding)
+
+
+def table_card(teacher_name: str, dataset: str, images: torch.Tensor, padding: int,
+               keys: torch.Tensor | None, dtype: torch.dtype) -> dict:  # fmt: skip
+    """What a table is of: the fields in CHECKED, which a table read must match."""
+    views = "all" if keys is None else f"{len(keys)} keys {files.tensor_digest(keys)}"
+    return {"teacher": teacher_name, "dataset": dataset, "images": files.tensor_digest(images),
+            "padding": padding, "views": views, "dtype": str(dtype).removeprefix("torch."),
+            "egalib": __version__}  # fmt: skip
+
+
+def table_path(card: dict) -> Path:
+    """$EGALIB_CACHE/tables/<teacher>_<dataset>_p<padding>_<images>_<views>.bin"""
+    views = "all" if card["views"] == "all" else card["views"].split()[-1]
+    name = f"{card['teacher']}_{card['dataset']}_p{card['padding']}_{card['images']}_{views}"
+    return cache_dir("tables") / f"{name}.bin"
+
+
+@torch.no_grad()
+def encode_views(teacher: Teacher, images: torch.Tensor, keys: torch.Tensor, padding: int,
+                 dtype: torch.dtype, batch_size: int = 500):  # fmt: skip
+    """The teacher's features of the views numbered `keys`, one batch at a time."""
+    per_image = views_per_image(padding)
+    for chunk in keys.split(batch_size):
+        views = views_of(chunk % per_image, padding)
+        x = apply_views(images[chunk // per_image], views, padding)
+        yield teacher.encode(teacher.view.finish(x)).to(dtype)
+
+
+def build(teacher: Teacher, card: dict, images: torch.Tensor, keys: torch.Tensor | None,
+          dtype: torch.dtype, path: Path) -> None:  # fmt: skip
+    """Encode every view in `keys` (None: all) and write the features, then the card."""
+    padding, began = card["padding"], time.time()
+    keys = torch.arange(len(images) * views_per_image(padding)) if keys is None else keys
+    size = len(keys) * teacher.feature_dim * dtype.itemsize
+    print(f"building the teacher table {path.name}: {len(keys):,} views x "
+          f"{teacher.feature_dim} features in {card['dtype']}, {size / 1e6:,.0f} MB", flush=True)
+    chunks = (features.cpu().contiguous().view(torch.uint8).numpy().tobytes()
+              for features in encode_views(teacher, images, keys.to(images.device), padding, dtype))
+    files.atomic_write(path, chunks)
+    made = {"shape": [len(keys), teacher.feature_dim], "checksum": file_checksum(path),
+            "commit": files.git_commit(), "device": files.device_name(images.device),
+            "wall_s": round(time.time() - began, 1),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if card["views"] != "all":
+        files.atomic_torch_save(keys.cpu(), path.with_suffix(".keys.pt"))
+    files.atomic_write_text(path.with_suffix(".json"), json.dumps({**card, **made}, indent=2))
+
+
+def file_checksum(path: Path) -> str:
+    checksum = hashlib.blake2b()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            checksum.update(chunk)
+    return checksum.hexdigest()[:16]
+
+
+def read(path: Path, card: dict, dtype: torch.dtype) -> TeacherTable:
+    """The table at `path`, memory-mapped, after its card is checked against `card`."""
+    found = files.read_json(path.with_suffix(".json"), f"delete {path} and its card to rebuild it.")
+    for key in CHECKED:
+        if found.get(key) != card[key]:
+            raise TableError(
+                f"teacher table {path} was built for {key} {found.get(key)!r}, but this run "
+                f"needs {card[key]!r}; delete it and its card to have the right one built."
+            )
+    if file_checksum(path) != found["checksum"]:
+        raise TableError(f"teacher table {path} does not match its card's checksum (a damaged "
+                         "file); delete it and its card to have it rebuilt.")
+    rows, dim = found["shape"]
+    features = torch.from_file(str(path), shared=False, size=rows * dim, dtype=dtype)
+    keys = None
+    if card["views"] != "all":
+        keys = torch.load(path.with_suffix(".keys.pt"), weights_only=True)
+    return TeacherTable(features.view(rows, dim), keys, card["padding"])
+
+
+def open_table(teacher: Teacher, teacher_name: str, dataset: str, images: torch.Tensor,
+               padding: int, keys: torch.Tensor | None) -> TeacherTable:  # fmt: skip
+    """The teacher table of these training images, built first if it is not in the cache yet:
+    bfloat16 for a CUDA teacher (its features are bfloat16 already), else float32."""
+    dtype = torch.bfloat16 if images.is_cuda else torch.float32
+    card = table_card(teacher_name, dataset, images, padding, keys, dtype)
+    path = table_path(card)
+    with files.exclusive(path.with_suffix(".lock"), wait=True):  # one builds, the others wait
+        if not path.with_suffix(".json").is_file():
+            build(teacher, card, images, keys, dtype, path)
+    return read(path, card, dtype).to(images.device)
