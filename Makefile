@@ -8,14 +8,18 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.egalib-installed
 FMNIST := train-images-idx3-ubyte.gz
 
-.PHONY: demo test data lint clean
+.PHONY: demo test data browser publish lint clean
 
 demo: $(STAMP) data
 	$(PY) -m egalib demo
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(PY) -m ruff check egalib tests benchmarks
 	$(PY) -m pytest
+
+# The executed demo notebooks for readers, in docs/notebooks/ (the demo's runs are reused).
+publish: $(STAMP) data
+	$(PY) -m egalib publish
 
 lint: $(STAMP)
 	$(PY) -m ruff check egalib tests benchmarks
@@ -36,6 +40,16 @@ data: $(STAMP)
 	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else \
 	  $(PY) -m egalib download fashion-mnist; \
+	fi
+
+# Debian's Chromium for the browser test (playwright drives it; no browser is downloaded).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+	  echo "chromium: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq chromium; \
+	else \
+	  echo "chromium: not installed, so the browser test skips (apt-get install chromium)"; \
 	fi
 
 clean:

@@ -31,6 +31,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -128,7 +129,8 @@ def make_config(
     preset: Preset, batch_size: int, device: str, seed: int = 0, capture: bool = False
 ) -> RunConfig:
     """The preset's profile with method EGA, the joint protocol (no linear probe first) and, when
-    asked, the captured step (RunConfig.capture; egalib's loop only)."""
+    asked, the captured step (RunConfig.capture; egalib's loop only). The teacher table is off:
+    `--teacher-table` gives egalib's loop one of its own (`attach_table`)."""
     return RunConfig.from_profile(
         preset.profile,
         method="ega",
@@ -137,6 +139,7 @@ def make_config(
         device=device,
         seed=seed,
         capture=capture,
+        teacher_table=False,
     )
 
 
@@ -249,6 +252,10 @@ def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> di
     g = torch.Generator(device=device).manual_seed(spec["seed"] + 1)
     order = torch.randperm(spec["pool"], device=device, generator=g)
     batches = order[: spec["pool"] // b * b].view(-1, b)
+    table = None
+    if spec["table_images"]:
+        table = attach_table(trainer, spec["table_images"], sync)
+        batches = batches % spec["table_images"]  # the images the table holds
 
     for index in batches[:warmup]:
         trainer.step(index)
@@ -260,13 +267,40 @@ def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> di
     sync()
     result = throughput(steps, b, wall, time.perf_counter() - began, mean_loss)
     result["peak_memory"] = peak_memory(device)
+    if table is not None:
+        result["table"] = table
     if spec["parts"]:
         result["parts"] = egalib_parts(trainer, batches, spec["part_warmup"], spec["part_steps"])
     if spec["eval"]:
         result["eval"] = egalib_eval(trainer, sync)
     if spec["profile"]:
         egalib_profile(trainer, batches[:PROFILE_STEPS], Path(spec["profile"]))
+    if table is not None:
+        shutil.rmtree(table["cache"], ignore_errors=True)
     return result
+
+
+def attach_table(trainer, images: int, sync: Callable[[], None]) -> dict:
+    """Build a teacher table of every view of the first `images` training images, in a fresh
+    cache folder (so that it is built, not read), and make the trainer look its teacher's
+    features up there: its steps then run no teacher. Returns the build's size and rate."""
+    from egalib.table import open_table
+    from egalib.views import views_per_image
+
+    config, folder = trainer.config, tempfile.mkdtemp(prefix="egalib-bench-table-")
+    os.environ["EGALIB_CACHE"] = folder
+    sync()
+    began = time.perf_counter()
+    table = open_table(trainer.model.teacher, config.teacher, "synthetic",
+                       trainer.data.train_images[:images], config.padding, None)  # fmt: skip
+    sync()
+    seconds = time.perf_counter() - began
+    trainer.model.table = table
+    views = images * views_per_image(config.padding)
+    return {"images": images, "views": views, "build_s": seconds, "views_per_s": views / seconds,
+            "bytes": table.features.nbytes, "dtype": str(table.features.dtype),
+            "on_device": table.features.device.type == trainer.device.type,
+            "cache": folder}  # fmt: skip
 
 
 def egalib_profile(trainer, batches: torch.Tensor, path: Path) -> None:
@@ -526,6 +560,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"write torch.profiler tables of {PROFILE_STEPS} of egalib's steps (after its timed "
         "steps; CUDA kernels too on a GPU) to FILE",
     )
+    p.add_argument(
+        "--teacher-table",
+        type=int,
+        metavar="IMAGES",
+        help="egalib's loop looks its teacher's features up in a teacher table of every view of "
+        "IMAGES training images, built first (its build time and rate are reported), and its "
+        "steps run no teacher",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accuracy-epochs", type=int, default=0,
                    help="also train both loops this many epochs on the demo data and compare "
@@ -549,6 +591,7 @@ def _check(args) -> None:
         "--eval-images": args.eval_images,
         "--epochs": args.epochs,
         "--accuracy-seeds": args.accuracy_seeds,
+        "--teacher-table": args.teacher_table,
     }
     for flag, value in positive.items():
         if value is not None and value < 1:
@@ -557,6 +600,9 @@ def _check(args) -> None:
                         "--accuracy-epochs": args.accuracy_epochs}.items():  # fmt: skip
         if value is not None and value < 0:
             raise ValueError(f"{flag} must be 0 or more, got {value}.")
+    if args.teacher_table is not None and args.teacher_table < args.batch_size:
+        raise ValueError(f"--teacher-table must hold at least a batch of images "
+                         f"({args.batch_size}), got {args.teacher_table}.")  # fmt: skip
     if args.batch_size < 2:
         raise ValueError(
             f"--batch-size must be at least 2 (EGA's graph needs two), got {args.batch_size}."
@@ -604,6 +650,7 @@ def bench(args) -> dict:
         "parts": True,
         "eval": False,
         "threads": None,
+        "table_images": args.teacher_table,
     }
 
     say = lambda text: print(f"[bench] {text}", file=sys.stderr, flush=True)
@@ -694,6 +741,34 @@ def projection(preset: Preset, args, ours: dict) -> dict:
     }
 
 
+ARCHITECTURES_CELLS = 65  # the paper's architectures table, as `reproduce` trains it
+
+
+def table_projection(args, preset: Preset, plan: dict, ours: dict, aggregate: list) -> dict:
+    """With a teacher table: its full build for the real training set at the measured rate, and
+    the architectures table's cells at this preset's measured rates with N cells at once (every
+    cell taken as costing this preset's: other teachers and students differ)."""
+    table, (train, test) = ours["table"], args.epoch_images or preset.epoch_images
+    views = train * table["views"] // table["images"]  # every view of every training image
+    build_s = views / table["views_per_s"]
+    cells = {}
+    for row in aggregate:
+        n = row["processes"]
+        per_process = row["images_per_s"] / n
+        cell_s = args.epochs * (train / per_process + test / plan["eval_images_per_s"])
+        cells[str(n)] = (ARCHITECTURES_CELLS * cell_s / n + build_s) / 3600
+    return {
+        "full_table_views": views,
+        "full_table_bytes": views * table["bytes"] // table["views"],
+        "full_table_build_minutes": build_s / 60,
+        "architectures_cells": ARCHITECTURES_CELLS,
+        "architectures_hours_by_processes": cells,
+        "method": "full build = train images x 162 views / measured views/s; hours = cells x "
+        "epochs x (train / (N-process images/s / N) + test / eval images/s) / N + one build; "
+        "excludes start-up, data loading, checkpoints and the other teachers' builds",
+    }
+
+
 def make_report(args, preset, config, spec, ours, ref, aggregate, processes) -> dict:
     from torchvision import __version__ as torchvision_version
 
@@ -751,6 +826,7 @@ def make_report(args, preset, config, spec, ours, ref, aggregate, processes) -> 
         "projection": plan,
         "aggregate": aggregate,
         "targets": targets,
+        "table": table_projection(args, preset, plan, ours, aggregate) if "table" in ours else None,
     }
 
 
@@ -793,6 +869,17 @@ def format_table(r: dict) -> str:
     )
     agg = " | ".join(f"N={a['processes']}: {a['images_per_s']:.1f}" for a in r["aggregate"])
     lines.append(f"aggregate egalib images/s (N processes at once): {agg}")
+    if (t := r.get("table")) is not None:
+        built = r["egalib"]["table"]
+        hours = " | ".join(f"N={n}: {h:.1f} h" for n, h in t["architectures_hours_by_processes"]
+                           .items())  # fmt: skip
+        lines.append(
+            f"teacher table: {built['views']:,} views built in {built['build_s']:.1f} s "
+            f"({built['views_per_s']:,.0f} views/s, {built['dtype']}); the full table "
+            f"({t['full_table_views']:,} views, {t['full_table_bytes'] / 1e9:.1f} GB) would take "
+            f"{t['full_table_build_minutes']:.1f} min"
+        )
+        lines.append(f"architectures table, {t['architectures_cells']} cells at this rate: {hours}")
     return "\n".join(lines)
 
 

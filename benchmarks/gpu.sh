@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The prepared GPU check, in stages with their own time limits (one failing does not stop the
-# next). One call of the lent GPU machine may run 600 s, so the stages come in two groups:
+# next). One call of the lent GPU machine may run 600 s, so the stages come in groups:
 #
-#   bash benchmarks/gpu.sh                      capture-test, teacher, bench-capture (<= 8 min)
+#   bash benchmarks/gpu.sh                 capture-test, table-capture, table-eager (<= 9 min)
+#   GPU_STAGES="teacher bench-capture" bash benchmarks/gpu.sh                        (<= 7 min)
 #   GPU_STAGES=accuracy bash benchmarks/gpu.sh                                       (<= 5 min)
 #   GPU_STAGES=bench bash benchmarks/gpu.sh                                          (<= 3 min)
 #
@@ -14,16 +15,22 @@
 #   bench-capture  the paper preset (CIFAR-100 shapes, CLIP ViT-B/32 with random weights,
 #                  resnet8x4, batch 64) with the captured step against the reference loop,
 #                  N = 1, 2, 4 processes, and a torch.profiler table of egalib's step;
+#   table-capture  the paper preset with a teacher table of every view of TABLE_IMAGES (500)
+#                  images: its build time and rate, the captured step with no teacher in it
+#                  against the reference loop, N = 1, 2, 4, and the projected cell and
+#                  architectures table (issue #15);
+#   table-eager    the same with egalib's eager step;
 #   accuracy       both loops trained on the demo data for 6 epochs with 2 seeds (captured
 #                  egalib loop), test top-1 compared;
 #   bench          the paper preset with egalib's eager step.
 #
 # Results go to $OUT when it is set (the lent GPU machine's output folder), else to
 # benchmarks/results/: <device>-capture.json, <device>-teacher.json, <device>-accuracy.json,
-# <device>.json, profile-capture.txt, profile.txt, one log per stage and gpu.txt.
+# <device>.json, <device>-table-capture.json, <device>-table.json, profile-capture.txt,
+# profile.txt, one log per stage and gpu.txt.
 # Environment overrides, for a dry run elsewhere: BENCH_DEVICE, BENCH_STEPS, BENCH_WORKERS,
-# BENCH_PROCESSES, BENCH_ACCURACY ("EPOCHS SEEDS"), TEACHER_ARGS (extra arguments of the
-# teacher stage), PYTHON; extra arguments go to the benchmark stages (e.g. --warmup 1
+# BENCH_PROCESSES, BENCH_ACCURACY ("EPOCHS SEEDS"), TABLE_IMAGES, TEACHER_ARGS (extra arguments
+# of the teacher stage), PYTHON; extra arguments go to the benchmark stages (e.g. --warmup 1
 # --batch-size 8 for a quick try on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +41,8 @@ STEPS=${BENCH_STEPS:-200}
 WORKERS=${BENCH_WORKERS:-8}  # the CRD code base's default num_workers
 read -r -a PROCESSES <<<"${BENCH_PROCESSES:-1 2 4}"
 read -r EPOCHS SEEDS <<<"${BENCH_ACCURACY:-6 2}"
-read -r -a STAGES <<<"${GPU_STAGES:-capture-test teacher bench-capture}"
+TABLE_IMAGES=${TABLE_IMAGES:-500}
+read -r -a STAGES <<<"${GPU_STAGES:-capture-test table-capture table-eager}"
 RESULTS=${OUT:-benchmarks/results}
 mkdir -p "$RESULTS"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -87,6 +95,10 @@ print(device_slug(d.type, device_name(d), torch.get_num_threads()))")
 BENCH=("$PY" benchmarks/bench.py --preset paper --device "$DEVICE" --steps "$STEPS"
   --workers "$WORKERS" --processes "${PROCESSES[@]}" --timeout 120 "$@")
 stage capture-test 80 "$PY" -m pytest -q -x tests/test_capture.py
+stage table-capture 240 "${BENCH[@]}" --capture --teacher-table "$TABLE_IMAGES" \
+  --out "$RESULTS/$slug-table-capture.json"
+stage table-eager 200 "${BENCH[@]}" --teacher-table "$TABLE_IMAGES" \
+  --out "$RESULTS/$slug-table.json"
 # shellcheck disable=SC2086 # TEACHER_ARGS is a list of words
 stage teacher 180 "$PY" benchmarks/teacher_forward.py --device "$DEVICE" \
   --variants fp32 bf16 bf16-graph bf16-compile-graph --out "$RESULTS/$slug-teacher.json" \

@@ -5,7 +5,7 @@ this measures its forward on one batch of teacher views in each variant and says
 fastest, and how far each one's features are from the fp32 teacher's:
 
     fp32            fp32 weights, bf16 autocast on CUDA (egalib before the bf16 teacher)
-    bf16            weights stored in bf16 (`Teacher.to_bfloat16`, egalib's CUDA default)
+    bf16            weights stored in bf16 (`Teacher.to_half`, egalib's CUDA default)
     bf16-graph      bf16, recorded once as a CUDA graph and replayed (`--capture`)
     bf16-compile    bf16, torch.compile'd (inductor fuses the elementwise kernels)
     bf16-compile-graph  both: the compiled forward recorded as a CUDA graph
@@ -42,7 +42,7 @@ def build_forward(variant: str, teacher: models.Teacher, example: torch.Tensor):
     """The encode function of one variant (its own copy of the teacher where it changes it)."""
     if variant == "fp32":
         return teacher.encode
-    forward = copy.deepcopy(teacher).to_bfloat16().encode
+    forward = copy.deepcopy(teacher).to_half().encode
     if "compile" in variant:
         forward = torch.compile(forward)
     if variant.endswith("graph"):

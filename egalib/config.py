@@ -139,7 +139,7 @@ class RunConfig:
 
     @classmethod
     def from_profile(cls, profile: str, **overrides) -> "RunConfig":
-        values = {k: v for k, v in _profile(profile).items() if k != "seeds"}
+        values = {k: v for k, v in _profile(profile).items() if k not in ("seeds", "methods")}
         return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
 
     @property
@@ -163,6 +163,11 @@ def profile_seeds(name: str) -> tuple[int, ...]:
     return tuple(_profile(name)["seeds"])  # a comparison repeats over these, a run folder each
 
 
+def profile_methods(name: str) -> tuple[str, ...]:
+    """The methods a profile's comparison trains: its own list, or all of them."""
+    return tuple(_profile(name).get("methods", methods.METHODS))
+
+
 PROFILES = {
     # seconds: what CI and the notebook tests run
     "smoke": dict(epochs=1, train_size=256, test_size=256, batch_size=32, embed_dim=64,
@@ -174,4 +179,9 @@ PROFILES = {
     "paper": dict(teacher="clip-vit-b32", student="resnet8x4", dataset="cifar100", epochs=240,
                   batch_size=64, lr=0.05, embed_dim=256, probe_epochs=240, seeds=(0,),
                   teacher_table=True),
+    # about an hour of notebook 02 on a Colab T4 (an estimate, docs/colab.md): the paper's
+    # models and data, the poster's comparison, 3 epochs, the teacher in the step
+    "colab": dict(teacher="clip-vit-b32", student="resnet8x4", dataset="cifar100", epochs=3,
+                  batch_size=64, lr=0.05, embed_dim=256, probe_epochs=30, seeds=(0,),
+                  methods=("vanilla", "kd", "crd", "ccl", "ega")),
 }  # fmt: skip

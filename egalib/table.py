@@ -150,8 +150,8 @@ def read(path: Path, card: dict, dtype: torch.dtype) -> TeacherTable:
 def open_table(teacher: Teacher, teacher_name: str, dataset: str, images: torch.Tensor,
                padding: int, keys: torch.Tensor | None) -> TeacherTable:  # fmt: skip
     """The teacher table of these training images, built first if it is not in the cache yet:
-    bfloat16 for a CUDA teacher (its features are bfloat16 already), else float32."""
-    dtype = torch.bfloat16 if images.is_cuda else torch.float32
+    on CUDA the teacher's 16-bit dtype (its features are computed in it), else float32."""
+    dtype = (teacher.half or torch.bfloat16) if images.is_cuda else torch.float32
     card = table_card(teacher_name, dataset, images, padding, keys, dtype)
     path = table_path(card)
     with files.exclusive(path.with_suffix(".lock"), wait=True):  # one builds, the others wait

@@ -6,8 +6,10 @@ Loss of a step:  gamma * CE(student) + alpha * KD + beta * the method's term, co
 or alongside the student by CE on its own logits with its own SGD (`joint`); distillation
 gradients never reach it.
 
-Speed: the uint8 dataset and both views stay on the device; on CUDA the teacher is bf16 and the
-student runs under bf16 autocast; terms are read once per epoch; `capture` records the step.
+Speed: the uint8 dataset and both views stay on the device; on CUDA the teacher's weights are
+16-bit and the student runs under autocast to that dtype (`half_precision`: bfloat16, or float16
+with a gradient scaler on older GPUs); terms are read once per epoch; `capture` records the step;
+the teacher table (`egalib.table`) replaces the teacher in the step.
 """
 
 import contextlib
@@ -45,6 +47,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def half_precision(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run on `device`: bfloat16 on GPUs that compute it fast (compute
+    capability 8.0, Ampere, or newer), float16 on older ones (Colab's T4 is 7.5), whose small
+    gradients a GradScaler keeps from flushing to zero; None on a CPU (float32)."""
+    if device.type != "cuda":
+        return None
+    fast_bfloat16 = torch.cuda.get_device_capability(device) >= (8, 0)
+    return torch.bfloat16 if fast_bfloat16 else torch.float16
 
 
 def lr_schedule(
@@ -111,13 +123,15 @@ class Distillation(nn.Module):
         self.student_view = student_view(data.image_size, data.channels, teacher_view)
         self.method_module = self.method.build(d, data.train_labels, self.options)
         self.table = None  # the teacher table (egalib.table), when the run looks features up
+        self.half: torch.dtype | None = None  # the student's autocast dtype (half_precision)
 
     def trainable_state(self) -> dict:
         """Everything a checkpoint needs (the frozen teacher encoder is rebuilt, not saved)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
 
     def forward_student(self, images: torch.Tensor):
-        with torch.autocast(images.device.type, torch.bfloat16, enabled=images.is_cuda):
+        dtype = self.half or torch.bfloat16
+        with torch.autocast(images.device.type, dtype, enabled=self.half is not None):
             features = self.student(images)
         return self.student_head(features.float())
 
@@ -133,14 +147,15 @@ class Distillation(nn.Module):
 def training_step(
     model: Distillation, optimizers: list[torch.optim.Optimizer], images: torch.Tensor,
     labels: torch.Tensor, index: torch.Tensor, streams: Streams,
-    use_teacher: bool, mark: Mark = no_mark,
+    use_teacher: bool, mark: Mark = no_mark, scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """One step: views -> teacher -> student -> loss terms -> backward -> SGD.
 
     The student's loss terms and, apart from them, measurements (correct predictions, the
     teacher head's CE, which is the teacher head's own loss when a second optimiser trains it),
     detached and still on the device. `use_teacher` False skips the teacher (vanilla with a
-    frozen head); `mark` is called after each part, for a benchmark's clock."""
+    frozen head); `mark` is called after each part, for a benchmark's clock; `scaler` scales
+    the loss of a float16 run before backward and unscales the gradients before each step."""
     m, pad, joint = model.method, model.config.padding, len(optimizers) > 1
     model.train()
     student_in = train_view(images, model.student_view, streams["student_view"], pad)
@@ -171,9 +186,12 @@ def training_step(
 
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
-    (loss + measured["teacher_ce"] if joint else loss).backward()
+    total = loss + measured["teacher_ce"] if joint else loss
+    (total if scaler is None else scaler.scale(total)).backward()
     for optimizer in optimizers:
-        optimizer.step()
+        optimizer.step() if scaler is None else scaler.step(optimizer)
+    if scaler is not None:
+        scaler.update()
     mark("loss_backward_step")
     return {k: v.detach() for k, v in {**terms, **measured}.items()}
 
@@ -183,13 +201,23 @@ class Trainer:
 
     def __init__(self, config: RunConfig, data: Dataset, device: torch.device,
                  teacher: models.Teacher | None = None):  # fmt: skip
+        half = half_precision(device)
+        if half == torch.float16 and config.capture:
+            raise ValueError(
+                "this GPU has no fast bfloat16, so egalib trains in float16 with a gradient "
+                "scaler, whose checks read the device from the host and cannot be captured; "
+                "run without --capture."
+            )
         torch.manual_seed(config.seed)
         self.config, self.data, self.device = config, data, device
         self.model = Distillation(config, data, teacher).to(device)
+        self.model.half = half
+        # float16 gradients are scaled up before backward, so that small ones do not flush to 0
+        self.scaler = torch.amp.GradScaler(device.type) if half == torch.float16 else None
         if device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
             if self.model.teacher is not None:
-                self.model.teacher.to_bfloat16()
+                self.model.teacher.to_half(half)
         # capture on CUDA: the step recorded as a CUDA graph at the first step (CapturedStep);
         # on a CPU: a compiled student
         self.capture = config.capture and device.type == "cuda"
@@ -264,7 +292,7 @@ class Trainer:
     def eager_step(self, index: torch.Tensor, mark: Mark = no_mark) -> dict[str, torch.Tensor]:
         images, labels = self.data.train_images[index], self.data.train_labels[index]
         return training_step(self.model, self.optimizers, images, labels, index,
-                             self.streams, self.use_teacher, mark)  # fmt: skip
+                             self.streams, self.use_teacher, mark, self.scaler)  # fmt: skip
 
     @contextlib.contextmanager
     def preserved(self):
@@ -331,6 +359,7 @@ class Trainer:
             "optimizer": optimizer_state(self.optimizer),
             "teacher_optimizer": optimizer_state(self.teacher_optimizer) if self.joint else {},
             "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "streams": {name: g.get_state() for name, g in self.streams.items()},
             "student_view": asdict(self.model.student_view),  # how the student saw images
         }
@@ -345,6 +374,8 @@ class Trainer:
         if self.joint:
             self.teacher_optimizer.load_state_dict(state["teacher_optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         for name, g in self.streams.items():
             g.set_state(state["streams"][name])
         return state["epoch"], state["history"]

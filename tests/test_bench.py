@@ -211,3 +211,29 @@ def test_teacher_forward_graph_variants_need_cuda(tmp_path):
     assert done.returncode == 2
     assert "graph variants record CUDA graphs" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "t").exists()
+
+
+def test_a_table_run_reports_the_build_and_the_projected_tables(tmp_path, capsys):
+    out = tmp_path / "t.json"
+    argv = ["--preset", "cpu-demo", "--steps", "2", "--warmup", "1", "--workers", "0",
+            "--processes", "1", "--eval-images", "32", "--device", "cpu", "--batch-size", "8",
+            "--teacher-table", "8", "--out", str(out)]  # fmt: skip
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text())
+    built = report["egalib"]["table"]
+    assert built["images"] == 8 and built["views"] == 8 * 162 and built["build_s"] > 0
+    assert built["views_per_s"] == pytest.approx(built["views"] / built["build_s"])
+    assert built["bytes"] == 8 * 162 * 1024 * 4 and built["dtype"] == "torch.float32"
+    assert not Path(built["cache"]).exists()  # the bench's own table is removed after it
+    t = report["table"]
+    assert t["full_table_views"] == 60000 * 162 and t["full_table_bytes"] == 60000 * 162 * 4096
+    assert t["full_table_build_minutes"] == pytest.approx(60000 * 162 / built["views_per_s"] / 60)
+    assert set(t["architectures_hours_by_processes"]) == {"1"}
+    assert t["architectures_hours_by_processes"]["1"] > t["full_table_build_minutes"] / 60
+    printed = capsys.readouterr().out
+    assert "teacher table: 1,296 views built in" in printed and "architectures table, 65" in printed
+
+
+def test_a_table_smaller_than_a_batch_is_refused():
+    with pytest.raises(ValueError, match="--teacher-table must hold at least a batch"):
+        bench.main(["--device", "cpu", "--teacher-table", "4"])

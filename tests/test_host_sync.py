@@ -98,7 +98,7 @@ def cuda_like_trainer(config, data, monkeypatch) -> Trainer:
         for group in optimizer.param_groups:
             group.update(fused=True, foreach=False)
     if trainer.model.teacher is not None:
-        trainer.model.teacher.to_bfloat16()
+        trainer.model.teacher.to_half()
     trainer.capture = True
     return trainer
 

@@ -74,10 +74,10 @@ def test_clip_teacher_interface(clip_teacher, uint8_batch):
 
 
 def assert_bfloat16_weights_keep_features(teacher: models.Teacher, view: torch.Tensor) -> None:
-    """`to_bfloat16` (what the CUDA loop does to every teacher): all weights in bf16, float32
+    """`to_half` (what the CUDA loop does to every teacher): all weights in bf16, float32
     features within bf16 rounding of the fp32 teacher's, the original left as it was."""
     reference = teacher.encode(view)
-    low = copy.deepcopy(teacher).to_bfloat16()
+    low = copy.deepcopy(teacher).to_half()
     assert {p.dtype for p in low.parameters()} == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in teacher.parameters())
     features = low.encode(view)

@@ -1,5 +1,6 @@
 """The experiments' commands of `python -m egalib`: pretrain-teacher, train-teacher, demo,
-reproduce, status, study, transfer and bench. Each imports what it runs only when it runs."""
+colab-cell, publish, reproduce, status, study, transfer and bench. Each imports what it runs only
+when it runs."""
 
 import argparse
 import json
@@ -38,6 +39,23 @@ def cmd_demo(args) -> None:
     from .demo import run_demo
 
     run_demo(args.profile, args.methods, args.runs_dir, args.seeds, args.parallel)
+
+
+def cmd_colab_cell(args) -> None:
+    from .notebooks import repository_url, write_colab_cells
+
+    url = args.url or repository_url()
+    changed = write_colab_cells(url)
+    print(f"the Colab cell of {url}: {len(changed)} notebook(s) changed "
+          f"({', '.join(p.name for p in changed) or 'none'})")  # fmt: skip
+
+
+def cmd_publish(args) -> None:
+    from .demo import run_notebooks
+    from .notebooks import PUBLISHED, publish
+
+    written = publish(run_notebooks("demo", args.runs_dir), PUBLISHED)
+    print(f"published {len(written)} executed notebooks to {PUBLISHED}")
 
 
 def cmd_reproduce(args) -> None:
@@ -131,6 +149,14 @@ def add_commands(sub, capture_help: str, table_help: str) -> None:
     demo.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
     demo.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     demo.set_defaults(func=cmd_demo)
+
+    colab = sub.add_parser("colab-cell", help="write the notebooks' Colab set-up cell")
+    colab.add_argument("--url", help="the repository to clone (default: pyproject.toml's)")
+    colab.set_defaults(func=cmd_colab_cell)
+
+    publish = sub.add_parser("publish", help="execute the notebooks at demo into docs/notebooks/")
+    publish.add_argument("--runs-dir", default="runs", help="the demo's runs (reused)")
+    publish.set_defaults(func=cmd_publish)
 
     reproduce = sub.add_parser("reproduce", help="train the cells of one of the paper's tables")
     reproduce.add_argument("--table", choices=TABLES, help="train the cells of this table")

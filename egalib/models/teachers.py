@@ -30,7 +30,7 @@ class Teacher(nn.Module):
         self.encoder, self.feature_dim = encoder, feature_dim
         self.input_size, self.in_channels = input_size, in_channels
         self.mean, self.std = tuple(mean), tuple(std)
-        self.bfloat16 = False  # weights stored in bfloat16 (see `to_bfloat16`)
+        self.half: torch.dtype | None = None  # its weights' 16-bit dtype (see `to_half`)
         self.weights: str | None = None  # the name of its published weights; None: its own
         self.freeze()
 
@@ -45,17 +45,20 @@ class Teacher(nn.Module):
     def view(self) -> ViewSpec:
         return ViewSpec(self.input_size, self.in_channels, self.mean, self.std)
 
-    def to_bfloat16(self) -> "Teacher":
-        """Frozen weights in bfloat16, the precision of the CUDA forward: autocast then casts no
-        fp32 weight at each forward (88M values for ViT-B/32), in half the memory."""
-        self.encoder.to(torch.bfloat16)
-        self.bfloat16 = True
+    def to_half(self, dtype: torch.dtype = torch.bfloat16) -> "Teacher":
+        """Frozen weights in `dtype` (bfloat16, or float16 on GPUs without fast bfloat16), the
+        precision of the CUDA forward: autocast then casts no fp32 weight at each forward (88M
+        values for ViT-B/32), in half the memory."""
+        self.encoder.to(dtype)
+        self.half = dtype
         return self
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Features as float32; on CUDA, or with bfloat16 weights, under bf16 autocast."""
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=x.is_cuda or self.bfloat16):
+        """Features as float32; on CUDA, or with 16-bit weights, under autocast to that dtype
+        (bfloat16 for fp32 weights on CUDA)."""
+        dtype = self.half or torch.bfloat16
+        with torch.autocast(x.device.type, dtype, enabled=x.is_cuda or self.half is not None):
             return self.encoder(x).float()
 
     forward = encode
@@ -66,7 +69,7 @@ class Teacher(nn.Module):
         its published weights (`weights` set by `models.teacher`) keeps the last few results in
         this process, so the runs of a demo or a study encode their test set once: the same
         weights and images give the same numbers."""
-        key = self.weights and (self.weights, self.bfloat16, str(images.device), images.shape,
+        key = self.weights and (self.weights, self.half, str(images.device), images.shape,
                                 tensor_digest(images))
         if key not in ENCODED:
             chunks = images.split(batch_size)

@@ -1,0 +1,108 @@
+"""The notebooks as files: their Colab set-up cell, made from one template, and the executed
+copies published for readers in docs/notebooks/.
+
+The repository's URL has one place, pyproject.toml's `[project.urls] Repository`: a fork changes
+it there and runs `python -m egalib colab-cell`, which writes the set-up cell of notebooks 01-06
+from it. `python -m egalib publish` (`make publish`) executes the notebooks at the `demo` size,
+reusing the demo's finished runs, and writes them with their outputs to docs/notebooks/, where
+GitHub renders them; widget state is dropped (a reader sees the controls' text form).
+"""
+
+import re
+from pathlib import Path
+
+from ..files import atomic_write_text
+from .demo import NOTEBOOK_DIR
+
+REPO_ROOT = NOTEBOOK_DIR.parent
+PUBLISHED = REPO_ROOT / "docs" / "notebooks"
+INJECTED = "injected-parameters"  # papermill's tag of the cell it adds
+COLAB_CELL = '''\
+# On Colab: fetch egalib and install it, then work from its notebooks folder (the GPU is used
+# automatically when the runtime has one); set `profile = "colab"` below. Elsewhere this cell
+# does nothing. The URL comes from pyproject.toml (`python -m egalib colab-cell` writes it here).
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    REPO, HOME = "{url}", "/content/egalib"
+    if not os.path.isdir(HOME):
+        subprocess.run(["git", "clone", "--depth", "1", REPO, HOME], check=True)
+        install = [sys.executable, "-m", "pip", "install", "-q", "-e", HOME + "[notebooks,paper]"]
+        subprocess.run(install, check=True)
+    sys.path.insert(0, HOME)
+    os.chdir(os.path.join(HOME, "notebooks"))
+    check = "import egalib; print(egalib.__version__)"
+    found = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    if found.returncode != 0:
+        why = (found.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"egalib did not install from {{REPO}} ({{why}}); rerun this cell.")
+    print(f"egalib {{found.stdout.strip()}} is installed from {{REPO}}.")'''
+
+
+def repository_url() -> str:
+    """`Repository = "..."` of pyproject.toml's [project.urls]."""
+    found = re.search(r'^Repository = "([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.M)
+    if found is None:
+        raise ValueError("pyproject.toml has no [project.urls] Repository = \"...\" line; add "
+                         "the repository's URL there.")  # fmt: skip
+    return found.group(1)
+
+
+def colab_cell(url: str) -> str:
+    return COLAB_CELL.format(url=url)
+
+
+def notebook_paths(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def write_colab_cells(url: str | None = None) -> list[Path]:
+    """Make the first code cell of every notebook the set-up cell for `url` (default: the
+    repository's); the notebooks whose cell changed are returned."""
+    import nbformat
+
+    cell, changed = colab_cell(url or repository_url()), []
+    for path in notebook_paths():
+        notebook = nbformat.read(path, as_version=4)
+        first = next(c for c in notebook.cells if c.cell_type == "code")
+        if first.source != cell:
+            first.source = cell
+            atomic_write_text(path, nbformat.writes(notebook) + "\n")
+            changed.append(path)
+    return changed
+
+
+def code_cells(path: Path) -> list[str]:
+    """The sources of a notebook's code cells, without the cell papermill injects."""
+    import nbformat
+
+    cells = nbformat.read(path, as_version=4).cells
+    return [c.source for c in cells
+            if c.cell_type == "code" and INJECTED not in c.metadata.get("tags", [])]  # fmt: skip
+
+
+def for_readers(notebook):
+    """An executed notebook without what a reader does not need: widget state and views (their
+    text form stays), and papermill's and the kernel's per-cell timings."""
+    notebook["metadata"].pop("widgets", None)
+    notebook["metadata"].pop("papermill", None)
+    for cell in notebook["cells"]:
+        for key in ("papermill", "execution"):
+            cell.get("metadata", {}).pop(key, None)
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+    return notebook
+
+
+def publish(executed: list[Path], out: Path = PUBLISHED) -> list[Path]:
+    """Write the executed notebooks, made `for_readers`, to `out` (docs/notebooks/)."""
+    import nbformat
+
+    written = []
+    for path in executed:
+        target = out / Path(path).name
+        atomic_write_text(target, nbformat.writes(for_readers(nbformat.read(path, 4))) + "\n")
+        written.append(target)
+    return written

@@ -1,0 +1,63 @@
+"""The notebooks as files: one Colab set-up cell from one URL, and the published executed copies
+in docs/notebooks/ with the same code as the sources."""
+
+import nbformat
+import pytest
+
+from egalib.experiments import notebooks
+
+SOURCES = notebooks.notebook_paths()
+
+
+def test_the_repository_url_has_one_place_and_every_notebook_clones_it():
+    url = notebooks.repository_url()
+    assert url.startswith("https://")
+    cell = notebooks.colab_cell(url)
+    assert f'REPO, HOME = "{url}"' in cell and "did not install" in cell
+    assert len(SOURCES) == 6
+    for path in SOURCES:
+        first = next(c for c in nbformat.read(path, 4).cells if c.cell_type == "code")
+        assert first.source == cell, f"{path.name}: run `python -m egalib colab-cell`"
+
+
+def test_a_fork_changes_the_url_once_and_the_cells_follow(tmp_path, monkeypatch):
+    for path in SOURCES:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(notebooks, "notebook_paths", lambda: sorted(tmp_path.glob("*.ipynb")))
+    fork = "https://github.com/someone/egalib-fork"
+    assert len(notebooks.write_colab_cells(fork)) == 6
+    for path in tmp_path.glob("*.ipynb"):
+        first = next(c for c in nbformat.read(path, 4).cells if c.cell_type == "code")
+        assert f'"{fork}"' in first.source
+    assert notebooks.write_colab_cells(fork) == []  # already written: nothing changes
+
+
+def test_the_install_check_of_the_colab_cell_is_one_sentence():
+    namespace = {}
+    cell = notebooks.colab_cell("https://example.org/x")
+    assert cell.count("raise RuntimeError(") == 1 and "rerun this cell." in cell
+    exec(compile(cell, "colab", "exec"), namespace)  # not on Colab: does nothing
+    assert "REPO" not in namespace
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_each_published_notebook_has_its_sources_code_and_its_outputs(source):
+    published = notebooks.PUBLISHED / source.name
+    assert published.is_file(), f"run `make publish` to write {published}"
+    assert notebooks.code_cells(published) == notebooks.code_cells(source), (
+        f"{published} drifted from {source}: run `make publish`"
+    )
+    notebook = nbformat.read(published, 4)
+    injected = [c for c in notebook.cells if notebooks.INJECTED in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'profile = "demo"' in injected[0].source
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs and not any(o.output_type == "error" for o in outputs)
+    assert "widgets" not in notebook.metadata
+    assert published.stat().st_size < 3_000_000  # figures as PNG, no widget state
+
+
+def test_published_notebooks_show_their_figures():
+    images = sum(1 for path in notebooks.PUBLISHED.glob("*.ipynb")
+                 for c in nbformat.read(path, 4).cells if c.cell_type == "code"
+                 for o in c.outputs if "image/png" in o.get("data", {}))  # fmt: skip
+    assert images >= 6
