@@ -24,7 +24,7 @@ import torch
 from . import __version__, files
 from .models import Teacher
 from .models.teachers import cache_dir
-from .views import apply_views, view_ids, views_of, views_per_image
+from .views import view_ids, views_of, views_per_image
 
 CHECKED = ("teacher", "dataset", "images", "padding", "views", "dtype", "egalib")  # must match
 
@@ -95,8 +95,7 @@ def encode_views(teacher: Teacher, images: torch.Tensor, keys: torch.Tensor, pad
     per_image = views_per_image(padding)
     for chunk in keys.split(batch_size):
         views = views_of(chunk % per_image, padding)
-        x = apply_views(images[chunk // per_image], views, padding)
-        yield teacher.encode(teacher.view.finish(x)).to(dtype)
+        yield teacher.encode_views(images[chunk // per_image], views, padding).to(dtype)
 
 
 def build(teacher: Teacher, card: dict, images: torch.Tensor, keys: torch.Tensor | None,

@@ -32,7 +32,7 @@ from .methods import DistillInputs
 from .models import EmbeddingHead
 from .runs import CheckpointError, Run
 from .table import open_table, view_keys
-from .views import apply_views, draw_views, eval_view, student_view, train_view, views_per_image
+from .views import draw_views, eval_view, student_view, train_view, views_per_image
 
 MILESTONES = (150 / 240, 180 / 240, 210 / 240)  # the lr decay points of docs/method.md
 Mark = Callable[[str], None]  # called with a part's name as the step finishes it (timing seam)
@@ -140,8 +140,7 @@ class Distillation(nn.Module):
         looked up in the teacher table when there is one, else encoded now."""
         if self.table is not None:
             return self.teacher_head(self.table.lookup(index, views))
-        seen = apply_views(images, views, self.config.padding)
-        return self.teacher_head(self.teacher.encode(self.teacher.view.finish(seen)))
+        return self.teacher_head(self.teacher.encode_views(images, views, self.config.padding))
 
 
 def training_step(
@@ -188,9 +187,12 @@ def training_step(
         optimizer.zero_grad(set_to_none=True)
     total = loss + measured["teacher_ce"] if joint else loss
     (total if scaler is None else scaler.scale(total)).backward()
-    for optimizer in optimizers:
-        optimizer.step() if scaler is None else scaler.step(optimizer)
-    if scaler is not None:
+    if scaler is None:
+        for optimizer in optimizers:
+            optimizer.step()
+    else:
+        for optimizer in optimizers:
+            scaler.step(optimizer)  # unscaled first; skipped when a gradient is not finite
         scaler.update()
     mark("loss_backward_step")
     return {k: v.detach() for k, v in {**terms, **measured}.items()}

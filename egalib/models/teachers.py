@@ -13,7 +13,15 @@ import torch
 from torch import nn
 
 from ..files import REPO_DATA, load_tensors, read_json, tensor_digest
-from ..views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, ViewSpec, eval_view
+from ..views import (
+    CLIP_MEAN,
+    CLIP_STD,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    ViewSpec,
+    apply_views,
+    eval_view,
+)
 from .students import conv_bn_relu, wrn_40_2
 
 TEACHER_DIR = REPO_DATA / "teachers"
@@ -62,6 +70,10 @@ class Teacher(nn.Module):
             return self.encoder(x).float()
 
     forward = encode
+
+    def encode_views(self, images: torch.Tensor, views: torch.Tensor, padding: int):
+        """Features of uint8 training images seen as `views` (crop offsets and flips)."""
+        return self.encode(self.view.finish(apply_views(images, views, padding)))
 
     @torch.no_grad()
     def encode_all(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
