@@ -106,10 +106,16 @@ def build(teacher: Teacher, card: dict, images: torch.Tensor, keys: torch.Tensor
     size = len(keys) * teacher.feature_dim * dtype.itemsize
     print(f"building the teacher table {path.name}: {len(keys):,} views x "
           f"{teacher.feature_dim} features in {card['dtype']}, {size / 1e6:,.0f} MB", flush=True)
-    chunks = (features.cpu().contiguous().view(torch.uint8).numpy().tobytes()
-              for features in encode_views(teacher, images, keys.to(images.device), padding, dtype))
-    files.atomic_write(path, chunks)
-    made = {"shape": [len(keys), teacher.feature_dim], "checksum": file_checksum(path),
+    checksum = hashlib.blake2b()  # of the bytes as they are written: the file is not read back
+
+    def chunks():
+        for features in encode_views(teacher, images, keys.to(images.device), padding, dtype):
+            data = features.cpu().contiguous().view(torch.uint8).numpy().tobytes()
+            checksum.update(data)
+            yield data
+
+    files.atomic_write(path, chunks())
+    made = {"shape": [len(keys), teacher.feature_dim], "checksum": checksum.hexdigest()[:16],
             "commit": files.git_commit(), "device": files.device_name(images.device),
             "wall_s": round(time.time() - began, 1),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -119,6 +125,7 @@ def build(teacher: Teacher, card: dict, images: torch.Tensor, keys: torch.Tensor
 
 
 def file_checksum(path: Path) -> str:
+    """blake2b of a file, read in 16 MiB pieces (a table may not fit in memory)."""
     checksum = hashlib.blake2b()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 24):

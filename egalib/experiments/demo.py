@@ -43,11 +43,16 @@ def execute_notebook(name: str, parameters: dict, out_dir: Path) -> Path:
     return out
 
 
+def notebook_paths(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered notebooks (01_..., 02_...), in order."""
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
 def run_notebooks(profile: str, runs_dir: str = "runs") -> list[Path]:
     """Execute every notebook in order (01, 02, ...) at `profile`; copies in runs/notebooks/."""
     runs = Path(runs_dir).resolve()
     executed = []
-    for path in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
+    for path in notebook_paths():
         print(f"executing {path.name} ({profile}) ...", flush=True)
         parameters = {"profile": profile, "runs_dir": str(runs)}
         executed.append(execute_notebook(path.name, parameters, runs / "notebooks"))

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from ..files import atomic_write_text
-from .demo import NOTEBOOK_DIR
+from .demo import NOTEBOOK_DIR, notebook_paths
 
 REPO_ROOT = NOTEBOOK_DIR.parent
 PUBLISHED = REPO_ROOT / "docs" / "notebooks"
@@ -52,10 +52,6 @@ def repository_url() -> str:
 
 def colab_cell(url: str) -> str:
     return COLAB_CELL.format(url=url)
-
-
-def notebook_paths(folder: Path = NOTEBOOK_DIR) -> list[Path]:
-    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
 def write_colab_cells(url: str | None = None) -> list[Path]:
