@@ -24,7 +24,7 @@ import torch
 from . import __version__, files
 from .models import Teacher
 from .models.teachers import cache_dir
-from .views import view_ids, views_of, views_per_image
+from .views import ENCODE_CHUNK, view_ids, views_of, views_per_image
 
 CHECKED = ("teacher", "dataset", "images", "padding", "views", "dtype", "egalib")  # must match
 
@@ -90,7 +90,7 @@ def table_path(card: dict) -> Path:
 
 @torch.no_grad()
 def encode_views(teacher: Teacher, images: torch.Tensor, keys: torch.Tensor, padding: int,
-                 dtype: torch.dtype, batch_size: int = 500):  # fmt: skip
+                 dtype: torch.dtype, batch_size: int = ENCODE_CHUNK):  # fmt: skip
     """The teacher's features of the views numbered `keys`, one batch at a time."""
     per_image = views_per_image(padding)
     for chunk in keys.split(batch_size):

@@ -113,6 +113,12 @@ def train_view(
     return spec.finish(apply_views(images, views, padding))
 
 
+# Images per forward pass when a whole set is encoded (test set, probe features, teacher table):
+# on this 2-core CPU, 250 ran 1.4x (teacher) to 4x (the student's first layer) faster than 500 in
+# channels_last, whose activations no longer fit the cache; on a GPU it is a full batch.
+ENCODE_CHUNK = 250
+
+
 def eval_view(images: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
     """No augmentation: resize and normalise only."""
     return spec.finish(images)

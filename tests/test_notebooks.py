@@ -26,10 +26,9 @@ def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
-def test_notebook_01_runs_at_smoke_size(tmp_path):
-    out = execute_notebook("01_graph_building.ipynb",
-                           {"profile": "smoke", "epochs": 1, "runs_dir": str(tmp_path)},
-                           tmp_path / "notebooks")  # fmt: skip
+def test_notebook_01_runs_at_smoke_size_and_reads_the_ega_run(tmp_path):
+    parameters = {"profile": "smoke", "runs_dir": str(tmp_path)}
+    out = execute_notebook("01_graph_building.ipynb", parameters, tmp_path / "notebooks")
     nb = nbformat.read(out, as_version=4)
     assert _images(nb) == 2  # the graphs before and after training
     tables = [o for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
@@ -37,6 +36,12 @@ def test_notebook_01_runs_at_smoke_size(tmp_path):
                for t in tables)  # fmt: skip
     for name in ("01_graphs_before.png", "01_graphs_after.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 10_000
+    (metrics,) = tmp_path.glob("*_ega_*/metrics.json")  # the run it trained, being missing
+    stamp = metrics.stat().st_mtime_ns
+    again = nbformat.read(execute_notebook("01_graph_building.ipynb", parameters,
+                                           tmp_path / "again"), as_version=4)  # fmt: skip
+    assert metrics.stat().st_mtime_ns == stamp  # read back, not trained again
+    assert _images(again) == 2
 
 
 def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path, capfd):

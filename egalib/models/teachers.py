@@ -16,6 +16,7 @@ from ..files import REPO_DATA, load_tensors, read_json, tensor_digest
 from ..views import (
     CLIP_MEAN,
     CLIP_STD,
+    ENCODE_CHUNK,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     ViewSpec,
@@ -76,7 +77,7 @@ class Teacher(nn.Module):
         return self.encode(self.view.finish(apply_views(images, views, padding)))
 
     @torch.no_grad()
-    def encode_all(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    def encode_all(self, images: torch.Tensor, batch_size: int = ENCODE_CHUNK) -> torch.Tensor:
         """Features of every uint8 image (the un-augmented view), batch by batch. A teacher with
         its published weights (`weights` set by `models.teacher`) keeps the last few results in
         this process, so the runs of a demo or a study encode their test set once: the same
