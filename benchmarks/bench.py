@@ -659,7 +659,13 @@ def bench(args) -> dict:
     profile = str(Path(args.profile).resolve()) if args.profile else None
     (ours,) = run_workers([{**spec, "loop": "egalib", "eval": True, "profile": profile}],
                           args.timeout)  # fmt: skip
-    say(f"egalib's loop: {ours['images_per_s']:.1f} images/s; reference loop ...")
+    say(f"egalib's loop: {ours['images_per_s']:.1f} images/s")
+    plain = None  # with a teacher table: the same loop with the teacher in the step, beside it
+    if args.teacher_table:
+        say("egalib's loop with the teacher in the step (no table) ...")
+        (plain,) = run_workers([{**spec, "loop": "egalib", "table_images": None}], args.timeout)
+        say(f"egalib's loop, no table: {plain['images_per_s']:.1f} images/s")
+    say("reference loop ...")
     (ref,) = run_workers([{**spec, "loop": "reference"}], args.timeout)
     say(f"reference loop: {ref['images_per_s']:.1f} images/s")
     aggregate = []
@@ -673,7 +679,7 @@ def bench(args) -> dict:
             runs = run_workers([{**copy, "seed": args.seed + i} for i in range(n)], args.timeout)
         aggregate.append(aggregate_row(n, runs))
 
-    report = make_report(args, preset, config, spec, ours, ref, aggregate, processes)
+    report = make_report(args, preset, config, spec, ours, ref, aggregate, processes, plain)
     out = output_path(args.out, report["device"]["slug"])
     write_json(out, report)  # the throughput is kept even if the accuracy runs are cut short
     print(format_table(report), flush=True)
@@ -769,7 +775,7 @@ def table_projection(args, preset: Preset, plan: dict, ours: dict, aggregate: li
     }
 
 
-def make_report(args, preset, config, spec, ours, ref, aggregate, processes) -> dict:
+def make_report(args, preset, config, spec, ours, ref, aggregate, processes, plain=None) -> dict:
     from torchvision import __version__ as torchvision_version
 
     device_type = spec["device"]
@@ -827,7 +833,12 @@ def make_report(args, preset, config, spec, ours, ref, aggregate, processes) -> 
         "aggregate": aggregate,
         "targets": targets,
         "table": table_projection(args, preset, plan, ours, aggregate) if "table" in ours else None,
+        "egalib_no_table": plain,  # with --teacher-table: the teacher in the step, same run
+        "table_speedup": plain and ours["images_per_s"] / plain["images_per_s"],
     }
+
+
+LOOP_LABELS = {"egalib": "egalib", "egalib_no_table": "no table", "reference": "reference"}
 
 
 def format_table(r: dict) -> str:
@@ -839,13 +850,14 @@ def format_table(r: dict) -> str:
         f"{'loop':10} {'images/s':>10} {'data':>8} {'teacher':>8} {'student':>8} "
         f"{'loss+bwd':>9} {'peak memory':>12}",
     ]
-    for loop in ("egalib", "reference"):
-        m = r[loop]
+    for loop in ("egalib", "egalib_no_table", "reference"):
+        if (m := r.get(loop)) is None:
+            continue
         parts = m.get("parts") or {}
         ms = [f"{parts.get(p, float('nan')):8.2f}" for p in PARTS[:3]]
         mem = m["peak_memory"]
         lines.append(
-            f"{loop:10} {m['images_per_s']:10.1f} {' '.join(ms)} "
+            f"{LOOP_LABELS[loop]:10} {m['images_per_s']:10.1f} {' '.join(ms)} "
             f"{parts.get('loss_backward_step', float('nan')):9.2f} "
             f"{mem['mib']:8.0f} MiB ({mem['kind']})"
         )
@@ -880,6 +892,8 @@ def format_table(r: dict) -> str:
             f"{t['full_table_build_minutes']:.1f} min"
         )
         lines.append(f"architectures table, {t['architectures_cells']} cells at this rate: {hours}")
+        lines.append(f"the step with the table / without it (teacher in the step), same run: "
+                     f"{r['table_speedup']:.2f}x")
     return "\n".join(lines)
 
 

@@ -216,7 +216,7 @@ class Trainer:
         self.model.half = half
         # float16 gradients are scaled up before backward, so that small ones do not flush to 0
         self.scaler = torch.amp.GradScaler(device.type) if half == torch.float16 else None
-        # channels_last on every device: on a CPU too, a 1-channel first layer ran 7x faster
+        # channels_last on every device: on a CPU too, a 1-channel first layer ran 5x faster
         self.model.to(memory_format=torch.channels_last)
         if device.type == "cuda" and self.model.teacher is not None:
             self.model.teacher.to_half(half)

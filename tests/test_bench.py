@@ -230,8 +230,13 @@ def test_a_table_run_reports_the_build_and_the_projected_tables(tmp_path, capsys
     assert t["full_table_build_minutes"] == pytest.approx(60000 * 162 / built["views_per_s"] / 60)
     assert set(t["architectures_hours_by_processes"]) == {"1"}
     assert t["architectures_hours_by_processes"]["1"] > t["full_table_build_minutes"] / 60
+    plain = report["egalib_no_table"]  # the teacher in the step, measured in the same run
+    assert "table" not in plain and plain["images_per_s"] > 0
+    assert report["table_speedup"] == pytest.approx(
+        report["egalib"]["images_per_s"] / plain["images_per_s"])  # fmt: skip
     printed = capsys.readouterr().out
     assert "teacher table: 1,296 views built in" in printed and "architectures table, 65" in printed
+    assert "no table" in printed and "the step with the table / without it" in printed
 
 
 def test_a_table_smaller_than_a_batch_is_refused():

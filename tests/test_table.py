@@ -134,6 +134,20 @@ def test_of_two_users_of_one_table_one_builds_and_the_other_waits_and_reads(teac
     assert torch.equal(results[0].features, results[1].features)
 
 
+def test_two_local_processes_of_reproduce_build_their_shared_table_once(smoke, cache, capfd):
+    """`reproduce --parallel 2` trains cells in two processes (`run_local`): two cells of one seed
+    that need one table start together; the flock lets one build it, the other waits and reads."""
+    from egalib.experiments.cluster import run_local
+    from egalib.runs import Run
+
+    every_view = dict(padding=1, epochs=9, teacher_table=True)  # 2 x 9 epochs >= 18 views
+    configs = [smoke(method=method, **every_view) for method in ("ega", "crd")]
+    run_local(configs, parallel=2, threads=1)
+    assert capfd.readouterr().out.count("building the teacher table") == 1
+    assert len(list((cache / "tables").glob("*.bin"))) == 1
+    assert all(Run(cache.parent / "runs" / c.run_name).finished for c in configs)
+
+
 def test_a_table_too_large_for_the_gpu_stays_on_the_host_with_one_sentence(monkeypatch, capsys):
     t = table.TeacherTable(torch.zeros(1000, 64), None, 1)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100_000, 10**9))
