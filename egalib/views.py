@@ -114,8 +114,8 @@ def train_view(
 
 
 # Images per forward pass when a whole set is encoded (test set, probe features, teacher table):
-# on this 2-core CPU, 250 ran 1.4x (teacher) to 4x (the student's first layer) faster than 500 in
-# channels_last, whose activations no longer fit the cache; on a GPU it is a full batch.
+# on a 2-core CPU, 250 ran 1.4x (the demo's teacher) to 4x (the student's first layer) faster
+# than 500 in channels_last, whose activations then outgrow the cache. Unmeasured on a GPU.
 ENCODE_CHUNK = 250
 
 

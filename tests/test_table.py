@@ -5,6 +5,7 @@ import json
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -145,7 +146,7 @@ def test_two_local_processes_of_reproduce_build_their_shared_table_once(smoke, c
     run_local(configs, parallel=2, threads=1)
     assert capfd.readouterr().out.count("building the teacher table") == 1
     assert len(list((cache / "tables").glob("*.bin"))) == 1
-    assert all(Run(cache.parent / "runs" / c.run_name).finished for c in configs)
+    assert all(Run(Path(c.runs_dir) / c.run_name).finished for c in configs)
 
 
 def test_a_table_too_large_for_the_gpu_stays_on_the_host_with_one_sentence(monkeypatch, capsys):
