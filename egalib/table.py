@@ -119,8 +119,6 @@ def build(teacher: Teacher, card: dict, images: torch.Tensor, keys: torch.Tensor
             "commit": files.git_commit(), "device": files.device_name(images.device),
             "wall_s": round(time.time() - began, 1),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    if card["views"] != "all":
-        files.atomic_torch_save(keys.cpu(), path.with_suffix(".keys.pt"))
     files.atomic_write_text(path.with_suffix(".json"), json.dumps({**card, **made}, indent=2))
 
 
@@ -133,8 +131,9 @@ def file_checksum(path: Path) -> str:
     return checksum.hexdigest()[:16]
 
 
-def read(path: Path, card: dict, dtype: torch.dtype) -> TeacherTable:
-    """The table at `path`, memory-mapped, after its card is checked against `card`."""
+def read(path: Path, card: dict, dtype: torch.dtype, keys: torch.Tensor | None) -> TeacherTable:
+    """The table at `path`, memory-mapped, after its card is checked against `card`. Its rows
+    are those of `keys`, the run's own: the card's views (their count and digest) must match."""
     found = files.read_json(path.with_suffix(".json"), f"delete {path} and its card to rebuild it.")
     for key in CHECKED:
         if found.get(key) != card[key]:
@@ -147,9 +146,6 @@ def read(path: Path, card: dict, dtype: torch.dtype) -> TeacherTable:
                          "file); delete it and its card to have it rebuilt.")
     rows, dim = found["shape"]
     features = torch.from_file(str(path), shared=False, size=rows * dim, dtype=dtype)
-    keys = None
-    if card["views"] != "all":
-        keys = torch.load(path.with_suffix(".keys.pt"), weights_only=True)
     return TeacherTable(features.view(rows, dim), keys, card["padding"])
 
 
@@ -158,9 +154,10 @@ def open_table(teacher: Teacher, teacher_name: str, dataset: str, images: torch.
     """The teacher table of these training images, built first if it is not in the cache yet:
     on CUDA the teacher's 16-bit dtype (its features are computed in it), else float32."""
     dtype = (teacher.half or torch.bfloat16) if images.is_cuda else torch.float32
+    keys = None if keys is None else keys.unique().cpu()  # sorted: lookups search them
     card = table_card(teacher_name, dataset, images, padding, keys, dtype)
     path = table_path(card)
     with files.exclusive(path.with_suffix(".lock"), wait=True):  # one builds, the others wait
         if not path.with_suffix(".json").is_file():
             build(teacher, card, images, keys, dtype, path)
-    return read(path, card, dtype).to(images.device)
+    return read(path, card, dtype, keys).to(images.device)

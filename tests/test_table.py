@@ -49,7 +49,7 @@ def test_every_entry_of_a_full_table_is_the_teachers_feature_of_that_view(teache
     assert torch.allclose(t.lookup(index, every), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_a_table_of_some_views_finds_them_and_refuses_one_it_lacks(teacher):
+def test_a_table_of_some_views_finds_them_and_refuses_one_it_lacks(teacher, cache):
     images, padding = _images(), 4
     g = torch.Generator().manual_seed(1)
     index = torch.randint(0, len(images), (40,), generator=g)
@@ -59,6 +59,11 @@ def test_a_table_of_some_views_finds_them_and_refuses_one_it_lacks(teacher):
     assert len(t.features) == len(keys) < len(images) * views_per_image(padding)
     got = t.lookup(index, views)
     assert torch.allclose(got, _on_the_fly(teacher, images[index], views, padding), atol=1e-5)
+    shuffled = keys[torch.randperm(len(keys), generator=g)]  # read back: the run's own keys
+    again = table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, padding, shuffled)
+    assert torch.equal(again.lookup(index, views), got)
+    assert [p.suffix for p in sorted(cache.glob("tables/*.*")) if p.suffix != ".lock"] == [
+        ".bin", ".json"]  # fmt: skip
     absent = next(k for k in range(len(images) * views_per_image(padding)) if k not in keys)
     missing = views_of(torch.tensor([absent % views_per_image(padding)]), padding)
     with pytest.raises(table.TableError, match="lacks"):
@@ -89,7 +94,7 @@ def test_a_table_built_for_something_else_is_refused_in_one_sentence(teacher, ke
     card = table.table_card("ssl-fmnist", "fashion-mnist", images, 1, None, torch.float32)
     path = table.table_path(card)
     with pytest.raises(table.TableError) as caught:
-        table.read(path, {**card, key: value}, torch.float32)
+        table.read(path, {**card, key: value}, torch.float32, None)
     message = str(caught.value)
     assert f"built for {key}" in message and "delete it" in message and "\n" not in message
 
