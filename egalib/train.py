@@ -402,14 +402,15 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator,
 
 def drawn_teacher_keys(config: RunConfig, n: int, device: torch.device) -> torch.Tensor:
     """The teacher-table keys (image x views per image + view) of every teacher view that a run
-    of `config` on `n` training images draws, sorted and unique: its "order" and "teacher_view"
-    streams replayed, which no other use of random numbers moves."""
+    of `config` on `n` training images draws, in drawing order with repeats (`open_table` sorts
+    them and drops the repeats): its "order" and "teacher_view" streams replayed, which no other
+    use of random numbers moves."""
     streams, drawn = random_streams(config.seed, device), []
     for _ in range(config.epochs):
         for index in epoch_batches(n, config.batch_size, streams["order"], device):
             views = draw_views(len(index), config.padding, streams["teacher_view"], device)
             drawn.append(view_keys(index, views, config.padding))
-    return torch.cat(drawn).unique()
+    return torch.cat(drawn)
 
 
 def graph_terms_by_batch(xs: torch.Tensor, xt: torch.Tensor, batch_size: int) -> dict[str, float]:
