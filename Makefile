@@ -8,14 +8,20 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.egalib-installed
 FMNIST := train-images-idx3-ubyte.gz
 
-.PHONY: demo test data browser publish lint clean
+.PHONY: demo test test-fast data browser publish lint clean
 
 demo: $(STAMP) data
 	$(PY) -m egalib demo
 
 test: $(STAMP) data browser
 	$(PY) -m ruff check egalib tests benchmarks
+	$(PY) -m ruff format --check egalib tests benchmarks
 	$(PY) -m pytest
+
+# The unit tests alone, in about a minute: everything but the tests marked `integration`
+# (notebooks, the browser, submitit, the benchmark, the wheel, whole training runs).
+test-fast: $(STAMP) data
+	$(PY) -m pytest -m "not integration"
 
 # The executed demo notebooks for readers, in docs/notebooks/ (the demo's runs are reused).
 publish: $(STAMP) data

@@ -1,13 +1,13 @@
 """A benchmark, not a test: images per second of egalib's loop against a reference-style loop.
 
-`python benchmarks/bench.py` (or `python -m egalib bench`) trains the same student, teacher,
-method (EGA, joint teacher head) and batch size on the same device in two loops, on synthetic
-data of the real shape:
+`python benchmarks/bench.py` (from a clone; not a command of egalib) trains the same student,
+teacher, method (EGA, joint teacher head) and batch size on the same device in two loops, on
+synthetic data of the real shape:
 
-- egalib's loop: `Trainer.step` on random batches of a uint8 dataset held on the device; the
-  views are made there; on CUDA the teacher's weights are stored in bf16 and the student runs
-  under bf16 autocast in channels_last, with `--capture` the whole step is one replayed CUDA
-  graph, and nothing is read back to the host inside the timed steps;
+- egalib's loop: `egalib.step.train_step` on random batches of a uint8 dataset held on the
+  device; the views are made there; on CUDA the teacher's weights are stored in bf16 and the
+  student runs under bf16 autocast in channels_last, with `--capture` the whole step is one
+  replayed CUDA graph, and nothing is read back to the host inside the timed steps;
 - a reference loop in the CRD code base's style (`reference.py` beside it): a torch `Dataset`
   of HWC uint8 arrays made into PIL images and augmented by torchvision transforms in `DataLoader`
   workers, fp32 everywhere (no autocast, no channels_last), `cudnn.benchmark` on, `loss.item()`
@@ -16,8 +16,9 @@ data of the real shape:
 Each measurement runs in a fresh process, so its peak memory is its own; with `--processes N`,
 N copies of egalib's loop start together (they wait at a barrier after warm-up) and their images
 per second are summed. The time of each part of a step (data, teacher, student, loss + backward +
-optimiser) is measured in a separate, shorter pass with the device synchronised around each part;
-those per-step times do not add up to the throughput pass's. A full run (train + eval, 240 epochs
+optimiser) is measured in a separate, shorter pass (egalib's from its step's torch.profiler
+ranges, the reference's with the device synchronised around each part); those per-step times do
+not add up to the throughput pass's. A full run (train + eval, 240 epochs
 by default) is projected from measured train and eval images per second.
 
 Results: a table on stdout and a JSON file, by default `benchmarks/results/<device>.json`.
@@ -25,11 +26,8 @@ Results: a table on stdout and a JSON file, by default `benchmarks/results/<devi
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import platform
-import re
 import resource
 import shutil
 import subprocess
@@ -39,118 +37,42 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from presets import PRESETS, make_config, synthetic_dataset
 from reference import (
     ReferenceModel,
+    accuracy_config,
     accuracy_summary,
     check_method,
     compare_accuracy,
     reference_dataset,
     teacher_pretrained,
 )
+from report import (
+    PARTS,
+    Measured,
+    aggregate_row,
+    format_table,
+    make_report,
+    mean_and_spread,
+    output_path,
+    write_json,
+)
 
-from egalib import __version__, models
-from egalib.config import RunConfig
-from egalib.datasets import Dataset
+from egalib import models
 from egalib.experiments import device_name
 from egalib.files import atomic_write_text
 from egalib.train import resolve_device
 
-SCHEMA = 1
-RESULTS_DIR = Path("benchmarks") / "results"
-PARTS = ("data", "teacher", "student", "loss_backward_step")
-PARTS_NOTE = (
-    "milliseconds per step, measured in a separate, shorter pass with the device synchronised "
-    "around each part; their sum differs from 1000 * batch_size / images_per_s of the throughput "
-    "pass. data: egalib's on-device views (reference: waiting for the DataLoader's next batch and "
-    "copying it to the device); teacher: frozen encoder + teacher head forward; student: student "
-    "+ head forward; loss_backward_step: the losses, backward and both SGD steps (reference: also "
-    "loss.item()). egalib's step captured as one CUDA graph (--capture on a GPU) has only its "
-    "total."
-)
 READY, RESULT = "BENCH-READY", "BENCH-RESULT "
 PROFILE_STEPS = 10
 
 
-@dataclass(frozen=True)
-class Preset:
-    """What one benchmark preset measures: a RunConfig profile's models on synthetic images."""
-
-    profile: str  # the RunConfig profile whose teacher, student and embed_dim are used
-    channels: int
-    size: int
-    classes: int
-    steps: int  # timed steps per loop (default)
-    warmup: int
-    eval_images: int  # synthetic test images for egalib's eval throughput
-    epoch_images: tuple[int, int]  # the real dataset's train and test images, for the projection
-    target_ratio: float  # the issue's targets, reported as met or not, never assumed
-    target_minutes: float | None
-
-
-PRESETS = {
-    # the embedded default: Fashion-MNIST shapes, the self-supervised teacher, a small CNN
-    "cpu-demo": Preset(
-        profile="demo",
-        channels=1,
-        size=28,
-        classes=10,
-        steps=20,
-        warmup=3,
-        eval_images=1000,
-        epoch_images=(60_000, 10_000),
-        target_ratio=1.0,
-        target_minutes=None,
-    ),
-    # the paper's CIFAR-100 setting: CLIP ViT-B/32 (random weights cost the same), resnet8x4
-    "paper": Preset(
-        profile="paper",
-        channels=3,
-        size=32,
-        classes=100,
-        steps=200,
-        warmup=20,
-        eval_images=10_000,
-        epoch_images=(50_000, 10_000),
-        target_ratio=5.0,
-        target_minutes=15.0,
-    ),
-}
-
-
 # ---------------------------------------------------------------------------------------------
 # What both loops share
-
-
-def make_config(
-    preset: Preset, batch_size: int, device: str, seed: int = 0, capture: bool = False
-) -> RunConfig:
-    """The preset's profile with method EGA, the joint protocol (no linear probe first) and, when
-    asked, the captured step (RunConfig.capture; egalib's loop only). The teacher table is off:
-    `--teacher-table` gives egalib's loop one of its own (`attach_table`)."""
-    return RunConfig.from_profile(
-        preset.profile,
-        method="ega",
-        protocol="joint",
-        batch_size=batch_size,
-        device=device,
-        seed=seed,
-        capture=capture,
-        teacher_table=False,
-    )
-
-
-def synthetic_dataset(preset: Preset, train: int, test: int, seed: int = 0) -> Dataset:
-    """Random uint8 images of the preset's shape and random labels (the same for a given seed)."""
-    g = torch.Generator().manual_seed(seed)
-    shape = (preset.channels, preset.size, preset.size)
-    image = lambda n: torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
-    label = lambda n: torch.randint(0, preset.classes, (n,), generator=g)
-    classes = tuple(str(c) for c in range(preset.classes))
-    return Dataset("synthetic", image(train), label(train), image(test), label(test), classes)
 
 
 def synchroniser(device: torch.device) -> Callable[[], None]:
@@ -172,13 +94,6 @@ def peak_memory(device: torch.device, children: bool = False) -> dict:
     if children:
         peak["largest_child_mib"] = rss(resource.RUSAGE_CHILDREN)
     return peak
-
-
-def device_slug(device_type: str, name: str, threads: int) -> str:
-    """nvidia-h100-80gb-hbm3, or cpu-x86_64-2-threads: the default results file's name."""
-    if device_type == "cpu":
-        return f"cpu-{platform.machine()}-{threads}-threads"
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or device_type
 
 
 def throughput(steps: int, batch: int, wall: float, seconds: float, mean_loss: float) -> dict:
@@ -239,30 +154,32 @@ class PartClock:
 
 
 def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> dict:
-    """Throughput of `Trainer.step`, then (if asked) its parts and the eval throughput."""
-    from egalib.train import Trainer
+    """Throughput of egalib's step, then (if asked) its parts and the eval throughput."""
+    from egalib.step import TrainState
+    from egalib.train import step_function, sum_steps
 
     preset, device, b = PRESETS[spec["preset"]], torch.device(spec["device"]), spec["batch_size"]
     sync = synchroniser(device)
     config = make_config(preset, b, spec["device"], spec["seed"], spec["capture"])
     data = synthetic_dataset(preset, spec["pool"], spec["eval_images"], spec["seed"]).to(device)
     teacher = models.teacher(config.teacher, pretrained=spec["pretrained"])
-    trainer = Trainer(config, data, device, teacher)
-    warmup, steps = spec["warmup"], spec["steps"]
+    state = TrainState.build(config, data, teacher=teacher)
     g = torch.Generator(device=device).manual_seed(spec["seed"] + 1)
     order = torch.randperm(spec["pool"], device=device, generator=g)
     batches = order[: spec["pool"] // b * b].view(-1, b)
     table = None
     if spec["table_images"]:
-        table = attach_table(trainer, spec["table_images"], sync)
+        state, table = with_table(state, spec["table_images"], sync)
         batches = batches % spec["table_images"]  # the images the table holds
+    step = step_function(state)
 
+    warmup, steps = spec["warmup"], spec["steps"]
     for index in batches[:warmup]:
-        trainer.step(index)
+        step(index)
     sync()
     barrier()
     wall, began = time.time(), time.perf_counter()
-    sums = trainer.sum_steps(batches[warmup : warmup + steps])  # one host read, as per epoch
+    sums = sum_steps(step, batches[warmup : warmup + steps])  # one host read, as per epoch
     mean_loss = sums["loss"] / steps
     sync()
     result = throughput(steps, b, wall, time.perf_counter() - began, mean_loss)
@@ -270,88 +187,127 @@ def measure_egalib(spec: dict, barrier: Callable[[], None] = lambda: None) -> di
     if table is not None:
         result["table"] = table
     if spec["parts"]:
-        result["parts"] = egalib_parts(trainer, batches, spec["part_warmup"], spec["part_steps"])
+        parts = batches[: spec["part_warmup"] + spec["part_steps"]]
+        result["parts"] = egalib_parts(step, parts, spec["part_warmup"], device)
     if spec["eval"]:
-        result["eval"] = egalib_eval(trainer, sync)
+        result["eval"] = egalib_eval(state, sync)
     if spec["profile"]:
-        egalib_profile(trainer, batches[:PROFILE_STEPS], Path(spec["profile"]))
+        egalib_profile(step, batches[:PROFILE_STEPS], device, Path(spec["profile"]))
     if table is not None:
         shutil.rmtree(table["cache"], ignore_errors=True)
     return result
 
 
-def attach_table(trainer, images: int, sync: Callable[[], None]) -> dict:
-    """Build a teacher table of every view of the first `images` training images, in a fresh
-    cache folder (so that it is built, not read), and make the trainer look its teacher's
-    features up there: its steps then run no teacher. Returns the build's size and rate."""
-    from egalib.table import open_table
+def with_table(state, images: int, sync: Callable[[], None]):
+    """The state with its teacher's features looked up in a teacher table of every view of the
+    first `images` training images, built in a fresh cache folder (so that it is built, not
+    read): its steps then run no teacher. Also the build's size and rate."""
+    from egalib.teacher_features import table_features
+    from egalib.teacher_table import TableSpec
     from egalib.views import views_per_image
 
-    config, folder = trainer.config, tempfile.mkdtemp(prefix="egalib-bench-table-")
+    config, folder = state.config, tempfile.mkdtemp(prefix="egalib-bench-table-")
     os.environ["EGALIB_CACHE"] = folder
+    spec = TableSpec(
+        config.teacher, "synthetic", state.data.train_images[:images], config.padding, None
+    )
     sync()
     began = time.perf_counter()
-    table = open_table(trainer.model.teacher, config.teacher, "synthetic",
-                       trainer.data.train_images[:images], config.padding, None)  # fmt: skip
+    features = table_features(state.teacher, spec)
     sync()
     seconds = time.perf_counter() - began
-    trainer.model.table = table
     views = images * views_per_image(config.padding)
-    return {"images": images, "views": views, "build_s": seconds, "views_per_s": views / seconds,
-            "bytes": table.features.nbytes, "dtype": str(table.features.dtype),
-            "on_device": table.features.device.type == trainer.device.type,
-            "cache": folder}  # fmt: skip
+    on_device = features.table.features.device == state.data.train_images.device
+    built = {
+        "images": images,
+        "views": views,
+        "build_s": seconds,
+        "views_per_s": views / seconds,
+        "bytes": features.table.features.nbytes,
+        "dtype": str(features.table.features.dtype),
+        "on_device": on_device,
+        "cache": folder,
+    }
+    return replace(state, teacher=features), built
 
 
-def egalib_profile(trainer, batches: torch.Tensor, path: Path) -> None:
-    """torch.profiler tables of `Trainer.step` over `batches` (run after warm-up): operators by
+def egalib_profile(step, batches: torch.Tensor, device: torch.device, path: Path) -> None:
+    """torch.profiler tables of egalib's step over `batches` (run after warm-up): operators by
     self device time (CUDA) and by self CPU time, written to `path`."""
-    cuda = trainer.device.type == "cuda"
+    cuda = device.type == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU]
     if cuda:
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    sync = synchroniser(trainer.device)
+    sync = synchroniser(device)
     with torch.profiler.profile(activities=activities) as profile:
         for index in batches:
-            trainer.step(index)
+            step(index)
         sync()
     averages = profile.key_averages()
-    sections = [f"egalib's step, {len(batches)} steps of {batches.shape[1]} images, "
-                f"on {device_name(trainer.device)}"]  # fmt: skip
+    sections = [
+        f"egalib's step, {len(batches)} steps of {batches.shape[1]} images, "
+        f"on {device_name(device)}"
+    ]
     keys = ("self_device_time_total", "self_cpu_time_total") if cuda else ("self_cpu_time_total",)
     for key in keys:
         sections += [f"\nby {key}:", averages.table(sort_by=key, row_limit=30)]
     atomic_write_text(path, "\n".join(sections) + "\n")
 
 
-def egalib_parts(trainer, batches: torch.Tensor, warmup: int, steps: int) -> dict[str, float]:
-    """Time the parts of `Trainer.step` through its `mark` seam, the device synchronised at each
-    mark. A step captured as one CUDA graph has no parts to time: only its total is given."""
-    clock = PartClock(synchroniser(trainer.device))
+# the step's torch.profiler ranges (egalib.step.train_step) that make up each part
+PART_RANGES = {
+    "data": ("views",),
+    "teacher": ("teacher",),
+    "student": ("student",),
+    "loss_backward_step": ("loss", "backward_step"),
+}
+
+
+def egalib_parts(step, batches: torch.Tensor, warmup: int, device: torch.device) -> dict:
+    """Milliseconds per step of each part, read from the step's torch.profiler ranges (device
+    time on CUDA, CPU time elsewhere), and the profiled pass's total. A step captured as one
+    CUDA graph has no ranges to read: only its total is given."""
     for index in batches[:warmup]:
-        trainer.step(index)
-    for index in batches[warmup : warmup + steps]:
-        clock.start()
-        trainer.step(index, clock.mark)
-        clock.end_step()
-    ms = clock.per_step_ms()
-    return {"total": ms["total"]} if trainer.capture else ms
-
-
-def egalib_eval(trainer, sync: Callable[[], None], repeats: int = 2) -> dict:
-    """`Trainer.evaluate` as `fit` runs it each epoch. The first call also encodes the test set
-    with the frozen teacher (once per run); later calls reuse those features."""
+        step(index)
+    timed, sync = batches[warmup:], synchroniser(device)
+    cuda = device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
     sync()
     began = time.perf_counter()
-    trainer.evaluate()
+    with torch.profiler.profile(activities=activities) as profile:
+        for index in timed:
+            step(index)
+        sync()
+    total = 1000 * (time.perf_counter() - began) / len(timed)
+    events = {e.key: e for e in profile.key_averages()}
+    if not any(name in events for names in PART_RANGES.values() for name in names):
+        return {"total": total}
+    microseconds = lambda e: e.device_time_total if cuda else e.cpu_time_total
+    ms = {
+        part: sum(microseconds(events[n]) for n in names if n in events) / 1000 / len(timed)
+        for part, names in PART_RANGES.items()
+    }
+    return {**ms, "total": total}
+
+
+def egalib_eval(state, sync: Callable[[], None], repeats: int = 2) -> dict:
+    """`evaluate` as `fit` runs it each epoch. The first call also encodes the test set with the
+    frozen teacher (once per run); later calls reuse those features."""
+    from egalib.train import evaluate
+
+    sync()
+    began = time.perf_counter()
+    evaluate(state)
     sync()
     first = time.perf_counter() - began
     began = time.perf_counter()
     for _ in range(repeats):
-        trainer.evaluate()
+        evaluate(state)
     sync()
     steady = (time.perf_counter() - began) / repeats
-    n = len(trainer.data.test_labels)
+    n = len(state.data.test_labels)
     return {
         "images": n,
         "images_per_s": n / steady,
@@ -569,13 +525,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "steps run no teacher",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--accuracy-epochs", type=int, default=0,
-                   help="also train both loops this many epochs on the demo data and compare "
-                   "test top-1 (0: skip)")  # fmt: skip
-    p.add_argument("--accuracy-methods", nargs="+", default=["vanilla", "ega"], metavar="METHOD",
-                   help="vanilla and/or ega: the methods the reference loop trains")  # fmt: skip
-    p.add_argument("--accuracy-seeds", type=int, default=1,
-                   help="seeds of the accuracy comparison: --seed, --seed + 1, ...")  # fmt: skip
+    p.add_argument(
+        "--accuracy-epochs",
+        type=int,
+        default=0,
+        help="also train both loops this many epochs on the demo data and compare "
+        "test top-1 (0: skip)",
+    )
+    p.add_argument(
+        "--accuracy-methods",
+        nargs="+",
+        default=["vanilla", "ega"],
+        metavar="METHOD",
+        help="vanilla and/or ega: the methods the reference loop trains",
+    )
+    p.add_argument(
+        "--accuracy-seeds",
+        type=int,
+        default=1,
+        help="seeds of the accuracy comparison: --seed, --seed + 1, ...",
+    )
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument(
         "--out",
@@ -596,13 +565,18 @@ def _check(args) -> None:
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}.")
-    for flag, value in {"--warmup": args.warmup, "--workers": args.workers,
-                        "--accuracy-epochs": args.accuracy_epochs}.items():  # fmt: skip
+    for flag, value in {
+        "--warmup": args.warmup,
+        "--workers": args.workers,
+        "--accuracy-epochs": args.accuracy_epochs,
+    }.items():
         if value is not None and value < 0:
             raise ValueError(f"{flag} must be 0 or more, got {value}.")
     if args.teacher_table is not None and args.teacher_table < args.batch_size:
-        raise ValueError(f"--teacher-table must hold at least a batch of images "
-                         f"({args.batch_size}), got {args.teacher_table}.")  # fmt: skip
+        raise ValueError(
+            f"--teacher-table must hold at least a batch of images "
+            f"({args.batch_size}), got {args.teacher_table}."
+        )
     if args.batch_size < 2:
         raise ValueError(
             f"--batch-size must be at least 2 (EGA's graph needs two), got {args.batch_size}."
@@ -657,8 +631,9 @@ def bench(args) -> dict:
     say(f"{args.preset}: {config.teacher} -> {config.student}, batch {b}, {steps} steps, {device}")
     say("egalib's loop ...")
     profile = str(Path(args.profile).resolve()) if args.profile else None
-    (ours,) = run_workers([{**spec, "loop": "egalib", "eval": True, "profile": profile}],
-                          args.timeout)  # fmt: skip
+    (ours,) = run_workers(
+        [{**spec, "loop": "egalib", "eval": True, "profile": profile}], args.timeout
+    )
     say(f"egalib's loop: {ours['images_per_s']:.1f} images/s")
     plain = None  # with a teacher table: the same loop with the teacher in the step, beside it
     if args.teacher_table:
@@ -679,7 +654,8 @@ def bench(args) -> dict:
             runs = run_workers([{**copy, "seed": args.seed + i} for i in range(n)], args.timeout)
         aggregate.append(aggregate_row(n, runs))
 
-    report = make_report(args, preset, config, spec, ours, ref, aggregate, processes, plain)
+    measured = Measured(ours, ref, aggregate, processes, plain)
+    report = make_report(args, spec, measured)
     out = output_path(args.out, report["device"]["slug"])
     write_json(out, report)  # the throughput is kept even if the accuracy runs are cut short
     print(format_table(report), flush=True)
@@ -688,17 +664,21 @@ def bench(args) -> dict:
         rows = []
         for seed in range(args.seed, args.seed + args.accuracy_seeds):
             for method in args.accuracy_methods:
-                row = compare_accuracy(method, args.accuracy_epochs, args.workers, device, seed,
-                                       args.capture)  # fmt: skip
+                config = accuracy_config(method, args.accuracy_epochs, device, seed)
+                row = compare_accuracy(replace(config, capture=args.capture), args.workers)
                 rows.append(row)
-                print(f"accuracy, {method}, seed {seed}, {row['epochs']} demo epochs: egalib "
-                      f"{row['egalib_top1']:.2f} %, reference {row['reference_top1']:.2f} %",
-                      flush=True)  # fmt: skip
+                print(
+                    f"accuracy, {method}, seed {seed}, {row['epochs']} demo epochs: egalib "
+                    f"{row['egalib_top1']:.2f} %, reference {row['reference_top1']:.2f} %",
+                    flush=True,
+                )
         report["accuracy"] = {"runs": rows, "summary": accuracy_summary(rows)}
         write_json(out, report)
         for row in report["accuracy"]["summary"]:
-            mean = {key: mean_and_spread(row, key) for key in ("egalib_top1", "reference_top1",
-                                                               "difference")}  # fmt: skip
+            mean = {
+                key: mean_and_spread(row, key)
+                for key in ("egalib_top1", "reference_top1", "difference")
+            }
             print(
                 f"accuracy, {row['method']}, mean of {row['seeds']} seeds: egalib "
                 f"{mean['egalib_top1']} %, reference {mean['reference_top1']} %, difference "
@@ -706,206 +686,6 @@ def bench(args) -> dict:
             )
     print(f"wrote {out}")
     return report
-
-
-def mean_and_spread(row: dict, key: str) -> str:
-    spread = row[f"{key}_std"]
-    return f"{row[f'{key}_mean']:.2f}" + ("" if spread is None else f" +- {spread:.2f}")
-
-
-def aggregate_row(n: int, runs: list[dict]) -> dict:
-    starts, ends = [r["window"][0] for r in runs], [r["window"][1] for r in runs]
-    span = max(ends) - min(starts)
-    overlap = max(0.0, min(ends) - max(starts))
-    return {
-        "processes": n,
-        "images_per_s": sum(r["images_per_s"] for r in runs),  # the sum of each one's rate
-        "images_per_s_wall": sum(r["images"] for r in runs) / span,  # all images / whole span
-        "each": [r["images_per_s"] for r in runs],
-        "overlap": overlap / span,  # the share of the span in which all N were timing
-        "peak_memory_mib_each": [r["peak_memory"]["mib"] for r in runs],
-        "threads_each": [r["threads"] for r in runs],
-    }
-
-
-def projection(preset: Preset, args, ours: dict) -> dict:
-    train, test = args.epoch_images or preset.epoch_images
-    ev = ours["eval"]
-    once_s = ev["teacher_once_s"] * test / ev["images"]
-    seconds = args.epochs * (train / ours["images_per_s"] + test / ev["images_per_s"]) + once_s
-    return {
-        "epochs": args.epochs,
-        "train_images": train,
-        "test_images": test,
-        "train_images_per_s": ours["images_per_s"],
-        "eval_images_per_s": ev["images_per_s"],
-        "teacher_test_encode_once_s": once_s,
-        "minutes": seconds / 60,
-        "method": "epochs * (train / train images/s + test / eval images/s) + the teacher's "
-        "one-time encoding of the test set; excludes start-up, loading data from "
-        "disk and checkpoint writes",
-    }
-
-
-ARCHITECTURES_CELLS = 65  # the paper's architectures table, as `reproduce` trains it
-
-
-def table_projection(args, preset: Preset, plan: dict, ours: dict, aggregate: list) -> dict:
-    """With a teacher table: its full build for the real training set at the measured rate, and
-    the architectures table's cells at this preset's measured rates with N cells at once (every
-    cell taken as costing this preset's: other teachers and students differ)."""
-    table, (train, test) = ours["table"], args.epoch_images or preset.epoch_images
-    views = train * table["views"] // table["images"]  # every view of every training image
-    build_s = views / table["views_per_s"]
-    cells = {}
-    for row in aggregate:
-        n = row["processes"]
-        per_process = row["images_per_s"] / n
-        cell_s = args.epochs * (train / per_process + test / plan["eval_images_per_s"])
-        cells[str(n)] = (ARCHITECTURES_CELLS * cell_s / n + build_s) / 3600
-    return {
-        "full_table_views": views,
-        "full_table_bytes": views * table["bytes"] // table["views"],
-        "full_table_build_minutes": build_s / 60,
-        "architectures_cells": ARCHITECTURES_CELLS,
-        "architectures_hours_by_processes": cells,
-        "method": "full build = train images x 162 views / measured views/s; hours = cells x "
-        "epochs x (train / (N-process images/s / N) + test / eval images/s) / N + one build; "
-        "excludes start-up, data loading, checkpoints and the other teachers' builds",
-    }
-
-
-def make_report(args, preset, config, spec, ours, ref, aggregate, processes, plain=None) -> dict:
-    from torchvision import __version__ as torchvision_version
-
-    device_type = spec["device"]
-    plan = projection(preset, args, ours)
-    ratio = ours["images_per_s"] / ref["images_per_s"]
-    targets = {"ratio_at_least": preset.target_ratio, "ratio_met": ratio >= preset.target_ratio}
-    if preset.target_minutes is not None:
-        targets.update(
-            minutes_at_most=preset.target_minutes,
-            minutes_met=plan["minutes"] <= preset.target_minutes,
-        )
-    return {
-        "schema": SCHEMA,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "preset": args.preset,
-        "device": {
-            "type": device_type,
-            "name": ours["device_name"],
-            "slug": device_slug(device_type, ours["device_name"], ours["threads"]),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": ours["threads"],
-        },
-        "versions": {
-            "torch": torch.__version__,
-            "torchvision": torchvision_version,
-            "python": platform.python_version(),
-            "egalib": __version__,
-        },
-        "setup": {
-            "method": config.method,
-            "protocol": config.protocol,
-            "teacher": config.teacher,
-            "teacher_pretrained_weights": spec["pretrained"],
-            "student": config.student,
-            "embed_dim": config.embed_dim,
-            "egalib_capture": spec["capture"],
-            "batch_size": spec["batch_size"],
-            "image_shape": [preset.channels, preset.size, preset.size],
-            "num_classes": preset.classes,
-            "data": "synthetic uint8 images, random labels",
-            "steps": spec["steps"],
-            "warmup": spec["warmup"],
-            "part_steps": spec["part_steps"],
-            "pool_images": spec["pool"],
-            "eval_images": spec["eval_images"],
-            "reference_workers": spec["workers"],
-            "processes": processes,
-            "seed": spec["seed"],
-        },
-        "egalib": ours,
-        "reference": ref,
-        "ratio": ratio,
-        "parts_note": PARTS_NOTE,
-        "projection": plan,
-        "aggregate": aggregate,
-        "targets": targets,
-        "table": table_projection(args, preset, plan, ours, aggregate) if "table" in ours else None,
-        "egalib_no_table": plain,  # with --teacher-table: the teacher in the step, same run
-        "table_speedup": plain and ours["images_per_s"] / plain["images_per_s"],
-    }
-
-
-LOOP_LABELS = {"egalib": "egalib", "egalib_no_table": "no table", "reference": "reference"}
-
-
-def format_table(r: dict) -> str:
-    s, d = r["setup"], r["device"]
-    lines = [
-        f"egalib bench, preset {r['preset']}: {s['teacher']} -> {s['student']}, batch "
-        f"{s['batch_size']}, {s['steps']} timed steps, on {d['name']} ({d['slug']}, torch "
-        f"{r['versions']['torch']})",
-        f"{'loop':10} {'images/s':>10} {'data':>8} {'teacher':>8} {'student':>8} "
-        f"{'loss+bwd':>9} {'peak memory':>12}",
-    ]
-    for loop in ("egalib", "egalib_no_table", "reference"):
-        if (m := r.get(loop)) is None:
-            continue
-        parts = m.get("parts") or {}
-        ms = [f"{parts.get(p, float('nan')):8.2f}" for p in PARTS[:3]]
-        mem = m["peak_memory"]
-        lines.append(
-            f"{LOOP_LABELS[loop]:10} {m['images_per_s']:10.1f} {' '.join(ms)} "
-            f"{parts.get('loss_backward_step', float('nan')):9.2f} "
-            f"{mem['mib']:8.0f} MiB ({mem['kind']})"
-        )
-    lines.append("(parts: ms per step from a separate synchronised pass)")
-    lines.append(
-        f"ratio egalib / reference: {r['ratio']:.2f}x "
-        f"(target: at least {r['targets']['ratio_at_least']:g}x: "
-        f"{'met' if r['targets']['ratio_met'] else 'not met'})"
-    )
-    p = r["projection"]
-    met = ""
-    if "minutes_met" in r["targets"]:
-        met = (
-            f" (target: at most {r['targets']['minutes_at_most']:g} min: "
-            f"{'met' if r['targets']['minutes_met'] else 'not met'})"
-        )
-    lines.append(
-        f"eval: {p['eval_images_per_s']:.1f} images/s; projected {p['epochs']}-epoch run "
-        f"({p['train_images']} train + {p['test_images']} test images per epoch): "
-        f"{p['minutes']:.1f} min{met}"
-    )
-    agg = " | ".join(f"N={a['processes']}: {a['images_per_s']:.1f}" for a in r["aggregate"])
-    lines.append(f"aggregate egalib images/s (N processes at once): {agg}")
-    if (t := r.get("table")) is not None:
-        built = r["egalib"]["table"]
-        hours = " | ".join(f"N={n}: {h:.1f} h" for n, h in t["architectures_hours_by_processes"]
-                           .items())  # fmt: skip
-        lines.append(
-            f"teacher table: {built['views']:,} views built in {built['build_s']:.1f} s "
-            f"({built['views_per_s']:,.0f} views/s, {built['dtype']}); the full table "
-            f"({t['full_table_views']:,} views, {t['full_table_bytes'] / 1e9:.1f} GB) would take "
-            f"{t['full_table_build_minutes']:.1f} min"
-        )
-        lines.append(f"architectures table, {t['architectures_cells']} cells at this rate: {hours}")
-        lines.append(f"the step with the table / without it (teacher in the step), same run: "
-                     f"{r['table_speedup']:.2f}x")
-    return "\n".join(lines)
-
-
-def output_path(out: str | None, slug: str) -> Path:
-    if out is None:
-        return RESULTS_DIR / f"{slug}.json"
-    path = Path(out)
-    return path / f"{slug}.json" if path.is_dir() or out.endswith(os.sep) else path
-
-
-def write_json(path: Path, report: dict) -> None:
-    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,7 +91,7 @@ stage() {  # stage NAME SECONDS COMMAND...: if asked for, run it with a time lim
 slug=$("$PY" -c "import sys, torch; sys.path.insert(0, 'benchmarks'); from bench import \
 device_slug; from egalib.experiments import device_name; d = torch.device('$DEVICE'); \
 print(device_slug(d.type, device_name(d), torch.get_num_threads()))")
-# `benchmarks/bench.py` is what `python -m egalib bench` runs.
+# The benchmark is a script beside the library, not a command of `python -m egalib`.
 BENCH=("$PY" benchmarks/bench.py --preset paper --device "$DEVICE" --steps "$STEPS"
   --workers "$WORKERS" --processes "${PROCESSES[@]}" --timeout 120 "$@")
 stage capture-test 80 "$PY" -m pytest -q -x tests/test_capture.py

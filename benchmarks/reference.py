@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from egalib import losses, models
-from egalib.config import RunConfig
+from egalib.config import RunConfig, lr_schedule
 from egalib.datasets import Dataset
 from egalib.models import EmbeddingHead
 from egalib.models.teachers import TEACHER_DIR
-from egalib.train import fit, lr_schedule, prepare_data
+from egalib.train import fit, prepare_data
 from egalib.views import ViewSpec, eval_view, student_view
 
 REFERENCE_METHODS = ("vanilla", "ega")  # what ReferenceModel.step computes: CE + beta * EGA
@@ -97,8 +97,10 @@ class ReferenceDataset(torch.utils.data.Dataset):
 def reference_dataset(data: Dataset, teacher: models.Teacher, padding: int = 4):
     """The reference loop's dataset over `data`'s training images, normalised as egalib's views."""
     student_tf, teacher_tf = reference_transforms(
-        data.image_size, student_view(data.image_size, data.channels, teacher.view),
-        teacher.view, padding,
+        data.image_size,
+        student_view(data.image_size, data.channels, teacher.view),
+        teacher.view,
+        padding,
     )
     images = data.train_images.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     labels = data.train_labels.cpu().numpy()
@@ -153,14 +155,18 @@ class ReferenceModel:
 def reference_accuracy(config: RunConfig, data: Dataset, epochs: int, workers: int) -> float:
     """Test top-1 of the reference loop trained on `data` for `epochs` epochs with egalib's
     learning-rate schedule: the plain path that egalib's fast path must match in accuracy."""
-    model = ReferenceModel(config, data, torch.device(config.device),
-                           teacher_pretrained(config.teacher))  # fmt: skip
+    model = ReferenceModel(
+        config, data, torch.device(config.device), teacher_pretrained(config.teacher)
+    )
     schedule = lr_schedule(model.optimizer, epochs)
     loader = torch.utils.data.DataLoader(
-        reference_dataset(data, model.teacher, config.padding), batch_size=config.batch_size,
-        shuffle=True, num_workers=workers, drop_last=True,
+        reference_dataset(data, model.teacher, config.padding),
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
-    )  # fmt: skip
+    )
     for _ in range(epochs):
         # Collect cyclic garbage (an earlier run's CUDA tensors and graphs) before the workers
         # fork: a forked worker whose garbage collector frees a CUDA tensor aborts with "CUDA
@@ -173,25 +179,39 @@ def reference_accuracy(config: RunConfig, data: Dataset, epochs: int, workers: i
     model.student_head.eval()
     view = student_view(data.image_size, data.channels, model.teacher.view)
     with torch.no_grad():
-        logits = torch.cat([model.student_head(model.student(eval_view(chunk, view)))[1]
-                            for chunk in data.test_images.split(500)])  # fmt: skip
+        logits = torch.cat(
+            [
+                model.student_head(model.student(eval_view(chunk, view)))[1]
+                for chunk in data.test_images.split(500)
+            ]
+        )
     return (logits.argmax(1) == data.test_labels).float().mean().item()
 
 
-def compare_accuracy(method: str, epochs: int, workers: int, device: str, seed: int = 0,
-                     capture: bool = False, profile: str = "demo") -> dict:  # fmt: skip
-    """egalib's loop (`fit`) and the reference loop, same data (the profile's: the demo's by
-    default), method, seed and epochs."""
-    config = RunConfig.from_profile(profile, method=method, protocol="joint", epochs=epochs,
-                                    device=device, seed=seed)  # fmt: skip
+def accuracy_config(method: str, epochs: int, device: str, seed: int = 0, profile="demo"):
+    """The run both loops train to compare accuracy: the profile's data (the demo's by default),
+    `method` with the teacher head trained jointly."""
+    values = dict(method=method, protocol="joint", epochs=epochs, device=device, seed=seed)
+    return RunConfig.from_profile(profile, **values)
+
+
+def compare_accuracy(config: RunConfig, workers: int) -> dict:
+    """egalib's loop (`fit`) and the reference loop, trained as `config` says (the reference
+    loop ignores its `capture`), on the same data."""
     with tempfile.TemporaryDirectory() as runs:
-        top1 = fit(replace(config, runs_dir=runs, capture=capture), progress=False).metrics["top1"]
-    data = prepare_data(config, torch.device(device))
-    theirs = 100 * reference_accuracy(config, data, epochs, workers)
-    return {"method": method, "seed": seed, "epochs": epochs,
-            "train_images": len(data.train_labels), "egalib_capture": capture,
-            "egalib_top1": top1, "reference_top1": round(theirs, 2),
-            "difference": round(top1 - theirs, 2)}  # fmt: skip
+        top1 = fit(replace(config, runs_dir=runs), progress=False).metrics["top1"]
+    data = prepare_data(config, torch.device(config.device))
+    theirs = 100 * reference_accuracy(config, data, config.epochs, workers)
+    return {
+        "method": config.method,
+        "seed": config.seed,
+        "epochs": config.epochs,
+        "train_images": len(data.train_labels),
+        "egalib_capture": config.capture,
+        "egalib_top1": top1,
+        "reference_top1": round(theirs, 2),
+        "difference": round(top1 - theirs, 2),
+    }
 
 
 def accuracy_summary(rows: list[dict]) -> list[dict]:

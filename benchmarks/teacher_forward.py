@@ -5,7 +5,7 @@ this measures its forward on one batch of teacher views in each variant and says
 fastest, and how far each one's features are from the fp32 teacher's:
 
     fp32            fp32 weights, bf16 autocast on CUDA (egalib before the bf16 teacher)
-    bf16            weights stored in bf16 (`Teacher.to_half`, egalib's CUDA default)
+    bf16            weights stored in bf16 (`Teacher.cast_weights`, egalib's CUDA default)
     bf16-graph      bf16, recorded once as a CUDA graph and replayed (`--capture`)
     bf16-compile    bf16, torch.compile'd (inductor fuses the elementwise kernels)
     bf16-compile-graph  both: the compiled forward recorded as a CUDA graph
@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from bench import RESULTS_DIR, device_slug, synchroniser
+from bench import synchroniser
+from report import RESULTS_DIR, device_slug
 
 from egalib import models
 from egalib.capture import record_graph, side_stream
@@ -42,7 +43,7 @@ def build_forward(variant: str, teacher: models.Teacher, example: torch.Tensor):
     """The encode function of one variant (its own copy of the teacher where it changes it)."""
     if variant == "fp32":
         return teacher.encode
-    forward = copy.deepcopy(teacher).to_half().encode
+    forward = copy.deepcopy(teacher).cast_weights().encode
     if "compile" in variant:
         forward = torch.compile(forward)
     if variant.endswith("graph"):
@@ -75,8 +76,9 @@ class GraphedForward:
 def teacher_views(teacher: models.Teacher, batch: int, size: int, seed: int) -> torch.Tensor:
     """A batch of the teacher's training views of random uint8 images of `size` pixels."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (batch, teacher.in_channels, size, size), generator=g,
-                           dtype=torch.uint8)  # fmt: skip
+    images = torch.randint(
+        0, 256, (batch, teacher.in_channels, size, size), generator=g, dtype=torch.uint8
+    )
     return train_view(images, teacher.view, g)
 
 
@@ -136,16 +138,20 @@ def run(args) -> dict:
             reference = forward(views).float()
         report["variants"][variant] = row
         cosine = row.get("min_cosine_to_fp32")
-        print(f"{variant:>18}: {row['ms_per_batch']:8.3f} ms/batch {row['images_per_s']:9.1f} "
-              f"images/s; set-up {row['build_s'] + row['first_call_s']:.1f} s; min cosine to fp32 "
-              f"{'-' if cosine is None else f'{cosine:.5f}'}", flush=True)  # fmt: skip
+        print(
+            f"{variant:>18}: {row['ms_per_batch']:8.3f} ms/batch {row['images_per_s']:9.1f} "
+            f"images/s; set-up {row['build_s'] + row['first_call_s']:.1f} s; min cosine to fp32 "
+            f"{'-' if cosine is None else f'{cosine:.5f}'}",
+            flush=True,
+        )
         del forward
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--teacher", default="clip-vit-b32", choices=sorted(models.TEACHERS))
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=64)
@@ -158,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     if device.type != "cuda" and any(v.endswith("graph") for v in args.variants):
-        p.error("the graph variants record CUDA graphs: run them on a CUDA device, or leave "
-                "them out with --variants fp32 bf16 bf16-compile.")  # fmt: skip
+        p.error(
+            "the graph variants record CUDA graphs: run them on a CUDA device, or leave "
+            "them out with --variants fp32 bf16 bf16-compile."
+        )
     if min(args.batch_size, args.iterations) < 1 or args.warmup < 0:
         p.error("--batch-size and --iterations must be at least 1, --warmup 0 or more.")
     report = run(args)

@@ -10,15 +10,13 @@ from dataclasses import fields, replace
 from . import methods, models
 from .config import PROFILES, RunConfig
 from .datasets import DATASETS
+from .experiments.commands import add_speed_flags, speed_overrides
 
 # RunConfig fields that `train` takes as flags, --name-with-dashes, typed as the field is
-TRAIN_FLAGS = ("method", "teacher", "student", "dataset", "protocol", "epochs", "batch_size",
-               "lr", "embed_dim", "gamma", "alpha", "beta", "kd_temperature", "probe_epochs",
-               "train_size", "test_size", "seed", "device", "runs_dir", "name")  # fmt: skip
-CAPTURE_HELP = ("capture the step: one CUDA graph of the whole step on a GPU, replayed for each "
-                "full batch; torch.compile of the student on a CPU")  # fmt: skip
-TABLE_HELP = ("look the frozen teacher's features of training views up in a table computed once "
-              "(default: the profile's; on for demo and paper)")  # fmt: skip
+TRAIN_FLAGS = (
+    "method teacher student dataset protocol epochs batch_size lr embed_dim gamma alpha beta "
+    "kd_temperature probe_epochs train_size test_size seed device runs_dir name"
+).split()
 
 
 def cmd_list(args) -> None:
@@ -28,8 +26,9 @@ def cmd_list(args) -> None:
     print("datasets:", " ".join(DATASETS))
     if args.options:
         for name, method in methods.METHODS.items():
-            given = " ".join(f"{k}={v!r} ({method.option_types[k].__name__})"
-                             for k, v in method.defaults.items())  # fmt: skip
+            given = " ".join(
+                f"{k}={v!r} ({method.option_types[k].__name__})" for k, v in method.defaults.items()
+            )
             print(f"  {name}: {given or 'no options'}")
 
 
@@ -44,8 +43,7 @@ def config_from_args(args) -> RunConfig:
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     method = args.method or RunConfig.from_profile(args.profile).method
     overrides["options"] = methods.cast_options(method, dict(args.option or [])) or None
-    overrides["capture"] = args.capture or None
-    overrides["teacher_table"] = args.teacher_table
+    overrides.update(speed_overrides(args))
     return RunConfig.from_profile(args.profile, **overrides)
 
 
@@ -76,12 +74,16 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="demo", help="base values: " + ", ".join(PROFILES))
     for name in TRAIN_FLAGS:
         p.add_argument("--" + name.replace("_", "-"), type=flag_type(types[name]), default=None)
-    p.add_argument("--option", action="append", type=_option, metavar="KEY=VALUE",
-                   help="a method option, cast to its type, e.g. --option edge_weight=0.3 "
-                        "(repeatable; `list --options` shows each method's)")  # fmt: skip
+    p.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        metavar="KEY=VALUE",
+        help="a method option, cast to its type, e.g. --option edge_weight=0.3 "
+        "(repeatable; `list --options` shows each method's)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed (instead of --seed)")
-    p.add_argument("--capture", action="store_true", help=CAPTURE_HELP)
-    p.add_argument("--teacher-table", action=argparse.BooleanOptionalAction, help=TABLE_HELP)
+    add_speed_flags(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one student; prints its final metrics")
     add_train_flags(train)
     train.set_defaults(func=cmd_train)
-    commands.add_commands(sub, CAPTURE_HELP, TABLE_HELP)
+    commands.add_commands(sub)
     download = sub.add_parser("download", help="fetch a dataset where a network exists")
     download.add_argument("dataset", choices=sorted(DATASETS))
     download.set_defaults(func=cmd_download)
@@ -104,11 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)  # the benchmark's flags are its own to parse
-    if rest and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command == "bench":
-        args.bench_args = [*rest, *args.bench_args]
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except (ValueError, OSError, RuntimeError) as error:

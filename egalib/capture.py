@@ -1,11 +1,11 @@
 """The training step recorded as one CUDA graph and replayed: a wrapper around that same step.
 
-A batch of 64 cannot keep a GPU busy while the host launches the step's hundreds of kernels one
-by one; a replayed graph is one launch. It knows of the trainer only what the graph reads.
+A small batch cannot keep a GPU busy while the host launches the step's hundreds of kernels one
+by one; a replayed graph is one launch. It knows of the run only what the graph reads.
 """
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -15,31 +15,42 @@ Step = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 class CapturedStep:
-    """`step` recorded once as a CUDA graph, then replayed for each batch of its size. Recording
-    needs warm-up steps (cuBLAS and cuDNN set-up): they run on the first batch inside
-    `preserved()`, which restores the trainer's whole state, so the run trains as if they had not
-    happened. What the graph reads is made static first: the batch's index (copied in before each
-    replay), the learning rates (tensors the schedule updates in place), the momentum buffers
-    (made now, zero, as SGD's first step assumes) and the generators (registered, so each replay
-    draws new crops and flips). The .grad tensors belong to the graph; each replay rewrites them.
+    """`step` recorded as a CUDA graph at its first full batch, then replayed for each full batch
+    (a smaller one runs eagerly). `state` is the run's `TrainState`: what the graph reads of it
+    is its optimisers, its random streams and its batch size, and `preserved()` restores it.
+
+    Recording needs warm-up steps (cuBLAS and cuDNN set-up): they run on the first batch inside
+    `preserved()`, so the run trains as if they had not happened. What the graph reads is made
+    static first: the batch's index (copied in before each replay), the learning rates (tensors
+    the schedule updates in place), the momentum buffers (made now, zero, as SGD's first step
+    assumes) and the generators (registered, so each replay draws new crops and flips). The
+    .grad tensors belong to the graph; each replay rewrites them.
     """
 
     WARMUP_STEPS = 3
 
-    def __init__(
-        self, step: Step, index: torch.Tensor, optimizers: list[torch.optim.Optimizer],
-        generators: Sequence[torch.Generator],
-        preserved: Callable[[], contextlib.AbstractContextManager],
-    ):  # fmt: skip
-        self.step, self.index = step, index.clone()
-        with preserved(), side_stream(index.device):
+    def __init__(self, step: Step, state):
+        self.step, self.state, self.replay = step, state, None
+
+    def __call__(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        if len(index) != self.state.config.batch_size:
+            return self.step(index)
+        if self.replay is None:
+            self.record(index)
+        self.index.copy_(index)
+        self.replay()
+        return dict(zip(self.keys, self.values.clone()))  # the next replay rewrites self.values
+
+    def record(self, index: torch.Tensor) -> None:
+        self.index = index.clone()
+        with self.state.preserved(), side_stream(index.device):
             for _ in range(self.WARMUP_STEPS):
-                step(self.index)
-        for optimizer in optimizers:
+                self.step(self.index)
+        for optimizer in self.state.optimizers.values():
             make_static(optimizer)
             optimizer.zero_grad(set_to_none=True)
         try:
-            self.replay = record_graph(self.recorded_step, generators)
+            self.replay = record_graph(self.recorded_step, self.state.streams.values())
         except RuntimeError as error:  # e.g. an operation that CUDA cannot record
             reason = first_line(error) or type(error).__name__
             raise RuntimeError(
@@ -51,11 +62,6 @@ class CapturedStep:
         """What the graph records: one step on the static index, its terms in one tensor."""
         terms = self.step(self.index)
         self.keys, self.values = list(terms), torch.stack([v.float() for v in terms.values()])
-
-    def __call__(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.index.copy_(index)
-        self.replay()
-        return dict(zip(self.keys, self.values.clone()))  # the next replay rewrites self.values
 
 
 @contextlib.contextmanager
@@ -69,7 +75,7 @@ def side_stream(device: torch.device):
     current.wait_stream(side)
 
 
-def record_graph(run: Callable[[], None], generators: Sequence[torch.Generator] = ()) -> Callable:
+def record_graph(run: Callable[[], None], generators: Iterable[torch.Generator] = ()) -> Callable:
     """`run` recorded as a CUDA graph that draws from `generators`: its replay (recording runs
     no kernel; the first replay does)."""
     graph = torch.cuda.CUDAGraph()

@@ -6,14 +6,29 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
+import torch
+
 from . import methods, models
 from .datasets import DATASETS
 
 PROTOCOLS = ("pretrained", "joint")
-EXECUTION_ONLY = ("device", "runs_dir", "capture", "teacher_table")  # may differ on resume
+EXECUTION_ONLY = (
+    "device",
+    "runs_dir",
+    "capture",
+    "compile",
+    "teacher_table",
+)  # may differ on resume
 # every number's range: whole numbers and their least value; numbers above 0; numbers at least 0
-WHOLE = {"epochs": 1, "embed_dim": 1, "probe_epochs": 1, "train_size": 2, "test_size": 1,
-         "padding": 0, "seed": 0}  # fmt: skip
+WHOLE = {
+    "epochs": 1,
+    "embed_dim": 1,
+    "probe_epochs": 1,
+    "train_size": 2,
+    "test_size": 1,
+    "padding": 0,
+    "seed": 0,
+}
 ABOVE_ZERO = ("lr", "teacher_lr", "kd_temperature")
 AT_LEAST_ZERO = ("weight_decay", "gamma", "alpha", "beta", "momentum")  # momentum also below 1
 OPTIONAL = ("train_size", "test_size", "gamma", "alpha", "beta")  # None: all, or the default
@@ -45,9 +60,9 @@ class RunConfig:
     padding: int = 4  # RandomCrop padding of both views
     seed: int = 0
     device: str = "auto"  # auto: CUDA when available, else CPU
-    # capture the step: on CUDA, the whole training step as one CUDA graph, replayed for each
-    # batch of batch_size; on CPU, torch.compile of the student
+    # record the whole training step as one CUDA graph, replayed for each batch of batch_size
     capture: bool = False
+    compile: bool = False  # torch.compile the student (any device)
     # look the frozen teacher's features of training views up in a table computed once
     # (egalib.table) instead of running the teacher in every step: the same numbers to float
     # rounding, shared by every run on these training images
@@ -57,9 +72,12 @@ class RunConfig:
 
     def __post_init__(self):
         known = {
-            "method": methods.METHODS, "teacher": [*models.TEACHERS, NO_TEACHER],
-            "student": models.STUDENTS, "dataset": DATASETS, "protocol": PROTOCOLS,
-        }  # fmt: skip
+            "method": methods.METHODS,
+            "teacher": [*models.TEACHERS, NO_TEACHER],
+            "student": models.STUDENTS,
+            "dataset": DATASETS,
+            "protocol": PROTOCOLS,
+        }
         for key, names in known.items():
             value = getattr(self, key)
             if value not in names:
@@ -116,14 +134,26 @@ class RunConfig:
                 )
 
     @property
+    def joint_teacher_head(self) -> bool:
+        """Whether the teacher head trains alongside the student (the joint protocol)."""
+        return self.protocol == "joint" and self.teacher != NO_TEACHER
+
+    @property
+    def teacher_in_step(self) -> bool:
+        """Whether a training step runs the teacher: to distil from it or to train its head
+        (vanilla with a frozen head would only log it)."""
+        return self.joint_teacher_head or self.weights.uses_teacher
+
+    @property
     def weights(self) -> methods.Method:
         """The method with this config's weights and options in place of the defaults."""
         m = methods.get(self.method)
         given = {k: getattr(self, k) for k in ("gamma", "alpha", "beta")}
         return replace(
-            m, **{k: v for k, v in given.items() if v is not None},
+            m,
+            **{k: v for k, v in given.items() if v is not None},
             options={**m.options, **self.options},
-        )  # fmt: skip
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,20 +198,39 @@ def profile_methods(name: str) -> tuple[str, ...]:
     return tuple(_profile(name).get("methods", methods.METHODS))
 
 
+COLAB_METHODS = ("vanilla", "kd", "crd", "ccl", "ega")  # the poster's comparison
+# the paper's CIFAR-100 setting (docs/method.md), which the `paper` and `colab` profiles share
+PAPER_SETTING = dict(
+    teacher="clip-vit-b32",
+    student="resnet8x4",
+    dataset="cifar100",
+    batch_size=64,
+    lr=0.05,
+    embed_dim=256,
+    seeds=(0,),
+)
 PROFILES = {
+    # each profile: its data and sizes | its schedule and seeds
     # seconds: what CI and the notebook tests run
-    "smoke": dict(epochs=1, train_size=256, test_size=256, batch_size=32, embed_dim=64,
-                  probe_epochs=2, device="cpu", seeds=(0,)),
+    "smoke": dict(train_size=256, test_size=256, batch_size=32, embed_dim=64, device="cpu")
+    | dict(epochs=1, probe_epochs=2, seeds=(0,)),
     # minutes on 2 CPU cores, `make demo`: batch 16, lr 0.05 x 16 / 64, as notebook 06 picks
-    "demo": dict(epochs=6, train_size=4000, batch_size=16, lr=0.0125, embed_dim=128,
-                 probe_epochs=60, seeds=(0, 1, 2), teacher_table=True),
+    "demo": dict(train_size=4000, batch_size=16, embed_dim=128, teacher_table=True)
+    | dict(epochs=6, lr=0.0125, probe_epochs=60, seeds=(0, 1, 2)),
     # hours on a CUDA GPU: docs/method.md's CIFAR-100 recipe; `reproduce` sets each cell's choices
-    "paper": dict(teacher="clip-vit-b32", student="resnet8x4", dataset="cifar100", epochs=240,
-                  batch_size=64, lr=0.05, embed_dim=256, probe_epochs=240, seeds=(0,),
-                  teacher_table=True),
+    "paper": PAPER_SETTING | dict(epochs=240, probe_epochs=240, teacher_table=True),
     # about an hour of notebook 02 on a Colab T4 (an estimate, docs/colab.md): the paper's
     # models and data, the poster's comparison, 3 epochs, the teacher in the step
-    "colab": dict(teacher="clip-vit-b32", student="resnet8x4", dataset="cifar100", epochs=3,
-                  batch_size=64, lr=0.05, embed_dim=256, probe_epochs=30, seeds=(0,),
-                  methods=("vanilla", "kd", "crd", "ccl", "ega")),
-}  # fmt: skip
+    "colab": PAPER_SETTING | dict(epochs=3, probe_epochs=30, methods=COLAB_METHODS),
+}
+
+
+MILESTONES = (150 / 240, 180 / 240, 210 / 240)  # the lr decay points of docs/method.md
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The method's schedule scaled to `epochs`: lr x0.1 at 150/240, 180/240 and 210/240 of them."""
+    milestones = [round(f * epochs) for f in MILESTONES]
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)

@@ -1,8 +1,7 @@
 """Datasets as uint8 tensors: file formats, downloads, checksums and decoded caches.
 
 A dataset is held whole as uint8 (N, C, H, W) images and int64 labels and moved to the device
-once; `views` makes each batch's augmented views there.
-"""
+once; `views` makes each batch's augmented views there."""
 
 import contextlib
 import functools
@@ -16,7 +15,6 @@ import tempfile
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,17 +24,16 @@ import torch
 from .files import REPO_DATA, atomic_write, first_line
 
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+DEBIAN_DATASETS = Path("/usr/share/datasets")  # where Debian's dataset-* packages put theirs
 _TENSORS = ("train_images", "train_labels", "test_images", "test_labels")  # Dataset's tensors
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not where egalib looked; the message says where and how to fix it."""
+
+
+class DatasetCorruptError(ValueError):
+    """A dataset file is there but cannot be read; the message names it and how to fix it."""
 
 
 @dataclass
@@ -87,90 +84,124 @@ def balanced_indices(labels: torch.Tensor, count: int | None, seed: int) -> torc
     return take.sort().values
 
 
-@functools.lru_cache(maxsize=8)
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not; cached, as decompressing takes a
-    second and notebooks and tests load the same files many times."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-FASHION_MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
-}  # fmt: skip
-
-
-def _find_fashion_mnist(folders: list[Path]) -> dict[str, Path] | None:
-    for folder in folders:
-        found = {}
-        for key, stem in FASHION_MNIST_FILES.items():
-            candidates = [folder / f"{stem}.gz", folder / stem, folder / "raw" / f"{stem}.gz"]
-            found[key] = next((p for p in candidates if p.is_file()), None)
-        if all(found.values()):
-            return found
-    return None
-
-
-def load_fashion_mnist(root: Path | None = None, download: bool = False) -> Dataset:
-    """Fashion-MNIST from Debian's package, then data/, then a torchvision download."""
-    local = Path(root) if root else DATA_DIR / "fashion-mnist"
-    folders = [DEBIAN_FASHION_MNIST, local, local / "FashionMNIST"]
-    files = _find_fashion_mnist(folders)
-    if files is None and download:
-        from torchvision.datasets import FashionMNIST
-
-        FashionMNIST(str(local), train=True, download=True)
-        FashionMNIST(str(local), train=False, download=True)
-        files = _find_fashion_mnist(folders)
-    if files is None:
-        raise DatasetNotFoundError(
-            f"Fashion-MNIST not found: looked in {', '.join(str(f) for f in folders)}; install "
-            "Debian's package (apt-get install dataset-fashion-mnist) or run "
-            "`python -m egalib download fashion-mnist` where a network exists."
-        )
-    arrays = {key: torch.from_numpy(_read_idx(path).copy()) for key, path in files.items()}
-    return Dataset(
-        "fashion-mnist", arrays["train_images"].unsqueeze(1), arrays["train_labels"].long(),
-        arrays["test_images"].unsqueeze(1), arrays["test_labels"].long(), FASHION_MNIST_CLASSES,
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# CIFAR-100, STL-10 and Tiny-ImageNet, from their official on-disk formats. Each is looked for
-# in `root` (default: DATA_DIR/<name>, then DATA_DIR itself, where torchvision-style folders sit
-# side by side), downloaded there on request (to a hidden staging folder, moved into place only
-# when complete), and read whole. torchvision checks the MD5 of the CIFAR-100 and STL-10 archives
-# (and of CIFAR-100's extracted files) itself; the Tiny-ImageNet zip is checked here.
-
-
-class DatasetCorruptError(ValueError):
-    """A dataset file is there but cannot be read; the message names it and how to fix it."""
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One dataset's official folder, the files that must be in it, and how to fetch and read it:
-    fetch(staging) downloads and unpacks into an empty folder; read(source, where) reads the
-    dataset from the folder `where` that holds `folder` (and `cache`, if any)."""
+class Source:
+    """One dataset: its files, where they may sit, how to fetch and read them. Each dataset is a
+    subclass defining `read(where)`, and `fetch(staging)` unless torchvision downloads it."""
 
     name: str  # registry name, the folder under DATA_DIR and the CLI argument
     title: str  # how messages name it
-    folder: str  # the top folder of the official archive
-    files: tuple[str, ...]  # inside `folder`: all of them present = the dataset is here
-    fetch: Callable[[Path], None]
-    read: Callable[["_Source", Path], Dataset]
-    cache: str | None = None  # a decoded copy in `where`, enough on its own
+    folder: str  # the top folder that `fetch` unpacks; a download moves it into place
+    files: tuple[str, ...]  # the files `read` reads: all of them found = the dataset is there
+    layouts: tuple[str, ...] = ()  # where a file (`{}`) may sit; by default inside `folder`
+    cache: str | None = None  # a decoded copy beside `folder`, enough on its own
+    debian: str | None = None  # the folder that Debian's dataset-<debian> package installs
+    torchvision: str = ""  # the torchvision.datasets class that downloads it, checking MD5s
 
-    def complete(self, where: Path) -> bool:
-        return all((where / self.folder / f).exists() for f in self.files)
+    def fetch(self, staging: Path) -> None:
+        """Download into the empty folder `staging` and unpack there, checking checksums."""
+        import torchvision.datasets
+
+        getattr(torchvision.datasets, self.torchvision)(str(staging), download=True)
+
+    def local(self, root: Path | None) -> Path:  # where a download goes
+        return Path(root) if root else DATA_DIR / self.name
+
+    def folders(self, root: Path | None) -> list[Path]:
+        """Debian's package folder (if any), then `root`, or else DATA_DIR/<name> and DATA_DIR,
+        where torchvision-style folders sit side by side."""
+        debian = [DEBIAN_DATASETS / self.debian] if self.debian else []
+        return [*debian, self.local(root), *([] if root else [DATA_DIR])]
+
+    def find(self, where: Path) -> dict[str, Path] | None:
+        """Each file's path in `where` (its first layout there), or None if one is missing."""
+        layouts, paths = self.layouts or (f"{self.folder}/{{}}",), {}
+        for name in self.files:
+            candidates = (where / layout.format(name) for layout in layouts)
+            paths[name] = next((path for path in candidates if path.exists()), None)
+        return paths if all(paths.values()) else None
 
     def present(self, where: Path) -> bool:
-        return bool(self.cache and (where / self.cache).is_file()) or self.complete(where)
+        return bool(self.cache and (where / self.cache).is_file()) or self.find(where) is not None
+
+    def load(self, root: Path | None = None, download: bool = False) -> Dataset:
+        """From the first folder that has it, else a download if asked; from its cache if any."""
+        where = next((f for f in self.folders(root) if self.present(f)), None)
+        if where is None and download:
+            where = self.download(root)
+        if where is None:
+            raise self.not_found(root)
+        cache = where / self.cache if self.cache else None
+        if cache and cache.is_file():
+            return self.read_cache(where, cache)
+        data = self.read(where)
+        if cache:
+            self.write_cache(data, cache)
+        return data
+
+    def download(self, root: Path | None) -> Path:
+        """Fetch into a staging folder, then move the official folder into place (replacing an
+        incomplete one); any failure is a DatasetNotFoundError and leaves nothing behind."""
+        local = self.local(root)
+        made = not local.exists()
+        try:
+            local.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".download-", dir=local) as staging:
+                staging = Path(staging)
+                self.fetch(staging)
+                if self.find(staging) is None:
+                    raise RuntimeError(f"the archive holds no complete `{self.folder}/` folder")
+                if (local / self.folder).exists():  # incomplete: goes with the staging folder
+                    os.replace(local / self.folder, staging / "replaced")
+                os.replace(staging / self.folder, local / self.folder)
+        except Exception as error:
+            if made:
+                with contextlib.suppress(OSError):
+                    local.rmdir()
+            raise self.not_found(root, error) from None
+        return local
+
+    def not_found(self, root: Path | None, error: BaseException | None = None):
+        failed = f", and the download failed ({_reason(error)})" if error else ""
+        by_hand = f"put the official `{self.folder}/` folder in {self.local(root)}"
+        if self.debian:
+            by_hand = f"install Debian's package (apt-get install dataset-{self.debian})"
+        return DatasetNotFoundError(
+            f"{self.title} not found: looked in {', '.join(map(str, self.folders(root)))}{failed}; "
+            f"run `python -m egalib download {self.name}` where a network exists, or {by_hand}."
+        )
+
+    @contextlib.contextmanager
+    def reading(self, where: Path, file: str | Path, fix: str | None = None):
+        """Yield the path of `file` (one of `files`, or any path); turn a failure to parse it into
+        one DatasetCorruptError sentence that names the file and what to do."""
+        path = (self.find(where) or {})[file] if isinstance(file, str) else file
+        try:
+            yield path
+        except Exception as error:
+            base = where / self.folder
+            fix = fix or (
+                f"delete {base if path.is_relative_to(base) else path} and run `python -m "
+                f"egalib download {self.name}` where a network exists, or copy the official "
+                "files there again"
+            )
+            problem = f"{self.title} file {path} is unreadable, corrupt or truncated"
+            raise DatasetCorruptError(f"{problem} ({_reason(error)}); {fix}.") from None
+
+    def read_cache(self, where: Path, cache: Path) -> Dataset:
+        fix = f"delete it and it is rebuilt from {where / self.folder} on the next load"
+        with self.reading(where, cache, fix), np.load(cache, allow_pickle=False) as z:
+            classes = tuple(str(c) for c in z["classes"])
+            train = _checked(z["train_images"], z["train_labels"], len(classes))
+            test = _checked(z["test_images"], z["test_labels"], len(classes))
+        return Dataset(self.name, *train, *test, classes)
+
+    def write_cache(self, data: Dataset, path: Path) -> None:
+        try:
+            arrays = {key: getattr(data, key).numpy() for key in _TENSORS}
+            np.savez(buffer := io.BytesIO(), classes=np.array(data.classes), **arrays)
+            atomic_write(path, buffer.getvalue())
+        except OSError as error:  # a read-only or full disk: the data is still good
+            warnings.warn(f"{first_line(error)} The data is read again next time.", stacklevel=3)
 
 
 def _reason(error: BaseException) -> str:
@@ -178,31 +209,7 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
 
 
-def _not_found(source: _Source, folders: list[Path], error: BaseException | None = None):
-    failed = f", and the download failed ({_reason(error)})" if error else ""
-    return DatasetNotFoundError(
-        f"{source.title} not found: looked in {', '.join(str(f) for f in folders)}{failed}; run "
-        f"`python -m egalib download {source.name}` where a network exists, or put the official "
-        f"`{source.folder}/` folder in {folders[0]}."
-    )
-
-
-@contextlib.contextmanager
-def _reading(source: _Source, where: Path, path: Path, fix: str | None = None):
-    """Turn any failure to parse `path` into one sentence naming the file and what to do."""
-    try:
-        yield
-    except Exception as error:
-        fix = fix or (
-            f"delete {where / source.folder} and run `python -m egalib download {source.name}` "
-            "where a network exists, or copy the official files there again"
-        )
-        problem = f"{source.title} file {path} is unreadable, corrupt or truncated"
-        raise DatasetCorruptError(f"{problem} ({_reason(error)}); {fix}.") from None
-
-
 def _checked(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images, labels) as uint8 and int64 tensors, after checking counts and the label range."""
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -212,240 +219,178 @@ def _checked(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def _download(source: _Source, folders: list[Path]) -> None:
-    """Fetch into a staging folder under folders[0], then move the official folder into place.
-    Any failure (no network, a bad checksum, a broken archive) ends in DatasetNotFoundError and
-    leaves nothing behind; an incomplete copy already there is replaced."""
-    folder = folders[0]
-    made = not folder.exists()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as staging:
-            staging = Path(staging)
-            source.fetch(staging)
-            if not source.complete(staging):
-                raise RuntimeError(f"the archive holds no complete `{source.folder}/` folder")
-            if (folder / source.folder).exists():  # incomplete: goes with the staging folder
-                os.replace(folder / source.folder, staging / "replaced")
-            os.replace(staging / source.folder, folder / source.folder)
-    except Exception as error:
-        if made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise _not_found(source, folders, error) from None
+FASHION_MNIST_CLASSES = tuple(
+    "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot".split(",")
+)
 
 
-def _load(source: _Source, root: Path | None, download: bool) -> Dataset:
-    folders = [Path(root)] if root else [DATA_DIR / source.name, DATA_DIR]
-    where = next((f for f in folders if source.present(f)), None)
-    if where is None and download:
-        _download(source, folders)
-        where = folders[0]
-    if where is None:
-        raise _not_found(source, folders)
-    return source.read(source, where)
+@functools.lru_cache(maxsize=8)
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file, gzipped or not: a 4-byte magic ending in the number of dimensions, each as a
+    big-endian uint32, then uint8 values, row-major. Cached: notebooks reload the same files."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _fetch_torchvision(staging: Path, dataset: str, **kwargs) -> None:
-    """Download with torchvision, which checks the MD5s; STL-10's archive holds every split."""
-    import torchvision.datasets
+class FashionMNIST(Source):
+    """60,000 training + 10,000 test images, 28x28 greyscale, 10 classes, in four IDX files: loose
+    as Debian's package and Zalando ship them, or in torchvision's FashionMNIST/raw/."""
 
-    getattr(torchvision.datasets, dataset)(str(staging), download=True, **kwargs)
+    name, title, folder = "fashion-mnist", "Fashion-MNIST", "FashionMNIST"
+    debian, torchvision = "fashion-mnist", "FashionMNIST"
+    files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+    files += ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    layouts = tuple(s + f for s in ("", "FashionMNIST/") for f in ("{}.gz", "{}", "raw/{}.gz"))
 
-
-# CIFAR-100: cifar-100-python/{train,test,meta}, Python pickles of dicts; `data` is (N, 3072)
-# uint8, each row the red, green then blue 32x32 planes, row-major. Written by Python 2, hence
-# latin1; unpickled, so official files only.
-def _read_cifar100(source: _Source, where: Path) -> Dataset:
-    folder = where / source.folder
-    with _reading(source, where, folder / "meta"), open(folder / "meta", "rb") as f:
-        classes = tuple(str(c) for c in pickle.load(f, encoding="latin1")["fine_label_names"])
-        if len(classes) != 100:
-            raise ValueError(f"{len(classes)} fine label names, expected 100")
-    splits = []
-    for split in ("train", "test"):
-        with _reading(source, where, folder / split), open(folder / split, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-            images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            splits.append(_checked(images, entry["fine_labels"], len(classes)))
-    return Dataset(source.name, *splits[0], *splits[1], classes)
+    def read(self, where: Path) -> Dataset:
+        splits = []
+        for split in ("train", "t10k"):
+            with self.reading(where, f"{split}-images-idx3-ubyte") as path:
+                images = _read_idx(path)[:, None].copy()  # a copy: the cached array is read-only
+            with self.reading(where, f"{split}-labels-idx1-ubyte") as path:
+                splits.append(_checked(images, _read_idx(path), len(FASHION_MNIST_CLASSES)))
+        return Dataset(self.name, *splits[0], *splits[1], FASHION_MNIST_CLASSES)
 
 
-# STL-10: stl10_binary/{train,test}_X.bin hold raw uint8 (N, 3, 96, 96) images with each channel
-# stored column-major; {train,test}_y.bin one uint8 label 1..10 per image; class_names.txt one
-# name per line. The 100,000 unlabelled images (unlabeled_X.bin) are not read.
-STL10_SIZE = 96
+class CIFAR100(Source):
+    """50,000 training + 10,000 test images, 32x32, the 100 fine labels: cifar-100-python/ holds
+    Python 2 pickles (hence latin1; official files only) of dicts whose `data` is (N, 3072) uint8,
+    each row the red, green then blue 32x32 planes, row-major."""
+
+    name, title, folder, torchvision = "cifar100", "CIFAR-100", "cifar-100-python", "CIFAR100"
+    files = ("train", "test", "meta")
+
+    def read(self, where: Path) -> Dataset:
+        with self.reading(where, "meta") as path, open(path, "rb") as f:
+            classes = tuple(str(c) for c in pickle.load(f, encoding="latin1")["fine_label_names"])
+            if len(classes) != 100:
+                raise ValueError(f"{len(classes)} fine label names, expected 100")
+        splits = []
+        for split in ("train", "test"):
+            with self.reading(where, split) as path, open(path, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+                images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                splits.append(_checked(images, entry["fine_labels"], len(classes)))
+        return Dataset(self.name, *splits[0], *splits[1], classes)
 
 
-def _read_stl10(source: _Source, where: Path) -> Dataset:
-    folder = where / source.folder
-    with _reading(source, where, folder / "class_names.txt"):
-        names = (folder / "class_names.txt").read_text().splitlines()
-        classes = tuple(filter(None, map(str.strip, names)))
-    splits = []
-    for split in ("train", "test"):
-        images_path, labels_path = folder / f"{split}_X.bin", folder / f"{split}_y.bin"
-        with _reading(source, where, images_path):
-            images = np.fromfile(images_path, dtype=np.uint8)
-            images = images.reshape(-1, 3, STL10_SIZE, STL10_SIZE).transpose(0, 1, 3, 2)
-        with _reading(source, where, labels_path):
-            labels = np.fromfile(labels_path, dtype=np.uint8).astype(np.int64) - 1  # 1..10 on disk
-            splits.append(_checked(images, labels, len(classes)))
-    return Dataset(source.name, *splits[0], *splits[1], classes)
+class STL10(Source):
+    """The labelled images, 5,000 training + 8,000 test, 96x96, 10 classes: stl10_binary/*_X.bin
+    hold raw uint8 (N, 3, 96, 96) images with each channel stored column-major, *_y.bin one uint8
+    label 1..10 per image, class_names.txt one name per line. The unlabelled ones are not read."""
+
+    name, title, folder, torchvision = "stl10", "STL-10", "stl10_binary", "STL10"
+    files = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt")
+
+    def read(self, where: Path) -> Dataset:
+        with self.reading(where, "class_names.txt") as path:
+            classes = tuple(filter(None, map(str.strip, path.read_text().splitlines())))
+        splits = []
+        for split in ("train", "test"):
+            with self.reading(where, f"{split}_X.bin") as path:
+                images = np.fromfile(path, np.uint8).reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
+            with self.reading(where, f"{split}_y.bin") as path:
+                labels = np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1  # 1..10 on disk
+                splits.append(_checked(images, labels, len(classes)))
+        return Dataset(self.name, *splits[0], *splits[1], classes)
 
 
-# Tiny-ImageNet: tiny-imagenet-200/ with wnids.txt (the 200 WordNet ids), words.txt (id, tab,
-# comma-separated names, for all of ImageNet), train/<wnid>/images/*.JPEG (500 per class) and
-# val/images/*.JPEG with val/val_annotations.txt (file, tab, wnid, box); test/ has no labels, so
-# the validation set is the test set. Labels index the sorted wnids, as ImageFolder numbers them.
 TINYIMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-# Stanford publishes no checksum. This MD5 is the one that widely used loaders (e.g. Avalanche's
-# TinyImagenet) enforce on this URL, and it matches a recorded download of 248,100,043 bytes.
+# Stanford publishes no checksum: this is the MD5 that loaders such as Avalanche's enforce.
 TINYIMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
-TINYIMAGENET_SIZE = 64
 
 
-def _fetch_tinyimagenet(staging: Path) -> None:
-    archive = staging / "tiny-imagenet-200.zip"
-    digest = hashlib.md5(usedforsecurity=False)
-    with urllib.request.urlopen(TINYIMAGENET_URL, timeout=60) as response, archive.open("wb") as f:
-        while chunk := response.read(1 << 20):
-            digest.update(chunk)
-            f.write(chunk)
-    if digest.hexdigest() != TINYIMAGENET_MD5:
-        raise RuntimeError(f"{archive.name} has MD5 {digest.hexdigest()}, not {TINYIMAGENET_MD5}")
-    with zipfile.ZipFile(archive) as z:
-        z.extractall(staging)
+class TinyImageNet(Source):
+    """100,000 training + 10,000 validation (as test: test/ has no labels) images, 64x64, 200
+    classes: wnids.txt, words.txt (id, tab, names), train/<wnid>/images/*.JPEG, val/images/*.JPEG
+    and val/val_annotations.txt (file, tab, wnid, box). Labels index the sorted wnids."""
 
+    name, title, folder = "tinyimagenet", "Tiny-ImageNet", "tiny-imagenet-200"
+    files = ("wnids.txt", "words.txt", "train")  # not val/: briefly absent while sorted by class
+    cache = "tinyimagenet-uint8.npz"  # decoding the JPEGs is slow
 
-def _sort_val_by_class(base: Path) -> None:
-    """val/images/*.JPEG -> val/<wnid>/images/*.JPEG, the layout of train/, once: built as
-    val.tmp, then swapped in by two renames (val -> val.old, val.tmp -> val). A run stopped while
-    building is redone; one stopped between the renames is finished here; a layout already sorted
-    by class is left alone."""
-    val, new, old = base / "val", base / "val.tmp", base / "val.old"
-    if old.exists():
-        if not val.exists():
-            os.replace(new, val)  # val.tmp was complete before val was moved aside
-        shutil.rmtree(old)
-    if not (val / "images").is_dir():
-        return
-    shutil.rmtree(new, ignore_errors=True)
-    try:
-        lines = (val / "val_annotations.txt").read_text().splitlines()
-        for name, wnid in [tuple(line.split("\t")[:2]) for line in lines if line.strip()]:
-            (new / wnid / "images").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(val / "images" / name, new / wnid / "images" / name)
-        shutil.copyfile(val / "val_annotations.txt", new / "val_annotations.txt")
-    except BaseException:
+    def fetch(self, staging: Path) -> None:
+        archive, digest = staging / "tiny-imagenet-200.zip", hashlib.md5(usedforsecurity=False)
+        with urllib.request.urlopen(TINYIMAGENET_URL, timeout=60) as web, archive.open("wb") as f:
+            while chunk := web.read(1 << 20):
+                digest.update(chunk)
+                f.write(chunk)
+        if (md5 := digest.hexdigest()) != TINYIMAGENET_MD5:
+            raise RuntimeError(f"{archive.name} has MD5 {md5}, not {TINYIMAGENET_MD5}")
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(staging)
+
+    def read(self, where: Path) -> Dataset:
+        with self.reading(where, "wnids.txt") as path:
+            wnids = sorted({w.strip() for w in path.read_text().split()})
+        with self.reading(where, "words.txt") as path:  # a class is named by its first name there
+            lines = (line.split("\t", 1) for line in path.read_text().splitlines())
+            words = {parts[0]: parts[1] for parts in lines if len(parts) == 2}
+            classes = tuple(words[w].split(",")[0].strip() for w in wnids)
+        base = where / self.folder
+        with self.reading(where, base / "val" / "val_annotations.txt"):
+            self.sort_val_by_class(base)
+        train, test = (self.read_jpegs(where, base / split, wnids) for split in ("train", "val"))
+        return Dataset(self.name, *train, *test, classes)
+
+    def sort_val_by_class(self, base: Path) -> None:
+        """val/images/*.JPEG -> val/<wnid>/images/*.JPEG, like train/: built as val.tmp, swapped
+        in by two renames. A run stopped while building is redone, one between them finished."""
+        val, new, old = base / "val", base / "val.tmp", base / "val.old"
+        if old.exists():
+            if not val.exists():
+                os.replace(new, val)  # val.tmp was complete before val was moved aside
+            shutil.rmtree(old)
+        if not (val / "images").is_dir():
+            return
         shutil.rmtree(new, ignore_errors=True)
-        raise
-    os.replace(val, old)
-    os.replace(new, val)
-    shutil.rmtree(old)
+        try:
+            lines = (val / "val_annotations.txt").read_text().splitlines()
+            for name, wnid in [tuple(line.split("\t")[:2]) for line in lines if line.strip()]:
+                (new / wnid / "images").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(val / "images" / name, new / wnid / "images" / name)
+            shutil.copyfile(val / "val_annotations.txt", new / "val_annotations.txt")
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        os.replace(val, old)
+        os.replace(new, val)
+        shutil.rmtree(old)
+
+    def read_jpegs(self, where: Path, folder: Path, wnids: list[str]):
+        """Decode folder/<wnid>/**/*.JPEG for every class, labelled by the wnid's index."""
+        from PIL import Image
+
+        paths, labels = [], []
+        for label, wnid in enumerate(wnids):
+            with self.reading(where, folder / wnid):
+                in_class = sorted((folder / wnid).rglob("*.JPEG"))
+                if not in_class:
+                    raise FileNotFoundError("no JPEG images for this class")
+            paths += in_class
+            labels += [label] * len(in_class)
+        images = np.empty((len(paths), 3, 64, 64), dtype=np.uint8)
+        for i, path in enumerate(paths):
+            with self.reading(where, path), Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))  # a few are greyscale
+                if array.shape[:2] != (64, 64):
+                    raise ValueError(f"image is {array.shape[1]}x{array.shape[0]}, expected 64x64")
+                images[i] = array.transpose(2, 0, 1)
+        return _checked(images, labels, len(wnids))
 
 
-def _decode_jpeg(path: Path) -> np.ndarray:
-    """One Tiny-ImageNet JPEG as uint8 (3, 64, 64); a few are greyscale, hence convert."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"))
-    if array.shape[:2] != (TINYIMAGENET_SIZE, TINYIMAGENET_SIZE):
-        raise ValueError(f"image is {array.shape[1]}x{array.shape[0]}, expected 64x64")
-    return array.transpose(2, 0, 1)
-
-
-def _read_jpeg_classes(source: _Source, where: Path, folder: Path, wnids: list[str]):
-    """Decode folder/<wnid>/**/*.JPEG for every class, labelled by the wnid's index."""
-    paths, labels = [], []
-    for label, wnid in enumerate(wnids):
-        with _reading(source, where, folder / wnid):
-            found = sorted((folder / wnid).rglob("*.JPEG"))
-            if not found:
-                raise FileNotFoundError("no JPEG images for this class")
-        paths += found
-        labels += [label] * len(found)
-    images = np.empty((len(paths), 3, TINYIMAGENET_SIZE, TINYIMAGENET_SIZE), dtype=np.uint8)
-    for i, path in enumerate(paths):
-        with _reading(source, where, path):
-            images[i] = _decode_jpeg(path)
-    return _checked(images, labels, len(wnids))
-
-
-def _read_tinyimagenet(source: _Source, where: Path) -> Dataset:
-    """From the uint8 cache when there is one; else decode the 110,000 JPEGs (about a minute)
-    and write that cache, which later loads read in seconds."""
-    cache = where / source.cache
-    if cache.is_file():
-        fix = f"delete it and it is rebuilt from {where / source.folder} on the next load"
-        with _reading(source, where, cache, fix), np.load(cache, allow_pickle=False) as z:
-            classes = tuple(str(c) for c in z["classes"])
-            train = _checked(z["train_images"], z["train_labels"], len(classes))
-            test = _checked(z["test_images"], z["test_labels"], len(classes))
-        return Dataset(source.name, *train, *test, classes)
-    base = where / source.folder
-    with _reading(source, where, base / "wnids.txt"):
-        wnids = sorted({w.strip() for w in (base / "wnids.txt").read_text().split()})
-    with _reading(source, where, base / "words.txt"):  # each class named by its first name there
-        lines = (line.split("\t", 1) for line in (base / "words.txt").read_text().splitlines())
-        words = {parts[0]: parts[1] for parts in lines if len(parts) == 2}
-        classes = tuple(words[w].split(",")[0].strip() for w in wnids)
-    with _reading(source, where, base / "val" / "val_annotations.txt"):
-        _sort_val_by_class(base)
-    train = _read_jpeg_classes(source, where, base / "train", wnids)
-    test = _read_jpeg_classes(source, where, base / "val", wnids)
-    data = Dataset(source.name, *train, *test, classes)
-    try:
-        arrays = {key: getattr(data, key).numpy() for key in _TENSORS}
-        np.savez(buffer := io.BytesIO(), classes=np.array(data.classes), **arrays)
-        atomic_write(cache, buffer.getvalue())
-    except OSError as error:  # a read-only or full disk: the data is still good
-        warnings.warn(f"{first_line(error)} The data is read again next time.", stacklevel=2)
-    return data
-
-
-_CIFAR100 = _Source(
-    "cifar100", "CIFAR-100", "cifar-100-python", ("train", "test", "meta"),
-    functools.partial(_fetch_torchvision, dataset="CIFAR100"), _read_cifar100,
-)  # fmt: skip
-_STL10 = _Source(
-    "stl10", "STL-10", "stl10_binary",
-    ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "class_names.txt"),
-    functools.partial(_fetch_torchvision, dataset="STL10", split="train"), _read_stl10,
-)  # fmt: skip
-_TINYIMAGENET = _Source(
-    "tinyimagenet", "Tiny-ImageNet", "tiny-imagenet-200",
-    ("wnids.txt", "words.txt", "train"),  # not val/: it is briefly absent while sorted by class
-    _fetch_tinyimagenet, _read_tinyimagenet, cache="tinyimagenet-uint8.npz",
-)  # fmt: skip
-
-
-def load_cifar100(root: Path | None = None, download: bool = False) -> Dataset:
-    """CIFAR-100 with its 100 fine labels: 50,000 + 10,000 images, 32x32."""
-    return _load(_CIFAR100, root, download)
-
-
-def load_stl10(root: Path | None = None, download: bool = False) -> Dataset:
-    """STL-10's labelled images: 5,000 training + 8,000 test, 96x96, 10 classes."""
-    return _load(_STL10, root, download)
-
-
-def load_tinyimagenet(root: Path | None = None, download: bool = False) -> Dataset:
-    """Tiny-ImageNet: 100,000 training + 10,000 validation (as test) images, 64x64, 200 classes."""
-    return _load(_TINYIMAGENET, root, download)
-
-
-DATASETS = {
-    "fashion-mnist": load_fashion_mnist, "cifar100": load_cifar100,
-    "stl10": load_stl10, "tinyimagenet": load_tinyimagenet,
-}  # fmt: skip
+DATASETS = {s.name: s for s in (FashionMNIST(), CIFAR100(), STL10(), TinyImageNet())}
 
 
 def load_dataset(name: str, root: Path | None = None, download: bool = False) -> Dataset:
+    """The dataset `name`, as `Source.load` finds, downloads (with `download`) and reads it."""
     if name not in DATASETS:
         raise ValueError(
             f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}. "
             "Pick one of those names."
         )
-    return DATASETS[name](root, download)
+    return DATASETS[name].load(root, download)

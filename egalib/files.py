@@ -1,6 +1,7 @@
-"""Files: the repository's data folder, whole-file writes (a temporary file in the same folder,
-renamed into place: a killed run leaves the old file or the new one, never half of one), tensor
-files read safely, exclusive locks, and what a result's card records (commit, device)."""
+"""Files: the package's shipped data and the datasets' folder, whole-file writes (a temporary
+file in the same folder, renamed into place: a killed run leaves the old file or the new one,
+never half of one), tensor files read safely, exclusive locks, and what a result's card records
+(commit, device)."""
 
 import contextlib
 import fcntl
@@ -12,11 +13,20 @@ import platform
 import subprocess
 import tempfile
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 
 import torch
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"  # what ships: teachers, paper numbers
+# What ships inside the package (egalib/data/: teachers, the paper's numbers, study results),
+# found through importlib.resources so that an egalib installed from a wheel finds it too.
+PACKAGE_DATA = Path(str(resources.files("egalib") / "data"))
+# The folder above the package: a checkout of the repository when egalib runs from one.
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+# Where datasets are downloaded (datasets.DATA_DIR): the checkout's data/ folder, or ./data in the
+# working directory when egalib is installed (site-packages is no place for datasets).
+CHECKOUT = (SOURCE_ROOT / "pyproject.toml").is_file()
+REPO_DATA = SOURCE_ROOT / "data" if CHECKOUT else Path("data").resolve()
 
 
 class WriteError(OSError):
@@ -115,10 +125,14 @@ def tensor_digest(tensor: torch.Tensor) -> str:
 
 
 def git_commit() -> str:
-    """The repository's short commit, or "unknown" outside a git checkout."""
+    """The repository's short commit when egalib runs from a git checkout, else "unknown" (an
+    installed egalib has no commit, whatever folder it was installed into)."""
+    if not (SOURCE_ROOT / ".git").exists():
+        return "unknown"
     with contextlib.suppress(OSError):
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=REPO_DATA.parent)  # fmt: skip
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=SOURCE_ROOT
+        )
         return done.stdout.strip() or "unknown"
     return "unknown"
 

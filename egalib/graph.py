@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from . import check
+
 
 def pearson(a: torch.Tensor, b: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
     """Pearson correlation between every row of `a` (Ba x D) and every row of `b` (Bb x D).
@@ -22,17 +24,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor | None = None, eps: float = 1e-8) -
     because the row norm is clamped at `eps` before dividing.
     """
     b = a if b is None else b
-    _check_features(a, b)
+    check.features(a, b)
     a_unit = centre_and_normalise(a, eps)
     return a_unit @ (a_unit if b is a else centre_and_normalise(b, eps)).T
-
-
-def _check_features(a: torch.Tensor, b: torch.Tensor) -> None:
-    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(
-            f"pearson expects two 2-d tensors with the same number of features, got shapes "
-            f"{tuple(a.shape)} and {tuple(b.shape)}; project both to one embedding size first."
-        )
 
 
 def centre_and_normalise(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -78,6 +72,6 @@ def embedding_graphs(xs: torch.Tensor, xt: torch.Tensor, eps: float = 1e-8) -> G
     """The three B x B matrices of EGA from student (xs) and teacher (xt) embeddings. Each side
     is centred and normalised once and shared by its two graphs: the same values as three
     `pearson` calls, with half the normalisation work in the training step."""
-    _check_features(xt, xs)
+    check.features(xt, xs)
     zt, zs = centre_and_normalise(xt, eps), centre_and_normalise(xs, eps)
     return Graphs(teacher=zt @ zt.T, student=zs @ zs.T, node=zt @ zs.T)

@@ -1,145 +1,101 @@
-"""Distillation losses as pure functions: student first, teacher second, a scalar out.
-
-Every function takes the student's tensors before the teacher's and returns a 0-d tensor. Shapes
-are checked up front so that a wrong call fails with one sentence rather than deep inside torch.
-"""
+"""Distillation losses as pure functions: student first, teacher second, a 0-d tensor out; CRD,
+with its memory bank, the one module. Inputs' shapes are checked first (`egalib.check`)."""
 
 import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
+from . import check
 from .graph import embedding_graphs, max_scaled, unit_rows
 
-# Where the host reads tensors for free. On CUDA a read waits for the stream and a recorded CUDA
-# graph forbids it: value checks run at the first call only there.
-HOST_READ_DEVICES = ("cpu",)
 
-
-def _check_pair(
-    name: str, s: torch.Tensor, t: torch.Tensor, min_batch: int = 1, same_shape: bool = False
-) -> None:
-    if s.dim() != 2 or t.dim() != 2:
-        raise ValueError(
-            f"{name} expects 2-d (batch, features) tensors, got shapes {tuple(s.shape)} and "
-            f"{tuple(t.shape)}; flatten or pool the features first."
-        )
-    if s.shape[0] != t.shape[0]:
-        raise ValueError(
-            f"{name} needs as many student rows as teacher rows, got {s.shape[0]} and "
-            f"{t.shape[0]}; pass the two views of the same batch."
-        )
-    if s.shape[0] < min_batch:
-        raise ValueError(
-            f"{name} needs a batch of at least {min_batch} samples, got {s.shape[0]}; "
-            f"use batch_size >= {min_batch} (a graph relates the samples of a batch)."
-        )
-    if same_shape and s.shape != t.shape:
-        raise ValueError(
-            f"{name} needs student and teacher embeddings of the same shape, got "
-            f"{tuple(s.shape)} and {tuple(t.shape)}; project both to one embedding size."
-        )
-
-
-def ega_terms(xs: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def ega_terms(xs: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
     """(L_node, L_edge): ||N_st - I||_F and ||E_t - E_s||_F, Frobenius norms, not squared."""
-    _check_pair("ega", xs, xt, min_batch=2, same_shape=True)
+    check.pair("ega", xs, xt, min_batch=2, same_shape=True)
     g, norm = embedding_graphs(xs, xt), torch.linalg.matrix_norm
     identity = torch.eye(len(xs), dtype=g.node.dtype, device=g.node.device)
     return norm(g.node - identity), norm(g.teacher - g.student)
 
 
-def ega(
-    fs: torch.Tensor, ft: torch.Tensor, node_weight: float = 0.8, edge_weight: float = 0.24
-) -> torch.Tensor:
+def ega_with_terms(
+    fs: Tensor, ft: Tensor, node_weight: float = 0.8, edge_weight: float = 0.24
+) -> dict[str, Tensor]:
+    """{"ega": node_weight * L_node + edge_weight * L_edge, "node": L_node, "edge": L_edge}."""
+    node, edge = ega_terms(fs, ft)
+    return {"ega": node_weight * node + edge_weight * edge, "node": node, "edge": edge}
+
+
+def ega(fs: Tensor, ft: Tensor, node_weight: float = 0.8, edge_weight: float = 0.24) -> Tensor:
     """Embedding Graph Alignment: node_weight * L_node + edge_weight * L_edge.
 
     `fs`, `ft` are the student's and teacher's node embeddings (B x D, same D). The defaults are
     the authors' code; the paper's L_node + lambda * L_edge has lambda = 0.24 / 0.8 = 0.3.
     """
-    node, edge = ega_terms(fs, ft)
-    return node_weight * node + edge_weight * edge
+    return ega_with_terms(fs, ft, node_weight, edge_weight)["ega"]
 
 
-def kd(logits_s: torch.Tensor, logits_t: torch.Tensor, T: float = 4.0) -> torch.Tensor:
+def kd(logits_s: Tensor, logits_t: Tensor, T: float = 4.0) -> Tensor:
     """Hinton's KD: T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch."""
-    _check_pair("kd", logits_s, logits_t, same_shape=True)
+    check.pair("kd", logits_s, logits_t, same_shape=True)
     log_p_s = F.log_softmax(logits_s / T, dim=1)
     log_p_t = F.log_softmax(logits_t / T, dim=1)
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * T * T
 
 
-def _check_rows(name: str, what: str, x: torch.Tensor, batch: int, dims: int) -> None:
-    if x.dim() != dims or x.shape[0] != batch:
-        raise ValueError(
-            f"{name} expects {what} as a {dims}-d tensor with one row per sample ({batch} rows), "
-            f"got shape {tuple(x.shape)}; pass the {what} of the same batch."
-        )
-
-
-def _check_logits(name: str, logits_s: torch.Tensor, logits_t: torch.Tensor, batch: int) -> None:
-    _check_rows(name, "logits_s", logits_s, batch, dims=2)
-    _check_rows(name, "logits_t", logits_t, batch, dims=2)
-    if logits_s.shape != logits_t.shape:
-        raise ValueError(
-            f"{name} needs student and teacher logits over the same classes, got shapes "
-            f"{tuple(logits_s.shape)} and {tuple(logits_t.shape)}; give both one output per class."
-        )
-
-
-def _safe_divide(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def _safe_divide(x: Tensor, scale: Tensor) -> Tensor:
     """x / scale, the scale floored at the dtype's smallest normal number: 0 / 0 gives 0."""
     return x / scale.clamp_min(torch.finfo(x.dtype).tiny)
 
 
-def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _cosines(a: Tensor, b: Tensor) -> Tensor:
     """Cosine of every row of `a` with every row of `b`; a zero row has cosine 0 with all."""
     return unit_rows(a) @ unit_rows(b).T
 
 
-def _differences(x: torch.Tensor) -> torch.Tensor:
+def _differences(x: Tensor) -> Tensor:
     """(B, B, D) tensor whose entry [i, j] is x_j - x_i."""
     return x.unsqueeze(0) - x.unsqueeze(1)
 
 
-def _distances(x: torch.Tensor) -> torch.Tensor:
+def _distances(x: Tensor) -> Tensor:
     """B x B Euclidean distances ||x_i - x_j||; where a distance is 0 its gradient is 0, not NaN."""
     return torch.linalg.vector_norm(_differences(x), dim=-1)
 
 
-def fitnet(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+def fitnet(fs: Tensor, ft: Tensor) -> Tensor:
     """FitNets' hint loss: mean over all B x D entries of (fs - ft)^2."""
-    _check_pair("fitnet", fs, ft, same_shape=True)
+    check.pair("fitnet", fs, ft, same_shape=True)
     return F.mse_loss(fs, ft)
 
 
-def _cosine_probabilities(x: torch.Tensor) -> torch.Tensor:
+def _cosine_probabilities(x: Tensor) -> Tensor:
     """PKT's row probabilities: P_ij = k_ij / sum_m k_im, k_ij = (cos(x_i, x_j) + 1) / 2."""
     k = (_cosines(x, x) + 1) / 2
     return k / k.sum(dim=1, keepdim=True)
 
 
-def pkt(fs: torch.Tensor, ft: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+def pkt(fs: Tensor, ft: Tensor, eps: float = 1e-7) -> Tensor:
     """Probabilistic Knowledge Transfer (Passalis & Tefas, ECCV 2018).
 
     With P^s and P^t the B x B matrices of `_cosine_probabilities`,
     loss = mean over all i, j of P^t_ij * log((P^t_ij + eps) / (P^s_ij + eps)); 0 when fs == ft.
     The two embeddings may have different widths.
     """
-    _check_pair("pkt", fs, ft, min_batch=2)
+    check.pair("pkt", fs, ft, min_batch=2)
     p_s, p_t = _cosine_probabilities(fs), _cosine_probabilities(ft)
     return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
 
 
-def _scaled_distances(x: torch.Tensor, by: str) -> torch.Tensor:
+def _scaled_distances(x: Tensor, by: str) -> Tensor:
     """Distances divided by the mean of the positive ones (`by` "mean") or by their maximum
     ("max"); all 0 if every sample is the same."""
     d = _distances(max_scaled(x))
     return _safe_divide(d, d.sum() / (d > 0).sum().clamp_min(1) if by == "mean" else d.amax())
 
 
-def _angle_cosines(x: torch.Tensor) -> torch.Tensor:
+def _angle_cosines(x: Tensor) -> Tensor:
     """(B, B, B) tensor: entry [i, j, k] is e_ij . e_ik, e_ij the unit vector from x_i to x_j (0 if
     x_j = x_i), i.e. the cosine of the angle at vertex i of the triangle (x_i, x_j, x_k)."""
     e = unit_rows(_differences(x))
@@ -147,8 +103,8 @@ def _angle_cosines(x: torch.Tensor) -> torch.Tensor:
 
 
 def rkd(
-    fs: torch.Tensor, ft: torch.Tensor, distance_weight: float = 25.0, angle_weight: float = 50.0
-) -> torch.Tensor:
+    fs: Tensor, ft: Tensor, distance_weight: float = 25.0, angle_weight: float = 50.0
+) -> Tensor:
     """Relational Knowledge Distillation (Park et al., CVPR 2019).
 
     distance = smoothL1(d^s / mu^s, d^t / mu^t) over the B x B distance matrices d, mu the mean
@@ -157,13 +113,13 @@ def rkd(
     loss = distance_weight * distance + angle_weight * angle. Unchanged when both embeddings are
     scaled; widths may differ. Gradients reach the teacher too unless the caller detaches it.
     """
-    _check_pair("rkd", fs, ft, min_batch=2)
+    check.pair("rkd", fs, ft, min_batch=2)
     distance = F.smooth_l1_loss(_scaled_distances(fs, "mean"), _scaled_distances(ft, "mean"))
     angle = F.smooth_l1_loss(_angle_cosines(fs), _angle_cosines(ft))
     return distance_weight * distance + angle_weight * angle
 
 
-def nce(fs: torch.Tensor, ft: torch.Tensor, target: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
+def nce(fs: Tensor, ft: Tensor, target: Tensor, tau: float = 0.1) -> Tensor:
     """CCL's class-aware contrastive term (Chen et al., CVPR 2021).
 
     p_ij = softmax over j of cos(s_i, t_j) / tau. Row i costs the mean of -log p_ij over the j
@@ -171,8 +127,8 @@ def nce(fs: torch.Tensor, ft: torch.Tensor, target: torch.Tensor, tau: float = 0
     there is none); the loss is the mean over rows. 1 - p is floored at the dtype's smallest
     normal number, so the loss stays finite even where p rounds to 1.
     """
-    _check_pair("nce", fs, ft, min_batch=2, same_shape=True)
-    _check_rows("nce", "target", target, fs.shape[0], dims=1)
+    check.pair("nce", fs, ft, min_batch=2, same_shape=True)
+    check.rows("nce", "target", target, fs.shape[0], dims=1)
     logits = _cosines(fs, ft) / tau
     same = (target[:, None] == target[None, :]).to(logits.dtype)
     other = 1 - same
@@ -184,22 +140,20 @@ def nce(fs: torch.Tensor, ft: torch.Tensor, target: torch.Tensor, tau: float = 0
 
 
 def ccl(
-    fs: torch.Tensor, ft: torch.Tensor, target: torch.Tensor, logits_s: torch.Tensor,
-    logits_t: torch.Tensor, tau: float = 0.1, T: float = 1.0,
-) -> torch.Tensor:  # fmt: skip
+    fs: Tensor, ft: Tensor, target: Tensor, logits_s: Tensor, logits_t: Tensor, tau=0.1, T=1.0
+) -> Tensor:
     """CCL: nce(fs, ft, target, tau) + 0.5 * (KL(p_t || p_s) + KL(p_s || p_t)).
 
     p = softmax(logits / T), each KL averaged over the batch (`kd` divided by T^2).
     """
     contrast = nce(fs, ft, target, tau)
-    _check_logits("ccl", logits_s, logits_t, fs.shape[0])
+    check.logits("ccl", logits_s, logits_t, fs.shape[0])
     return contrast + (kd(logits_s, logits_t, T) + kd(logits_t, logits_s, T)) / (2 * T * T)
 
 
 def irg(
-    fs: torch.Tensor, ft: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor,
-    vertex_weight: float = 1.0, edge_weight: float = 1.0,
-) -> torch.Tensor:  # fmt: skip
+    fs: Tensor, ft: Tensor, logits_s: Tensor, logits_t: Tensor, vertex_weight=1.0, edge_weight=1.0
+) -> Tensor:
     """Instance Relation Graph (Liu et al., CVPR 2019), egalib's variant (EGA's code has no IRG).
 
         loss = vertex_weight * mean_{i,c} (z^s_ic - z^t_ic)^2
@@ -209,8 +163,8 @@ def irg(
     Euclidean, not squared); a batch of identical samples has d / max(d) = 0. The paper's
     transformation term and its multi-layer graphs are left out; embedding widths may differ.
     """
-    _check_pair("irg", fs, ft, min_batch=2)
-    _check_logits("irg", logits_s, logits_t, fs.shape[0])
+    check.pair("irg", fs, ft, min_batch=2)
+    check.logits("irg", logits_s, logits_t, fs.shape[0])
     vertex = F.mse_loss(logits_s, logits_t)
     edge = F.mse_loss(_scaled_distances(fs, "max"), _scaled_distances(ft, "max"))
     return vertex_weight * vertex + edge_weight * edge
@@ -236,14 +190,22 @@ class CRD(nn.Module):
     K = min(num_negatives, N - size of the largest class). The banks start uniform in
     (-stdv, stdv), stdv = 1 / sqrt(embed_dim / 3), so that each row's expected squared norm is 1.
     Banks and `z` are buffers, saved in the state_dict; the label bookkeeping is rebuilt from
-    `labels`. Memory: 2 x embed_dim float32 per training sample plus 16 B of int64 bookkeeping
-    (1,040 B at embed_dim 128: about 52 MB for CIFAR-100's 50,000 images).
-"""
+    `labels`. `check_index` reads the index's range on the host at every call; turn it off where
+    the caller guarantees the range and a host read is costly (a GPU waits for it).
+    Memory: 2 x embed_dim float32 and 16 B of int64 bookkeeping per training sample.
+    """
 
     def __init__(
-        self, student_dim: int, teacher_dim: int, labels: torch.Tensor, embed_dim: int = 128,
-        num_negatives: int = 16384, tau: float = 0.07, momentum: float = 0.5,
-    ):  # fmt: skip
+        self,
+        student_dim: int,
+        teacher_dim: int,
+        labels: Tensor,
+        embed_dim=128,
+        num_negatives=16384,
+        tau=0.07,
+        momentum=0.5,
+        check_index=True,
+    ):
         super().__init__()
         if labels.dim() != 1 or labels.is_floating_point():
             raise ValueError(
@@ -270,15 +232,13 @@ class CRD(nn.Module):
         self.register_buffer("class_count", class_count, persistent=False)
         self.register_buffer("class_start", class_count.cumsum(0) - class_count, persistent=False)
         self.register_buffer("by_class", torch.argsort(sample_class, stable=True), persistent=False)
-        self.index_values_checked = False  # off HOST_READ_DEVICES, checked at the first call only
+        self.check_index = check_index
 
-    def embed(self, fs: torch.Tensor, ft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, fs: Tensor, ft: Tensor) -> tuple[Tensor, Tensor]:
         """The L2-normalised embeddings (s, t) of student and teacher features."""
         return unit_rows(self.embed_s(fs)), unit_rows(self.embed_t(ft))
 
-    def sample_negatives(
-        self, index: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def sample_negatives(self, index: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """(B, K) training-sample positions, each row drawn uniformly with replacement among the
         samples whose class differs from that of the sample at `index`."""
         count = self.class_count[self.sample_class[index]].unsqueeze(1)
@@ -292,19 +252,19 @@ class CRD(nn.Module):
 
     def forward(
         self,
-        fs: torch.Tensor,
-        ft: torch.Tensor,
-        index: torch.Tensor,
+        fs: Tensor,
+        ft: Tensor,
+        index: Tensor,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+    ) -> Tensor:
         """CRD loss for features fs (B x student_dim) and ft (B x teacher_dim) of the training
         samples at positions `index` (B,); then updates those samples' memory slots."""
         self._check_inputs(fs, ft, index)
         s, t = self.embed(fs, ft)
         slots = torch.cat([index.unsqueeze(1), self.sample_negatives(index, generator)], dim=1)
         # anchor . memory_k for every bank row, then the K + 1 slots picked out: one (B, N) matmul
-        # in place of gathering B x (K + 1) rows (59 MB a step at B 16, K 3,600; 537 MB on CIFAR).
-        # The banks are copied because backward needs them as they were before `_update`.
+        # in place of gathering B x (K + 1) rows of D values. The banks are copied because
+        # backward needs them as they were before `_update`.
         student_anchor = (s @ self.memory_t.clone().T).gather(1, slots)
         teacher_anchor = (t @ self.memory_s.clone().T).gather(1, slots)
         # in float32 at least: under float16 autocast e^(1 / tau) = 1.6e6 would overflow 65,504
@@ -322,24 +282,22 @@ class CRD(nn.Module):
         return loss
 
     @torch.no_grad()
-    def _update(self, bank: torch.Tensor, index: torch.Tensor, new: torch.Tensor) -> None:
+    def _update(self, bank: Tensor, index: Tensor, new: Tensor) -> None:
         mixed = self.momentum * bank[index] + (1 - self.momentum) * new.to(bank.dtype)
         bank.index_copy_(0, index, F.normalize(mixed, dim=1))
 
-    def _check_inputs(self, fs: torch.Tensor, ft: torch.Tensor, index: torch.Tensor) -> None:
-        _check_pair("CRD", fs, ft, min_batch=2)
+    def _check_inputs(self, fs: Tensor, ft: Tensor, index: Tensor) -> None:
+        check.pair("CRD", fs, ft, min_batch=2)
         sizes = (self.embed_s.in_features, self.embed_t.in_features)
         if (fs.shape[1], ft.shape[1]) != sizes:
             raise ValueError(
                 f"CRD was built for student and teacher features of sizes {sizes}, got "
                 f"{(fs.shape[1], ft.shape[1])}; build CRD with the feature sizes of your models."
             )
-        _check_rows("CRD", "index", index, fs.shape[0], dims=1)
+        check.rows("CRD", "index", index, fs.shape[0], dims=1)
         n = len(self.sample_class)
-        checked = index.dtype == torch.long and self.index_values_checked
-        if checked and index.device.type not in HOST_READ_DEVICES:
-            return  # a host read per step would stall the stream; the first call checked
-        self.index_values_checked = True
+        if index.dtype == torch.long and not self.check_index:
+            return
         if index.dtype != torch.long or bool(((index < 0) | (index >= n)).any()):
             raise ValueError(
                 f"CRD expects index as int64 positions in the training set, in [0, {n}), got "

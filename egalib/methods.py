@@ -1,9 +1,10 @@
 """The method table: each method's distillation term, loss weights and options.
 
-The loss is  gamma * CE + alpha * KD + beta * distill  (composed in `train.training_step`). The
-term is one loss of `losses`; its keyword arguments are the method's options, their names,
-defaults and types read from its signature (written once, there); an entry states only what
-differs. A loss that is an nn.Module class (CRD) is built once per run from (D, D, training
+The loss is  gamma * CE + alpha * KD + beta * distill  (`Method.loss_terms`). The term is one
+loss of `losses`; its keyword arguments are the method's options, their names, defaults and types
+read from its signature (written once, there); an entry states only what differs. A loss may
+return a dict of named terms, the first of which is its value (EGA: its node and edge terms are
+logged). A loss that is an nn.Module class (CRD) is built once per run from (D, D, training
 labels, **options) and trained and saved with the student. Weights: docs/method.md."""
 
 import inspect
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import losses
@@ -30,7 +32,7 @@ class DistillInputs:
     generator: torch.Generator | None = None  # for any sampling the method does
 
 
-Terms = tuple[torch.Tensor, dict[str, torch.Tensor]]  # (the term, what else to log)
+Terms = dict[str, torch.Tensor]
 OPTION_TYPES = (int, float)
 
 
@@ -52,7 +54,6 @@ class Method:
     alpha: float = 0.0  # KD on the teacher head's logits
     beta: float = 0.0  # the method's distillation term
     options: dict = field(default_factory=dict)  # values that differ from the loss's defaults
-    distill: Callable[..., Terms] | None = None  # (inputs, **options); None: the loss on `takes`
 
     @property
     def uses_teacher(self) -> bool:
@@ -71,27 +72,38 @@ class Method:
         given = {k: default for k, (_, default) in signature_options(self.loss).items()}
         return {**given, **self.options}
 
-    def build(self, embed_dim: int, labels: torch.Tensor, options: dict) -> nn.Module | None:
-        """The method's own module (CRD's memory bank), or None."""
-        return self.loss(embed_dim, embed_dim, labels, **options) if self.stateful else None
+    def build(self, embed_dim: int, labels: torch.Tensor, **settings) -> nn.Module | None:
+        """The method's own module (CRD's memory bank) with its options and `settings`, or None."""
+        if not self.stateful:
+            return None
+        return self.loss(embed_dim, embed_dim, labels, **self.defaults, **settings)
 
-    def term(self, inputs: DistillInputs, options: dict) -> Terms:
-        if self.distill is not None:
-            return self.distill(inputs, **options)
+    def distill_terms(self, inputs: DistillInputs) -> Terms:
+        """{"distill": the term, then any named terms its loss also returns}."""
         args = [getattr(inputs, name) for name in self.takes]
         if self.stateful:  # the module took its options when it was built
-            return inputs.module(*args), {}
-        return self.loss(*args, **options), {}
+            return {"distill": inputs.module(*args)}
+        out = self.loss(*args, **self.defaults)
+        if not isinstance(out, dict):
+            return {"distill": out}
+        value, *named = out.items()
+        return {"distill": value[1], **dict(named)}
 
-
-def ega_logged(inputs: DistillInputs, node_weight: float, edge_weight: float) -> Terms:
-    """EGA with both of its terms logged, also one weighted 0 (ega-node, ega-edge)."""
-    node, edge = losses.ega_terms(inputs.xs, inputs.xt)
-    return node_weight * node + edge_weight * edge, {"node": node, "edge": edge}
+    def loss_terms(self, inputs: DistillInputs, kd_temperature: float) -> Terms:
+        """The student's loss, "loss", and each of its terms before its weight."""
+        terms = {"ce": F.cross_entropy(inputs.logits_s, inputs.target)}
+        loss = self.gamma * terms["ce"]
+        if self.alpha:
+            terms["kd"] = losses.kd(inputs.logits_s, inputs.logits_t, kd_temperature)
+            loss = loss + self.alpha * terms["kd"]
+        if self.loss is not None:
+            terms.update(self.distill_terms(inputs))
+            loss = loss + self.beta * terms["distill"]
+        return {**terms, "loss": loss}
 
 
 def ega_family(**given) -> Method:
-    return Method(losses.ega, beta=1.0, distill=ega_logged, **given)
+    return Method(losses.ega_with_terms, beta=1.0, **given)
 
 
 LOGITS = ("logits_s", "logits_t")

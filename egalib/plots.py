@@ -8,17 +8,28 @@ from matplotlib.ticker import MaxNLocator
 
 from .graph import Graphs
 
-GRAPH_TITLES = {"teacher": "teacher graph $E_t$", "student": "student graph $E_s$",
-                "node": "node matrix $N_{st}$"}  # fmt: skip
+GRAPH_TITLES = {
+    "teacher": "teacher graph $E_t$",
+    "student": "student graph $E_s$",
+    "node": "node matrix $N_{st}$",
+}
 
 
 def graph_heatmaps(graphs: Graphs, title: str = "", size: float = 4.0) -> plt.Figure:
     """E_t, E_s and N_st side by side, on one colour scale from -1 to 1."""
     fig, axes = plt.subplots(1, 3, figsize=(3 * size + 1, size), constrained_layout=True)
     for ax, (key, matrix) in zip(axes, graphs._asdict().items()):
-        sns.heatmap(matrix.detach().cpu().numpy(), ax=ax, vmin=-1, vmax=1, cmap="vlag",
-                    square=True, xticklabels=False, yticklabels=False,
-                    cbar=key == "node")  # fmt: skip
+        sns.heatmap(
+            matrix.detach().cpu().numpy(),
+            ax=ax,
+            vmin=-1,
+            vmax=1,
+            cmap="vlag",
+            square=True,
+            xticklabels=False,
+            yticklabels=False,
+            cbar=key == "node",
+        )
         ax.set_title(GRAPH_TITLES[key])
     if title:
         fig.suptitle(title)
@@ -33,8 +44,12 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
 
 
 # The poster's four students of the learning-dynamics figure, in its order.
-DYNAMICS_LABELS = {"vanilla": "CE only", "ega-edge": "CE + edge term",
-                   "ega-node": "CE + node term", "ega": "CE + EGA (node + edge)"}  # fmt: skip
+DYNAMICS_LABELS = {
+    "vanilla": "CE only",
+    "ega-edge": "CE + edge term",
+    "ega-node": "CE + node term",
+    "ega": "CE + EGA (node + edge)",
+}
 
 
 def method_colors(methods) -> dict:
@@ -54,19 +69,40 @@ def tsne_panels(points: dict, labels, class_names=None, size: float = 4.0, title
     names = class_names or {}
     hue = [str(names[c]) if c in names else str(c) for c in labels.tolist()]
     order = list(dict.fromkeys(hue[i] for i in np.argsort(labels, kind="stable")))
-    palette = dict(zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl",
-                                                len(order))))  # fmt: skip
-    fig, axes = plt.subplots(1, len(points), figsize=(len(points) * size + 1.6, size),
-                             constrained_layout=True, squeeze=False)  # fmt: skip
+    palette = dict(
+        zip(order, sns.color_palette("tab10" if len(order) <= 10 else "husl", len(order)))
+    )
+    fig, axes = plt.subplots(
+        1,
+        len(points),
+        figsize=(len(points) * size + 1.6, size),
+        constrained_layout=True,
+        squeeze=False,
+    )
     for ax, (name, xy) in zip(axes[0], points.items()):
-        sns.scatterplot(x=xy[:, 0], y=xy[:, 1], hue=hue, hue_order=order, palette=palette,
-                        s=10, linewidth=0, alpha=0.85, ax=ax, legend=ax is axes[0, -1])  # fmt: skip
+        sns.scatterplot(
+            x=xy[:, 0],
+            y=xy[:, 1],
+            hue=hue,
+            hue_order=order,
+            palette=palette,
+            s=10,
+            linewidth=0,
+            alpha=0.85,
+            ax=ax,
+            legend=ax is axes[0, -1],
+        )
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
     if len(order) <= MAX_LEGEND:
-        axes[0, -1].legend(title="class", loc="center left", bbox_to_anchor=(1.02, 0.5),
-                           markerscale=2, frameon=False)  # fmt: skip
+        axes[0, -1].legend(
+            title="class",
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+            markerscale=2,
+            frameon=False,
+        )
     else:  # a hundred classes make no readable legend
         axes[0, -1].get_legend().remove()
         title = f"{title} ({len(order)} classes, no legend)".strip()
@@ -82,8 +118,15 @@ def _lines(ax, histories: dict, value, ylabel: str, colors: dict, style: str = "
             continue
         label = DYNAMICS_LABELS.get(method, method)
         marker = "o" if len(history) < 15 else None  # a few epochs: show each point
-        ax.plot(history["epoch"], y, style, marker=marker, markersize=4, color=colors[method],
-                label=label)  # fmt: skip
+        ax.plot(
+            history["epoch"],
+            y,
+            style,
+            marker=marker,
+            markersize=4,
+            color=colors[method],
+            label=label,
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -96,8 +139,13 @@ def learning_dynamics(histories: dict, size: float = 4.0, title: str = "") -> pl
     fig, axes = plt.subplots(1, 3, figsize=(3 * size + 2, size), constrained_layout=True)
     _lines(axes[0], histories, lambda h: 100 * (1 - h["train_acc"]), "train error (%)", colors)
     _lines(axes[1], histories, lambda h: 100 * (1 - h["test_acc"]), "test error (%)", colors)
-    _lines(axes[2], histories, lambda h: 100 * (h["train_acc"] - h["test_acc"]),
-           "generalisation gap: test - train error (%)", colors)  # fmt: skip
+    _lines(
+        axes[2],
+        histories,
+        lambda h: 100 * (h["train_acc"] - h["test_acc"]),
+        "generalisation gap: test - train error (%)",
+        colors,
+    )
     axes[2].axhline(0, color="gray", linewidth=0.8)
     for ax, name in zip(axes, ("train error", "test error", "generalisation gap")):
         ax.set_title(name)
@@ -112,8 +160,10 @@ def graph_terms(histories: dict, size: float = 4.0, title: str = "") -> plt.Figu
     terms are measured for every method, also those that do not train on them)."""
     colors = method_colors(list(histories))
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 2, size), constrained_layout=True)
-    for ax, (column, name) in zip(axes, (("test_node", "$L_{node}$ on the test set"),
-                                         ("test_edge", "$L_{edge}$ on the test set"))):  # fmt: skip
+    for ax, (column, name) in zip(
+        axes,
+        (("test_node", "$L_{node}$ on the test set"), ("test_edge", "$L_{edge}$ on the test set")),
+    ):
         _lines(ax, histories, lambda h, c=column: h[c] if c in h else None, name, colors)
         ax.set_title(name)
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
@@ -123,15 +173,15 @@ def graph_terms(histories: dict, size: float = 4.0, title: str = "") -> plt.Figu
 
 
 def ours_vs_paper(cells, size: float = 5.0) -> plt.Figure:
-    """Our top-1 against the paper's for every table cell that has a run (tables.table_cells
-    rows; a cell that several tables share with the same number is drawn once), coloured by
-    protocol, one marker per method; on the diagonal we match the paper."""
+    """Our top-1 against the paper's for every table cell that has a run
+    (experiments.paper_tables.table_cells rows; a cell that several tables share with the same
+    number is drawn once), coloured by protocol, one marker per method; on the diagonal we match
+    the paper."""
     cells = cells[cells["ours"].notna() & cells["paper"].notna()]
     keys = ["teacher", "student", "dataset", "method", "protocol", "paper"]
     cells = cells.drop_duplicates(keys)
     fig, ax = plt.subplots(figsize=(size + 2, size), constrained_layout=True)
-    sns.scatterplot(data=cells, x="paper", y="ours", hue="protocol", style="method", s=60,
-                    ax=ax)  # fmt: skip
+    sns.scatterplot(data=cells, x="paper", y="ours", hue="protocol", style="method", s=60, ax=ax)
     low = min(cells["paper"].min(), cells["ours"].min()) - 1
     high = max(cells["paper"].max(), cells["ours"].max()) + 1
     ax.plot([low, high], [low, high], color="gray", linewidth=0.8, linestyle="--")

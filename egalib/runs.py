@@ -33,8 +33,9 @@ class Run:
         if run.config_path.is_file():
             stored = type(config).from_dict(run.config).shaping()
             if stored != wanted:
-                changed = sorted(k for k in wanted.keys() | stored.keys()
-                                 if wanted.get(k) != stored.get(k))  # fmt: skip
+                changed = sorted(
+                    k for k in wanted.keys() | stored.keys() if wanted.get(k) != stored.get(k)
+                )
                 raise ValueError(
                     f"run folder {run.path} holds a run with a different config (differs in: "
                     f"{', '.join(changed)}); choose another --name or remove that folder."

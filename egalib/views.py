@@ -21,8 +21,9 @@ def views_per_image(padding: int) -> int:
     return 2 * (2 * padding + 1) ** 2
 
 
-def draw_views(count: int, padding: int, generator: torch.Generator,
-               device: torch.device) -> torch.Tensor:  # fmt: skip
+def draw_views(
+    count: int, padding: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """(count, 3) int64 rows (dy, dx, flip): RandomCrop(padding)'s offsets in [0, 2 padding] and
     a horizontal flip with probability 1/2, drawn in that order (no offsets when padding is 0)."""
     if padding:
@@ -114,8 +115,7 @@ def train_view(
 
 
 # Images per forward pass when a whole set is encoded (test set, probe features, teacher table):
-# on a 2-core CPU, 250 ran 1.4x (the demo's teacher) to 4x (the student's first layer) faster
-# than 500 in channels_last, whose activations then outgrow the cache. Unmeasured on a GPU.
+# small enough that channels_last activations stay in a CPU's cache (docs/speed.md).
 ENCODE_CHUNK = 250
 
 

@@ -10,11 +10,14 @@ import bench
 import numpy as np
 import pytest
 import reference
+import report
 import torch
 
 from egalib import models
 from egalib.config import RunConfig
 from egalib.views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, ViewSpec
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,20 +102,20 @@ def test_grey_images_reach_a_colour_teacher_resized_and_normalised():
 
 def test_json_is_written_whole_or_not_at_all(tmp_path):
     path = tmp_path / "results" / "device.json"
-    bench.write_json(path, {"ratio": 2.0})
+    report.write_json(path, {"ratio": 2.0})
     assert json.loads(path.read_text()) == {"ratio": 2.0}
     with pytest.raises(TypeError):
-        bench.write_json(path, {"ratio": object()})  # not serialisable: fails half-way
+        report.write_json(path, {"ratio": object()})  # not serialisable: fails half-way
     assert json.loads(path.read_text()) == {"ratio": 2.0}  # the old file is untouched
     assert [p.name for p in path.parent.iterdir()] == ["device.json"]
 
 
 def test_default_file_is_named_after_the_device(tmp_path):
-    assert bench.device_slug("cuda", "NVIDIA H100 80GB HBM3", 16) == "nvidia-h100-80gb-hbm3"
-    assert bench.device_slug("cpu", "any", 2).endswith("-2-threads")
-    assert bench.output_path(None, "x") == bench.RESULTS_DIR / "x.json"
-    assert bench.output_path(str(tmp_path), "x") == tmp_path / "x.json"
-    assert bench.output_path(str(tmp_path / "y.json"), "x") == tmp_path / "y.json"
+    assert report.device_slug("cuda", "NVIDIA H100 80GB HBM3", 16) == "nvidia-h100-80gb-hbm3"
+    assert report.device_slug("cpu", "any", 2).endswith("-2-threads")
+    assert report.output_path(None, "x") == report.RESULTS_DIR / "x.json"
+    assert report.output_path(str(tmp_path), "x") == tmp_path / "x.json"
+    assert report.output_path(str(tmp_path / "y.json"), "x") == tmp_path / "y.json"
 
 
 @pytest.mark.parametrize(
@@ -137,8 +140,9 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 def test_reference_loop_trains_to_a_test_accuracy(tmp_path):
     from egalib.train import prepare_data
 
-    config = RunConfig.from_profile("smoke", method="ega", protocol="joint", train_size=64,
-                                    test_size=32, runs_dir=str(tmp_path))  # fmt: skip
+    config = RunConfig.from_profile(
+        "smoke", method="ega", protocol="joint", train_size=64, test_size=32, runs_dir=str(tmp_path)
+    )
     data = prepare_data(config, torch.device("cpu"))
     accuracy = reference.reference_accuracy(config, data, epochs=1, workers=0)
     assert 0.0 <= accuracy <= 1.0
@@ -177,8 +181,8 @@ def test_methods_the_reference_loop_does_not_train_are_refused():
 
 
 def test_compare_accuracy_trains_both_loops_on_the_same_data():
-    row = reference.compare_accuracy("vanilla", epochs=1, workers=0, device="cpu", seed=1,
-                                 profile="smoke")  # fmt: skip
+    config = reference.accuracy_config("vanilla", epochs=1, device="cpu", seed=1, profile="smoke")
+    row = reference.compare_accuracy(config, workers=0)
     assert (row["method"], row["seed"], row["epochs"]) == ("vanilla", 1, 1)
     assert row["train_images"] == 256
     assert 0 <= row["egalib_top1"] <= 100 and 0 <= row["reference_top1"] <= 100
@@ -215,9 +219,28 @@ def test_teacher_forward_graph_variants_need_cuda(tmp_path):
 
 def test_a_table_run_reports_the_build_and_the_projected_tables(tmp_path, capsys):
     out = tmp_path / "t.json"
-    argv = ["--preset", "cpu-demo", "--steps", "2", "--warmup", "1", "--workers", "0",
-            "--processes", "1", "--eval-images", "32", "--device", "cpu", "--batch-size", "8",
-            "--teacher-table", "8", "--out", str(out)]  # fmt: skip
+    argv = [
+        "--preset",
+        "cpu-demo",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--workers",
+        "0",
+        "--processes",
+        "1",
+        "--eval-images",
+        "32",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--teacher-table",
+        "8",
+        "--out",
+        str(out),
+    ]
     assert bench.main(argv) == 0
     report = json.loads(out.read_text())
     built = report["egalib"]["table"]
@@ -233,7 +256,8 @@ def test_a_table_run_reports_the_build_and_the_projected_tables(tmp_path, capsys
     plain = report["egalib_no_table"]  # the teacher in the step, measured in the same run
     assert "table" not in plain and plain["images_per_s"] > 0
     assert report["table_speedup"] == pytest.approx(
-        report["egalib"]["images_per_s"] / plain["images_per_s"])  # fmt: skip
+        report["egalib"]["images_per_s"] / plain["images_per_s"]
+    )
     printed = capsys.readouterr().out
     assert "teacher table: 1,296 views built in" in printed and "architectures table, 65" in printed
     assert "no table" in printed and "the step with the table / without it" in printed

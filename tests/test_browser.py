@@ -22,6 +22,8 @@ import pytest
 
 from egalib.experiments.notebooks import code_cells
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = REPO / "runs" / "browser" / "02_distillation.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -55,9 +57,13 @@ def lab(tmp_path):
 
     runs = tmp_path / "runs"
     parameters = {"profile": "smoke", "runs_dir": str(runs), "methods": ["vanilla", "ega"]}
-    papermill.execute_notebook(str(REPO / "notebooks" / "02_distillation.ipynb"),
-                               str(tmp_path / "02_distillation.ipynb"), parameters=parameters,
-                               prepare_only=True, cwd=str(REPO / "notebooks"))  # fmt: skip
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "02_distillation.ipynb"),
+        str(tmp_path / "02_distillation.ipynb"),
+        parameters=parameters,
+        prepare_only=True,
+        cwd=str(REPO / "notebooks"),
+    )
     cells = len(code_cells(tmp_path / "02_distillation.ipynb")) + 1  # and the injected one
     # every cell rendered (JupyterLab draws only the visible ones by default), so that each
     # cell's prompt and outputs can be checked
@@ -65,15 +71,27 @@ def lab(tmp_path):
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port, token = _free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-               "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True",
-               "--LabApp.news_url=", "--ServerApp.open_browser=False", "--allow-root",
-               f"--LabApp.user_settings_dir={tmp_path / 'settings'}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={tmp_path}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+        "--ServerApp.open_browser=False",
+        "--allow-root",
+        f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
+    ]
     log = open(tmp_path / "jupyter.log", "wb")
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}  # no user settings
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                              cwd=REPO / "notebooks")  # fmt: skip
+    server = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO / "notebooks"
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -119,8 +137,9 @@ def test_notebook_02_runs_in_jupyterlab_in_a_real_browser(lab):
         error = "application/vnd.jupyter.error"
         errors = page.locator(f".jp-OutputArea-output[data-mime-type='{error}']")
         assert errors.count() == 0, errors.first.inner_text()[:2000]
-        widgets = page.locator(".jp-OutputArea-output .widget-dropdown, "
-                               ".jp-OutputArea-output .widget-select-multiple")  # fmt: skip
+        widgets = page.locator(
+            ".jp-OutputArea-output .widget-dropdown, .jp-OutputArea-output .widget-select-multiple"
+        )
         assert widgets.count() >= 2, "the ipywidgets controls did not render"
         assert page.get_by_text("Error displaying widget").count() == 0
         images = page.locator(".jp-RenderedImage img")

@@ -3,12 +3,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
 
 def egalib(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "egalib", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "egalib", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
+@pytest.mark.integration
 def test_list_prints_one_line_per_kind():
     out = egalib("list")
     assert out.returncode == 0
@@ -21,14 +31,27 @@ def test_list_prints_one_line_per_kind():
     assert "fashion-mnist" in lines["datasets"].split()
 
 
+@pytest.mark.integration
 def test_train_prints_the_final_metrics(tmp_path):
-    out = egalib("train", "--profile", "smoke", "--method", "ega", "--train-size", "64",
-                 "--test-size", "64", "--runs-dir", str(tmp_path))  # fmt: skip
+    out = egalib(
+        "train",
+        "--profile",
+        "smoke",
+        "--method",
+        "ega",
+        "--train-size",
+        "64",
+        "--test-size",
+        "64",
+        "--runs-dir",
+        str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout[out.stdout.index("{") :])
     assert set(metrics) >= {"top1", "best_top1", "teacher_top1", "wall_time_s"}
 
 
+@pytest.mark.integration
 def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
     out = egalib("train", "--profile", "smoke", "--method", "nope", "--runs-dir", str(tmp_path))
     assert out.returncode == 2
@@ -51,37 +74,81 @@ def test_capture_flag_reaches_the_run_config_of_train_and_reproduce():
     assert [c.run_name for c in configs] == [c.run_name for c in table_configs("datasets")]
 
 
+@pytest.mark.integration
 def test_typed_options_train_crd_and_a_wrong_type_is_one_sentence(tmp_path):
-    out = egalib("train", "--profile", "smoke", "--method", "crd", "--option",
-                 "num_negatives=64", "--train-size", "64", "--test-size", "64",
-                 "--runs-dir", str(tmp_path))  # fmt: skip
+    out = egalib(
+        "train",
+        "--profile",
+        "smoke",
+        "--method",
+        "crd",
+        "--option",
+        "num_negatives=64",
+        "--train-size",
+        "64",
+        "--test-size",
+        "64",
+        "--runs-dir",
+        str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
     config = json.loads(next(tmp_path.glob("*/config.json")).read_text())
     assert config["options"] == {"num_negatives": 64}
-    out = egalib("train", "--profile", "smoke", "--method", "ega", "--option", "tau=abc",
-                 "--runs-dir", str(tmp_path))  # fmt: skip
+    out = egalib(
+        "train",
+        "--profile",
+        "smoke",
+        "--method",
+        "ega",
+        "--option",
+        "tau=abc",
+        "--runs-dir",
+        str(tmp_path),
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("error: unknown option(s) tau for method 'ega'")
-    out = egalib("train", "--profile", "smoke", "--method", "nce", "--option", "tau=abc",
-                 "--runs-dir", str(tmp_path))  # fmt: skip
+    out = egalib(
+        "train",
+        "--profile",
+        "smoke",
+        "--method",
+        "nce",
+        "--option",
+        "tau=abc",
+        "--runs-dir",
+        str(tmp_path),
+    )
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert out.stderr.startswith("error: option tau='abc' of method 'nce' must be float")
 
 
+@pytest.mark.integration
 def test_list_options_shows_each_method_s_options_and_docs_show_the_same():
     out = egalib("list", "--options")
     assert out.returncode == 0
     assert "  crd: embed_dim=128 (int) num_negatives=16384 (int) tau=0.07 (float)" in out.stdout
     assert "  ega-edge: node_weight=0.0 (float) edge_weight=0.24 (float)" in out.stdout
     printed = [line for line in out.stdout.splitlines() if line.startswith("  ")]
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    docs = (REPO / "docs" / "cli.md").read_text()
     block = docs.split("<!-- list-options -->\n```text\n", 1)[1].split("```", 1)[0]
     assert block.splitlines() == printed
 
 
-def test_bench_entry_point_runs_the_benchmark_beside_the_library():
-    out = egalib("bench", "--help")
+@pytest.mark.integration
+def test_the_benchmark_is_a_script_beside_the_library_not_a_command_of_it():
+    bench = lambda *args: subprocess.run(
+        [sys.executable, "benchmarks/bench.py", *args], capture_output=True, text=True, cwd=REPO
+    )
+    out = bench("--help")
     assert out.returncode == 0 and "--accuracy-epochs" in out.stdout
-    out = egalib("bench", "--steps", "0", "--device", "cpu")  # refused before any measurement
+    out = bench("--steps", "0", "--device", "cpu")  # refused before any measurement
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("error: ") and "--steps" in out.stderr
+    out = egalib("bench", "--help")
+    assert out.returncode == 2 and "invalid choice: 'bench'" in out.stderr
+
+
+@pytest.mark.integration
+def test_unknown_arguments_are_an_error():
+    out = egalib("list", "--no-such-flag")
+    assert out.returncode == 2 and "unrecognized arguments: --no-such-flag" in out.stderr

@@ -70,6 +70,7 @@ def dead_pid() -> int:
     return process.pid
 
 
+@pytest.mark.integration
 def test_submitit_jobs_train_complete_run_folders_and_are_not_submitted_twice(tmp_path):
     configs = [cell(tmp_path, "vanilla"), cell(tmp_path, "kd")]
     jobs = cluster.submit_cells(configs, cluster="local", options=LOCAL)
@@ -91,6 +92,7 @@ def test_submitit_jobs_train_complete_run_folders_and_are_not_submitted_twice(tm
     assert cluster.submit_cells(configs, cluster="local", options=LOCAL) == []  # nothing again
 
 
+@pytest.mark.integration
 def test_an_interrupted_job_resumes_from_its_checkpoint_to_the_same_history(tmp_path):
     config = cell(tmp_path, "ega", epochs=4)
     # the reference runs as a job too: same process set-up (threads), so the same float sums
@@ -123,6 +125,7 @@ def test_an_interrupted_job_resumes_from_its_checkpoint_to_the_same_history(tmp_
     assert all((path / name).is_file() for name in RUN_FILES)
 
 
+@pytest.mark.integration
 def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     names = ["finished", "running", "failed", "missing", "slurm-running", "slurm-failed"]
     methods = ["vanilla", "kd", "fitnet", "pkt", "rkd", "crd"]
@@ -155,9 +158,14 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     assert asked == [["76", "77"]]  # Slurm is asked once, for both jobs
     state = {n: status.loc[c.run_name, "state"] for n, c in configs.items()}
     detail = {n: status.loc[c.run_name, "detail"] for n, c in configs.items()}
-    assert state == {"finished": "finished", "running": "running", "failed": "failed",
-                     "missing": "missing", "slurm-running": "running",
-                     "slurm-failed": "failed"}  # fmt: skip
+    assert state == {
+        "finished": "finished",
+        "running": "running",
+        "failed": "failed",
+        "missing": "missing",
+        "slurm-running": "running",
+        "slurm-failed": "failed",
+    }
     assert detail["finished"] == "top-1 42.50 %"
     assert detail["running"] == f"local job {os.getpid()}, epoch 1/1"
     assert detail["failed"] == "RuntimeError: CUDA out of memory"
@@ -179,8 +187,9 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     # a second dispatch takes only the failed and missing cells, and leaves the others alone
     monkeypatch.setattr(cluster, "slurm_states", fake_sacct)
     todo = cluster.pending(list(configs.values()))
-    assert [c.run_name for c in todo] == [configs[n].run_name for n in
-                                          ("failed", "missing", "slurm-failed")]  # fmt: skip
+    assert [c.run_name for c in todo] == [
+        configs[n].run_name for n in ("failed", "missing", "slurm-failed")
+    ]
     before = {n: (p / "job.json").read_text() for n, p in paths.items() if n != "finished"}
     skip = [configs[n] for n in ("finished", "running", "slurm-running")]
     assert cluster.submit_cells(skip, cluster="local", options=LOCAL) == []
@@ -192,6 +201,7 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.integration
 def test_a_reused_pid_is_not_the_job_and_an_unknown_executor_is_refused(tmp_path):
     assert cluster.pid_alive(os.getpid())
     assert not cluster.pid_alive(os.getpid(), start="0")  # same pid, another start time
@@ -202,10 +212,11 @@ def test_a_reused_pid_is_not_the_job_and_an_unknown_executor_is_refused(tmp_path
         cluster.dispatch([cell(tmp_path, "vanilla")], "slurm", parallel=2)
 
 
+@pytest.mark.integration
 def test_a_failing_local_cell_writes_its_error_and_shows_failed(tmp_path, monkeypatch):
     import egalib.train
 
-    def broken(config, progress=True, on_epoch_end=None):
+    def broken(config, progress=True, on_epoch_end=None, memo=None):
         raise RuntimeError("the GPU fell off")
 
     monkeypatch.setattr(egalib.train, "fit", broken)
@@ -219,6 +230,7 @@ def test_a_failing_local_cell_writes_its_error_and_shows_failed(tmp_path, monkey
     assert len(cluster.pending(configs)) == 2  # failed cells are dispatched again
 
 
+@pytest.mark.integration
 def test_slurm_submission_and_state_through_stand_in_slurm_commands(tmp_path, monkeypatch):
     """submitit's real Slurm executor and sacct watcher, with sbatch/srun/sacct as scripts."""
     bin_dir, state = tmp_path / "bin", tmp_path / "sacct-state"
@@ -240,8 +252,14 @@ def test_slurm_submission_and_state_through_stand_in_slurm_commands(tmp_path, mo
     assert job.job_id == marker["job_id"] == "4242" and marker["executor"] == "slurm"
     assert marker["log_folder"] == str((path / "slurm").resolve())
     text = (path / "slurm" / "4242_submission.sh").read_text()
-    for line in ("--partition=gpu", "--gpus-per-node=1", "--time=90", "--mem=24GB",
-                 "--signal=USR2@", "--job-name=" + config.run_name):  # fmt: skip
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-node=1",
+        "--time=90",
+        "--mem=24GB",
+        "--signal=USR2@",
+        "--job-name=" + config.run_name,
+    ):
         assert line in text, text
     state.write_text("PENDING")
     assert cluster.cell_status([config])["state"][0] == "running"
@@ -252,6 +270,7 @@ def test_slurm_submission_and_state_through_stand_in_slurm_commands(tmp_path, mo
     assert [c.run_name for c in cluster.pending([config])] == [config.run_name]
 
 
+@pytest.mark.integration
 def test_the_local_executor_trains_pending_cells_in_parallel_processes(tmp_path):
     configs = [cell(tmp_path, "vanilla"), cell(tmp_path, "kd")]
     assert cluster.dispatch(configs, "local", parallel=2) == [c.run_name for c in configs]

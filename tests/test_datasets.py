@@ -5,10 +5,12 @@ Nothing here touches the network: downloads are tested against a fake `urlopen`.
 
 import hashlib
 import io
+import os
 import pickle
 import shutil
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -133,7 +135,7 @@ def test_cifar100_truncated_pickle_is_one_clear_sentence(tmp_path):
     train = tmp_path / "cifar-100-python" / "train"
     train.write_bytes(train.read_bytes()[:500])
     with pytest.raises(data.DatasetCorruptError) as error:
-        data.load_cifar100(tmp_path)
+        data.load_dataset("cifar100", tmp_path)
     message = str(error.value)
     assert str(train) in message and "python -m egalib download cifar100" in message
     assert "\n" not in message
@@ -169,7 +171,7 @@ def test_stl10_truncated_binary_is_one_clear_sentence(tmp_path):
     bad = tmp_path / "stl10_binary" / "test_X.bin"
     bad.write_bytes(bad.read_bytes()[:-1])
     with pytest.raises(data.DatasetCorruptError) as error:
-        data.load_stl10(tmp_path)
+        data.load_dataset("stl10", tmp_path)
     assert str(bad) in str(error.value) and "\n" not in str(error.value)
 
 
@@ -177,7 +179,7 @@ def test_stl10_label_count_mismatch_is_reported(tmp_path):
     write_stl10(tmp_path)
     (tmp_path / "stl10_binary" / "train_y.bin").write_bytes(bytes([1, 2]))
     with pytest.raises(data.DatasetCorruptError, match="3 images but 2 labels"):
-        data.load_stl10(tmp_path)
+        data.load_dataset("stl10", tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,14 +212,14 @@ def test_tinyimagenet_sorts_val_by_class_once_and_caches(tmp_path, monkeypatch):
     cache = tmp_path / "tinyimagenet-uint8.npz"
     assert cache.is_file() and [p.name for p in tmp_path.glob(".*")] == []  # no temp files
 
-    # the second load reads the cache only: no sorting, no decoding
-    def refuse(*args):
+    # the second load reads the cache only: no JPEG opened, no file copied or moved
+    def refuse(*args, **kwargs):
         raise AssertionError("the second load should come from the cache")
 
     with monkeypatch.context() as patch:
-        patch.setattr(data, "_sort_val_by_class", refuse)
-        patch.setattr(data, "_decode_jpeg", refuse)
-        second = data.load_tinyimagenet(tmp_path)
+        for module, name in ((Image, "open"), (shutil, "copyfile"), (os, "replace")):
+            patch.setattr(module, name, refuse)
+        second = data.load_dataset("tinyimagenet", tmp_path)
     for field in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(first, field), getattr(second, field))
     assert second.classes == first.classes
@@ -225,7 +227,7 @@ def test_tinyimagenet_sorts_val_by_class_once_and_caches(tmp_path, monkeypatch):
     # without the cache the JPEGs are decoded again, but val/ (already by class) is left alone
     inode = val.stat().st_ino
     cache.unlink()
-    check_tiny(data.load_tinyimagenet(tmp_path))
+    check_tiny(data.load_dataset("tinyimagenet", tmp_path))
     assert val.stat().st_ino == inode and cache.is_file()
 
 
@@ -248,29 +250,29 @@ def interrupt_on_call(monkeypatch, module, name, call):
 def test_tinyimagenet_sorting_interrupted_while_building_leaves_nothing(tmp_path, monkeypatch):
     base = write_tinyimagenet(tmp_path)
     with monkeypatch.context() as patch:
-        interrupt_on_call(patch, data.shutil, "copyfile", 3)
+        interrupt_on_call(patch, shutil, "copyfile", 3)
         with pytest.raises(Interrupted):
-            data.load_tinyimagenet(tmp_path)
+            data.load_dataset("tinyimagenet", tmp_path)
     assert not (base / "val.tmp").exists() and (base / "val" / "images").is_dir()
     assert len(list((base / "val" / "images").iterdir())) == 6
-    check_tiny(data.load_tinyimagenet(tmp_path))
+    check_tiny(data.load_dataset("tinyimagenet", tmp_path))
 
 
 def test_tinyimagenet_sorting_interrupted_between_renames_is_finished(tmp_path, monkeypatch):
     base = write_tinyimagenet(tmp_path)
     with monkeypatch.context() as patch:
-        interrupt_on_call(patch, data.os, "replace", 2)  # after val -> val.old
+        interrupt_on_call(patch, os, "replace", 2)  # after val -> val.old
         with pytest.raises(Interrupted):
-            data.load_tinyimagenet(tmp_path)
+            data.load_dataset("tinyimagenet", tmp_path)
     assert not (base / "val").exists() and (base / "val.old").is_dir()
-    check_tiny(data.load_tinyimagenet(tmp_path))
+    check_tiny(data.load_dataset("tinyimagenet", tmp_path))
     assert not (base / "val.tmp").exists() and not (base / "val.old").exists()
 
 
 def test_tinyimagenet_greyscale_jpeg_becomes_rgb(tmp_path):
     base = write_tinyimagenet(tmp_path)
     _jpeg(base / "train" / "n01" / "images" / "n01_1.JPEG", (90, 90, 90), grey=True)
-    ds = data.load_tinyimagenet(tmp_path)
+    ds = data.load_dataset("tinyimagenet", tmp_path)
     grey = ds.train_images[1].short()
     assert grey.shape == (3, 64, 64) and (grey - 90).abs().max() <= 3
 
@@ -280,7 +282,7 @@ def test_tinyimagenet_corrupt_jpeg_names_the_file(tmp_path):
     bad = base / "train" / "n02" / "images" / "n02_0.JPEG"
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(data.DatasetCorruptError) as error:
-        data.load_tinyimagenet(tmp_path)
+        data.load_dataset("tinyimagenet", tmp_path)
     assert str(bad) in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "tinyimagenet-uint8.npz").exists()
 
@@ -289,40 +291,51 @@ def test_tinyimagenet_corrupt_cache_says_delete_it(tmp_path):
     write_tinyimagenet(tmp_path)
     (tmp_path / "tinyimagenet-uint8.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(data.DatasetCorruptError, match="delete it and it is rebuilt") as error:
-        data.load_tinyimagenet(tmp_path)
+        data.load_dataset("tinyimagenet", tmp_path)
     assert "tinyimagenet-uint8.npz" in str(error.value)
 
 
 def test_tinyimagenet_cache_alone_is_enough(tmp_path):
     base = write_tinyimagenet(tmp_path)
-    data.load_tinyimagenet(tmp_path)
+    data.load_dataset("tinyimagenet", tmp_path)
     shutil.rmtree(base)
-    check_tiny(data.load_tinyimagenet(tmp_path))
+    check_tiny(data.load_dataset("tinyimagenet", tmp_path))
 
 
 # ---------------------------------------------------------------------------------------------
 # Missing data and downloads
 
-NEW = [
-    ("cifar100", "CIFAR-100", "cifar-100-python"),
-    ("stl10", "STL-10", "stl10_binary"),
-    ("tinyimagenet", "Tiny-ImageNet", "tiny-imagenet-200"),
+
+@dataclass(frozen=True)
+class Official:
+    """A dataset shipped as one official folder: its registry name, title and folder."""
+
+    name: str
+    title: str
+    folder: str
+
+
+OFFICIAL = [
+    Official("cifar100", "CIFAR-100", "cifar-100-python"),
+    Official("stl10", "STL-10", "stl10_binary"),
+    Official("tinyimagenet", "Tiny-ImageNet", "tiny-imagenet-200"),
 ]
+by_name = pytest.mark.parametrize("dataset", OFFICIAL, ids=lambda dataset: dataset.name)
 
 
 def test_registry_has_the_four_datasets():
     assert set(data.DATASETS) == {"fashion-mnist", "cifar100", "stl10", "tinyimagenet"}
 
 
-@pytest.mark.parametrize("name, title, folder", NEW)
-def test_missing_dataset_is_one_sentence_with_where_and_how(tmp_path, name, title, folder):
+@by_name
+def test_missing_dataset_is_one_sentence_with_where_and_how(tmp_path, dataset):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(data.DatasetNotFoundError) as error:
-        data.load_dataset(name, root=empty)
+        data.load_dataset(dataset.name, root=empty)
     message = str(error.value)
-    assert title in message and str(empty) in message and f"`{folder}/`" in message
-    assert f"python -m egalib download {name}" in message and "\n" not in message
+    assert dataset.title in message and str(empty) in message and f"`{dataset.folder}/`" in message
+    assert f"python -m egalib download {dataset.name}" in message and "\n" not in message
 
 
 def test_default_folders_are_named_in_the_message(tmp_path, monkeypatch):
@@ -361,26 +374,42 @@ def fake_urlopen(monkeypatch, payload=b"", fail=False, refuse=False):
     return calls
 
 
-@pytest.mark.parametrize("refuse", [True, False], ids=["no-network", "cut-off-midway"])
-@pytest.mark.parametrize("name, title, folder", NEW)
-def test_failed_download_is_one_sentence_and_leaves_nothing(
-    tmp_path, monkeypatch, name, title, folder, refuse
-):
+network_failures = pytest.mark.parametrize(
+    "refuse", [True, False], ids=["no-network", "cut-off-midway"]
+)
+
+
+@network_failures
+@by_name
+def test_failed_download_is_one_sentence_and_leaves_nothing(tmp_path, monkeypatch, dataset, refuse):
     calls = fake_urlopen(monkeypatch, payload=b"x" * 5000, fail=True, refuse=refuse)
     root = tmp_path / "new"
     with pytest.raises(data.DatasetNotFoundError) as error:
-        data.load_dataset(name, root=root, download=True)
+        data.load_dataset(dataset.name, root=root, download=True)
     message = str(error.value)
     assert calls, "the download was not even tried"
-    assert title in message and str(root) in message and "download failed" in message
-    assert f"python -m egalib download {name}" in message and "\n" not in message
+    assert dataset.title in message and str(root) in message and "download failed" in message
+    assert f"python -m egalib download {dataset.name}" in message and "\n" not in message
     assert ("URLError" if refuse else "ConnectionResetError") in message
     assert not root.exists()  # made for the download, removed with it
 
     root.mkdir()  # an existing folder stays as it was
     with pytest.raises(data.DatasetNotFoundError):
-        data.load_dataset(name, root=root, download=True)
+        data.load_dataset(dataset.name, root=root, download=True)
     assert list(root.iterdir()) == []
+
+
+@network_failures
+def test_fashion_mnist_failed_download_is_one_sentence(tmp_path, monkeypatch, refuse):
+    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
+    calls = fake_urlopen(monkeypatch, payload=b"x" * 5000, fail=True, refuse=refuse)
+    root = tmp_path / "new"
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.load_dataset("fashion-mnist", root=root, download=True)
+    message = str(error.value)
+    assert calls and "Fashion-MNIST" in message and "download failed" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "\n" not in message
+    assert not root.exists()
 
 
 def tiny_zip(tmp_path):
@@ -398,7 +427,7 @@ def test_tinyimagenet_download_checks_md5_and_moves_into_place(tmp_path, monkeyp
     root = tmp_path / "root"
     (root / "tiny-imagenet-200").mkdir(parents=True)  # an incomplete copy: replaced
     (root / "tiny-imagenet-200" / "wnids.txt").write_text("n01\n")
-    check_tiny(data.load_tinyimagenet(root, download=True))
+    check_tiny(data.load_dataset("tinyimagenet", root, download=True))
     assert calls == [data.TINYIMAGENET_URL]
     assert sorted(p.name for p in root.iterdir()) == ["tiny-imagenet-200", "tinyimagenet-uint8.npz"]
 
@@ -407,5 +436,5 @@ def test_tinyimagenet_download_with_wrong_md5_leaves_nothing(tmp_path, monkeypat
     fake_urlopen(monkeypatch, tiny_zip(tmp_path))
     root = tmp_path / "root"
     with pytest.raises(data.DatasetNotFoundError, match="download failed.*MD5"):
-        data.load_tinyimagenet(root, download=True)
+        data.load_dataset("tinyimagenet", root, download=True)
     assert not root.exists()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 
@@ -30,6 +31,7 @@ def test_environment_yml_is_the_union_of_the_dependencies_extras_and_makefile_pi
     assert "-e .[dev]" in pip_section
 
 
+@pytest.mark.integration
 def test_the_core_needs_no_notebook_paper_or_cluster_package():
     """`pip install egalib` stays small: the extras hold Jupyter, CLIP and submitit."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -41,11 +43,20 @@ def test_the_core_needs_no_notebook_paper_or_cluster_package():
     assert {_name(r) for r in extras["cluster"]} == {"submitit"}
 
 
+@pytest.mark.integration
 def test_the_loop_and_the_command_line_import_no_extra():
     """What `pip install egalib` has is enough to train and to run `python -m egalib list`: no
     module of an extra is imported until a command that needs it runs."""
-    extras = ["matplotlib", "seaborn", "sklearn", "papermill", "jupyterlab", "ipywidgets",
-              "open_clip", "submitit"]  # fmt: skip
+    extras = [
+        "matplotlib",
+        "seaborn",
+        "sklearn",
+        "papermill",
+        "jupyterlab",
+        "ipywidgets",
+        "open_clip",
+        "submitit",
+    ]
     code = (
         "import sys, egalib.train, egalib.__main__ as cli; cli.build_parser(); "
         f"print([m for m in {extras!r} if m in sys.modules])"

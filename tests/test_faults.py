@@ -1,4 +1,4 @@
-"""Bad values and faults (#17): refused when the config is made, failed writes named in one
+"""Bad values and faults: refused when the config is made, failed writes named in one
 sentence with nothing half-written left, durable writes, and one trainer per run folder."""
 
 import errno
@@ -136,8 +136,9 @@ with Run(sys.argv[1]).lock():
 
 
 def hold_lock(path, seconds: float) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
@@ -170,4 +171,3 @@ def test_a_corrupt_teacher_card_names_the_file(tmp_path):
     (tmp_path / "ssl-fmnist.json").write_text('{"linear_probe_top1": ')
     with pytest.raises(ValueError, match=r"ssl-fmnist\.json is not valid JSON .*restore the file"):
         teacher_card("ssl-fmnist", tmp_path)
-

@@ -197,8 +197,9 @@ def test_embedding_graphs_are_the_three_pearson_matrices(dtype):
     (xs, xt), (xs_np, xt_np) = random_pair(12, 20, dtype, seed=6)
     got = graph.embedding_graphs(xs, xt)
     for matrix, (a, b) in zip(got, ((xt_np, xt_np), (xs_np, xs_np), (xt_np, xs_np))):
-        torch.testing.assert_close(matrix, torch.tensor(pearson_ref(a, b), dtype=dtype),
-                                   **tolerance(dtype))  # fmt: skip
+        torch.testing.assert_close(
+            matrix, torch.tensor(pearson_ref(a, b), dtype=dtype), **tolerance(dtype)
+        )
     with pytest.raises(ValueError, match="same number of features"):
         graph.embedding_graphs(torch.randn(4, 8), torch.randn(4, 9))
 

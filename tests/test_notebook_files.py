@@ -57,7 +57,12 @@ def test_each_published_notebook_has_its_sources_code_and_its_outputs(source):
 
 
 def test_published_notebooks_show_their_figures():
-    images = sum(1 for path in notebooks.PUBLISHED.glob("*.ipynb")
-                 for c in nbformat.read(path, 4).cells if c.cell_type == "code"
-                 for o in c.outputs if "image/png" in o.get("data", {}))  # fmt: skip
+    images = sum(
+        1
+        for path in notebooks.PUBLISHED.glob("*.ipynb")
+        for c in nbformat.read(path, 4).cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    )
     assert images >= 6

@@ -12,14 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from egalib import analysis, tables
+from egalib import analysis
 from egalib.config import RunConfig
+from egalib.experiments import paper_tables as tables
 from egalib.experiments.demo import NOTEBOOK_DIR, execute_notebook
 from egalib.experiments.paper import paper_results
 from egalib.runs import load_runs
 
+pytestmark = pytest.mark.integration
+
 STORY = ("03_tsne.ipynb", "04_learning_dynamics.ipynb", "05_paper_tables.ipynb")
-RESULTS_CSV = Path(NOTEBOOK_DIR).parent / "data" / "paper" / "results.csv"
+RESULTS_CSV = Path(NOTEBOOK_DIR).parent / "egalib" / "data" / "paper" / "results.csv"
 
 
 def _outputs(nb):
@@ -62,8 +65,9 @@ def story(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("story")
     executed = {}
     for name in STORY:
-        out = execute_notebook(name, {"profile": "smoke", "runs_dir": str(runs_dir)},
-                               runs_dir / "notebooks")  # fmt: skip
+        out = execute_notebook(
+            name, {"profile": "smoke", "runs_dir": str(runs_dir)}, runs_dir / "notebooks"
+        )
         executed[name] = nbformat.read(out, as_version=4)
     return runs_dir, executed
 
@@ -73,8 +77,13 @@ def test_03_draws_tsne_and_scores(story):
     nb = executed["03_tsne.ipynb"]
     assert _images(nb) == 1
     html = _html(nb)
-    for header in ("silhouette", "5-NN top-1 (%)", "teacher ssl-fmnist", "vanilla student",
-                   "ega student"):  # fmt: skip
+    for header in (
+        "silhouette",
+        "5-NN top-1 (%)",
+        "teacher ssl-fmnist",
+        "vanilla student",
+        "ega student",
+    ):
         assert header in html
     assert (runs_dir / "figures" / "03_tsne.png").stat().st_size > 10_000
 
@@ -84,8 +93,16 @@ def test_04_draws_learning_dynamics_and_reuses_runs(story):
     nb = executed["04_learning_dynamics.ipynb"]
     assert _images(nb) == 2
     html = _html(nb)
-    for header in ("train error (%)", "test error (%)", "gap (test - train, %)", "test L_node",
-                   "test L_edge", "vanilla: CE only", "ega-edge", "ega-node"):  # fmt: skip
+    for header in (
+        "train error (%)",
+        "test error (%)",
+        "gap (test - train, %)",
+        "test L_node",
+        "test L_edge",
+        "vanilla: CE only",
+        "ega-edge",
+        "ega-node",
+    ):
         assert header in html
     for name in ("04_learning_dynamics.png", "04_graph_terms.png"):
         assert (runs_dir / "figures" / name).stat().st_size > 10_000
@@ -127,14 +144,27 @@ FABRICATED = [  # method, student, dataset, protocol, epochs, top1
 
 def _fabricate(runs_dir: Path) -> pd.DataFrame:
     for i, (method, student, dataset, protocol, epochs, top1) in enumerate(FABRICATED):
-        config = RunConfig(method=method, teacher=VIT, student=student, dataset=dataset,
-                           protocol=protocol, epochs=epochs, runs_dir=str(runs_dir))  # fmt: skip
+        config = RunConfig(
+            method=method,
+            teacher=VIT,
+            student=student,
+            dataset=dataset,
+            protocol=protocol,
+            epochs=epochs,
+            runs_dir=str(runs_dir),
+        )
         folder = runs_dir / f"run{i}"
         folder.mkdir(parents=True)
         (folder / "config.json").write_text(json.dumps(config.to_dict()))
-        metrics = {"top1": top1, "best_top1": top1 + 0.5, "best_epoch": epochs,
-                   "teacher_top1": 80.0, "epochs": epochs, "wall_time_s": 1.0,
-                   "images_per_s": 1.0}  # fmt: skip
+        metrics = {
+            "top1": top1,
+            "best_top1": top1 + 0.5,
+            "best_epoch": epochs,
+            "teacher_top1": 80.0,
+            "epochs": epochs,
+            "wall_time_s": 1.0,
+            "images_per_s": 1.0,
+        }
         (folder / "metrics.json").write_text(json.dumps(metrics))
     return load_runs(runs_dir)
 
@@ -142,8 +172,14 @@ def _fabricate(runs_dir: Path) -> pd.DataFrame:
 def _paper(table, protocol, student, dataset, method) -> float:
     """The paper's number, looked up in results.csv directly."""
     t = pd.read_csv(RESULTS_CSV)
-    hit = t[(t.table == table) & (t.protocol == protocol) & (t.teacher == VIT)
-            & (t.student == student) & (t.dataset == dataset) & (t.method == method)]  # fmt: skip
+    hit = t[
+        (t.table == table)
+        & (t.protocol == protocol)
+        & (t.teacher == VIT)
+        & (t.student == student)
+        & (t.dataset == dataset)
+        & (t.method == method)
+    ]
     assert len(hit) == 1
     return float(hit.top1.iloc[0])
 
@@ -178,12 +214,14 @@ def test_tables_fill_only_the_cells_that_have_a_run(tmp_path):
 
     data = tables.paper_table("datasets", "pretrained", runs, epochs=240)
     assert _filled(data) == {
-        ("EGA", "cifar100"): _text(77.00, _paper("datasets", "sequential", R8, "cifar100", "EGA"),
-                                   best=True),
+        ("EGA", "cifar100"): _text(
+            77.00, _paper("datasets", "sequential", R8, "cifar100", "EGA"), best=True
+        ),
         ("KD", "cifar100"): _text(72.00, _paper("datasets", "sequential", R8, "cifar100", "KD")),
-        ("EGA", "stl10"): _text(85.00, _paper("datasets", "sequential", R8, "stl10", "EGA"),
-                                best=True),
-    }  # fmt: skip
+        ("EGA", "stl10"): _text(
+            85.00, _paper("datasets", "sequential", R8, "stl10", "EGA"), best=True
+        ),
+    }
     assert _filled(tables.paper_table("supervised-teachers", "pretrained", runs, 240)) == {}
     # another length: only the 6-epoch run's cell is filled
     short = tables.table_cells("architectures", "pretrained", runs, epochs=6)
@@ -210,12 +248,19 @@ def test_write_tables_and_notebook_05_on_fabricated_runs(tmp_path):
     filled = long[long["ours"].notna()]
     assert len(filled) == 8  # 3 + 1 architectures cells, 3 + 1 datasets cells
     assert set(filled["table"]) == {"architectures", "datasets"}
-    row = filled[(filled.table == "architectures") & (filled.method == "ega")
-                 & (filled.student == R8) & (filled.protocol == "pretrained")].iloc[0]  # fmt: skip
+    row = filled[
+        (filled.table == "architectures")
+        & (filled.method == "ega")
+        & (filled.student == R8)
+        & (filled.protocol == "pretrained")
+    ].iloc[0]
     assert (row["ours"], row["paper"], row["diff"]) == (77.00, ega_r8, round(77.00 - ega_r8, 2))
 
-    out = execute_notebook("05_paper_tables.ipynb", {"profile": "smoke", "runs_dir": str(tmp_path)},
-                           tmp_path / "notebooks")  # fmt: skip
+    out = execute_notebook(
+        "05_paper_tables.ipynb",
+        {"profile": "smoke", "runs_dir": str(tmp_path)},
+        tmp_path / "notebooks",
+    )
     nb = nbformat.read(out, as_version=4)
     html = _html(nb)
     assert _text(77.00, ega_r8, best=True, bold=("<b>", "</b>")) in html
@@ -241,8 +286,7 @@ def test_separable_embedding_scores_higher_than_mixed():
     separable, mixed = _clusters(mixed=False), _clusters(mixed=True)
     assert analysis.silhouette(*separable) > 0.5 > analysis.silhouette(*mixed)
     assert analysis.knn_accuracy(*separable) > 95 > 50 > analysis.knn_accuracy(*mixed)
-    scores = analysis.embedding_scores({"separable": separable[0], "mixed": mixed[0]},
-                                       separable[1])  # fmt: skip
+    scores = analysis.embedding_scores({"separable": separable[0], "mixed": mixed[0]}, separable[1])
     assert list(scores.columns) == ["silhouette", "5-NN top-1 (%)"]
     assert (scores.loc["separable"] > scores.loc["mixed"]).all()
     assert analysis.knn_accuracy(*separable, seed=3) == analysis.knn_accuracy(*separable, seed=3)

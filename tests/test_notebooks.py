@@ -7,6 +7,8 @@ import pytest
 
 from egalib.experiments.demo import NOTEBOOK_DIR, execute_notebook
 
+pytestmark = pytest.mark.integration
+
 NOTEBOOKS = sorted(p.name for p in Path(NOTEBOOK_DIR).glob("*.ipynb"))
 
 
@@ -32,14 +34,16 @@ def test_notebook_01_runs_at_smoke_size_and_reads_the_ega_run(tmp_path):
     nb = nbformat.read(out, as_version=4)
     assert _images(nb) == 2  # the graphs before and after training
     tables = [o for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
-    assert any("L_node" in t["data"]["text/html"] and "after" in t["data"]["text/html"]
-               for t in tables)  # fmt: skip
+    assert any(
+        "L_node" in t["data"]["text/html"] and "after" in t["data"]["text/html"] for t in tables
+    )
     for name in ("01_graphs_before.png", "01_graphs_after.png"):
         assert (tmp_path / "figures" / name).stat().st_size > 10_000
     (metrics,) = tmp_path.glob("*_ega_*/metrics.json")  # the run it trained, being missing
     stamp = metrics.stat().st_mtime_ns
-    again = nbformat.read(execute_notebook("01_graph_building.ipynb", parameters,
-                                           tmp_path / "again"), as_version=4)  # fmt: skip
+    again = nbformat.read(
+        execute_notebook("01_graph_building.ipynb", parameters, tmp_path / "again"), as_version=4
+    )
     assert metrics.stat().st_mtime_ns == stamp  # read back, not trained again
     assert _images(again) == 2
 
@@ -52,8 +56,12 @@ def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path, capfd):
     out = execute_notebook("02_distillation.ipynb", parameters, tmp_path / "notebooks")
     nb = nbformat.read(out, as_version=4)
     assert _images(nb) == 1
-    html = "".join(o["data"].get("text/html", "") for c in nb.cells for o in c.get("outputs", [])
-                   if "data" in o)  # fmt: skip
+    html = "".join(
+        o["data"].get("text/html", "")
+        for c in nb.cells
+        for o in c.get("outputs", [])
+        if "data" in o
+    )
     for method in METHODS:
         assert f"<th>{method}</th>" in html
     assert "paper top-1" not in html and "NaN" not in html  # no paper cell for Fashion-MNIST
@@ -66,9 +74,11 @@ def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path, capfd):
 
 
 def test_notebook_06_reruns_the_study_at_smoke_size_and_draws_its_three_figures(tmp_path):
-    out = execute_notebook("06_when_ega_helps.ipynb",
-                           {"profile": "smoke", "runs_dir": str(tmp_path), "parallel": 1},
-                           tmp_path / "notebooks")  # fmt: skip
+    out = execute_notebook(
+        "06_when_ega_helps.ipynb",
+        {"profile": "smoke", "runs_dir": str(tmp_path), "parallel": 1},
+        tmp_path / "notebooks",
+    )
     nb = nbformat.read(out, as_version=4)
     assert _images(nb) == 3
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))

@@ -32,12 +32,24 @@ def test_protocol_and_only_filter_the_cells():
     assert {c.protocol for c in joint} == {"joint"}
 
 
+@pytest.mark.integration
 def test_reproduce_dry_run_lists_the_cells_and_trains_nothing(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "egalib", "reproduce", "--table", "datasets", "--dry-run",
-         "--runs-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "egalib",
+            "reproduce",
+            "--table",
+            "datasets",
+            "--dry-run",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("to run")]
     assert len(lines) == len(paper_results().query("table == 'datasets'"))
@@ -58,6 +70,7 @@ def test_train_teacher_makes_the_weights_the_wrn40_teacher_loads(tmp_path, monke
     assert features.shape == (2, 128) and torch.isfinite(features).all()
 
 
+@pytest.mark.integration
 def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch):
     from test_datasets import write_stl10
 
@@ -69,7 +82,16 @@ def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch)
     monkeypatch.setattr(data, "DATA_DIR", tmp_path / "data")
     with pytest.raises(ValueError, match="3-channel images to a 1-channel network"):
         transfer(run.path, "stl10", epochs=2, device="cpu")  # a 1-channel student, RGB images
-    rgb = fit(smoke(method="vanilla", teacher="none", dataset="stl10", train_size=None,
-                    test_size=None, batch_size=2), progress=False)  # fmt: skip
+    rgb = fit(
+        smoke(
+            method="vanilla",
+            teacher="none",
+            dataset="stl10",
+            train_size=None,
+            test_size=None,
+            batch_size=2,
+        ),
+        progress=False,
+    )
     result = transfer(rgb.path, "stl10", epochs=2, device="cpu")
     assert 0 <= result["top1"] <= 100 and (rgb.path / "transfer_stl10.json").is_file()

@@ -12,12 +12,17 @@ from egalib.analysis import node_matrix_stats
 from egalib.config import RunConfig, profile_seeds
 from egalib.experiments import study
 from egalib.experiments.demo import results_table
-from egalib.tables import mean_sd, seed_summary
+from egalib.experiments.paper_tables import mean_sd, seed_summary
 
 
 def test_seed_summary_pairs_each_method_with_vanilla_of_the_same_seed():
-    runs = pd.DataFrame({"method": ["vanilla"] * 3 + ["ega"] * 3, "seed": [0, 1, 2] * 2,
-                         "top1": [70.0, 72.0, 74.0, 71.0, 75.0, 73.0]})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "method": ["vanilla"] * 3 + ["ega"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "top1": [70.0, 72.0, 74.0, 71.0, 75.0, 73.0],
+        }
+    )
     summary = seed_summary(runs)
     assert summary.loc["vanilla", "top1"] == 72.0 and summary.loc["vanilla", "sd"] == 2.0
     # paired differences 1, 3, -1: mean 1, sample sd 2 (unpaired means differ by 1 as well)
@@ -82,11 +87,32 @@ def test_demo_table_shows_mean_sd_and_the_paired_difference():
     assert "seeds 0 1 2" in table and "wall time: 30 s, of which training 20 s" in table
 
 
+@pytest.mark.integration
 def test_train_takes_a_list_of_seeds_with_one_run_folder_each(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "egalib", "train", "--profile", "smoke",
-                          "--method", "vanilla", "--seeds", "0", "1", "--train-size", "64",
-                          "--test-size", "64", "--runs-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "egalib",
+            "train",
+            "--profile",
+            "smoke",
+            "--method",
+            "vanilla",
+            "--seeds",
+            "0",
+            "1",
+            "--train-size",
+            "64",
+            "--test-size",
+            "64",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     configs = [json.loads(p.read_text()) for p in tmp_path.glob("*/config.json")]
     assert sorted(c["seed"] for c in configs) == [0, 1]

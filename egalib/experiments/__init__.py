@@ -1,6 +1,6 @@
 """What egalib does with its training loop, kept apart from it: the paper's tables (reproduce,
-paper, cluster), the regime study, the transfer protocol, teacher pretraining, the demo, and
-their commands."""
+paper, paper_tables, cluster), the regime study, the transfer protocol, teacher pretraining, the
+demo, and their commands."""
 
 from ..files import device_name
 

@@ -20,12 +20,12 @@ checkpoint.pt.
 import json
 import multiprocessing
 import os
+import queue as queue_module
 import shutil
 import socket
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,9 +39,22 @@ MARKER = "job.json"
 ERROR = "error.txt"
 COLUMNS = ["run_name", "teacher", "student", "dataset", "method", "protocol", "state", "detail"]
 # Slurm states in which a job may still run (submitit's list, and the transient ones).
-SLURM_ALIVE = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED",
-               "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED",
-               "STAGE_OUT", "SIGNALING"}  # fmt: skip
+SLURM_ALIVE = {
+    "READY",
+    "PENDING",
+    "RUNNING",
+    "UNKNOWN",
+    "REQUEUED",
+    "COMPLETING",
+    "PREEMPTED",
+    "CONFIGURING",
+    "RESIZING",
+    "SUSPENDED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "STAGE_OUT",
+    "SIGNALING",
+}
 
 
 @dataclass(frozen=True)
@@ -64,9 +77,10 @@ class CellJob:
     from the last finished epoch.
     """
 
-    def __init__(self, config: RunConfig, on_epoch_end: Callable[[int, dict], None] | None = None):
+    def __init__(self, config: RunConfig, on_epoch_end=None, memo=None):
         self.config = config
-        self.on_epoch_end = on_epoch_end
+        self.on_epoch_end = on_epoch_end  # called with (epoch, history row) after each epoch
+        self.memo = memo  # a TeacherMemo that the cells of one worker share (`run_local`)
 
     @property
     def path(self) -> Path:
@@ -80,7 +94,7 @@ class CellJob:
         start = f"resuming after epoch {done}" if done else "starting"
         print(f"{self.config.run_name}: {start} of {epochs} (pid {os.getpid()})", flush=True)
         try:
-            run = fit(self.config, progress=False, on_epoch_end=self._epoch_end)
+            run = fit(self.config, progress=False, on_epoch_end=self._epoch_end, memo=self.memo)
         except Exception:  # not SystemExit: that is submitit requeuing the job
             atomic_write_text(self.path / ERROR, traceback.format_exc())
             raise
@@ -88,16 +102,21 @@ class CellJob:
         return str(run.path)
 
     def _epoch_end(self, epoch: int, row: dict) -> None:
-        print(f"epoch {epoch}/{self.config.epochs}: test top-1 {100 * row['test_acc']:.2f} %, "
-              f"{row['seconds']:.1f} s", flush=True)  # fmt: skip
+        print(
+            f"epoch {epoch}/{self.config.epochs}: test top-1 {100 * row['test_acc']:.2f} %, "
+            f"{row['seconds']:.1f} s",
+            flush=True,
+        )
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, row)
 
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        print(f"{self.config.run_name}: interrupted; requeued to resume from its checkpoint",
-              flush=True)  # fmt: skip
+        print(
+            f"{self.config.run_name}: interrupted; requeued to resume from its checkpoint",
+            flush=True,
+        )
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
@@ -260,11 +279,18 @@ def cell_status(configs: list[RunConfig]):
     import pandas as pd
 
     rows = [
-        {"run_name": c.run_name, "teacher": c.teacher, "student": c.student,
-         "dataset": c.dataset, "method": c.method, "protocol": c.protocol,
-         "state": state, "detail": detail}
+        {
+            "run_name": c.run_name,
+            "teacher": c.teacher,
+            "student": c.student,
+            "dataset": c.dataset,
+            "method": c.method,
+            "protocol": c.protocol,
+            "state": state,
+            "detail": detail,
+        }
         for c, (state, detail) in zip(configs, cell_states(configs))
-    ]  # fmt: skip
+    ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -308,9 +334,11 @@ def make_executor(folder: Path, cluster: str, options: SlurmOptions, name: str):
     import submitit  # the [cluster] extra
 
     executor = submitit.AutoExecutor(
-        folder=folder, cluster=cluster,
-        slurm_max_num_timeout=options.max_requeues, local_max_num_timeout=options.max_requeues,
-    )  # fmt: skip
+        folder=folder,
+        cluster=cluster,
+        slurm_max_num_timeout=options.max_requeues,
+        local_max_num_timeout=options.max_requeues,
+    )
     executor.update_parameters(
         name=name,
         timeout_min=options.time_min,
@@ -350,34 +378,66 @@ def submit_cells(
     return jobs
 
 
-def run_local(
-    configs: list[RunConfig], parallel: int = 1, threads: int | None = None
-) -> list[str]:
-    """Train the pending cells here, `parallel` at a time in separate processes (with `threads`
-    torch threads each; None: torch's default), each marked with this process's pid while it
-    waits or trains. A failing cell does not stop the others; the failures are reported
-    together at the end."""
+def run_local(configs: list[RunConfig], parallel: int = 1, threads: int | None = None) -> list[str]:
+    """Train the pending cells here, `parallel` worker processes at a time (with `threads` torch
+    threads each; None: torch's default), each cell marked with this process's pid while it
+    waits or trains. Each worker trains its cells one after another with one TeacherMemo, so
+    the cells of one seed share their probe and all of them the test features. A failing cell
+    does not stop the others; the failures are reported together at the end."""
     todo = [_prepare(config) for config in pending(configs)]
     for config in todo:
         write_marker(Path(config.runs_dir) / config.run_name, "local", os.getpid())
-    failures = []
     if parallel <= 1:
-        for config in todo:
-            try:
-                CellJob(config)()
-            except Exception as error:
-                failures.append(f"{config.run_name}: {error}")
+        failures = train_cells(todo, threads=None)
     else:
-        context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-        setup = {"initializer": set_threads, "initargs": (threads,)}
-        with ProcessPoolExecutor(parallel, mp_context=context, **setup) as pool:
-            futures = {pool.submit(CellJob(config)): config for config in todo}
-            for future in as_completed(futures):
-                if future.exception() is not None:
-                    failures.append(f"{futures[future].run_name}: {future.exception()}")
+        failures = train_in_workers(todo, parallel, threads)
     if failures:
         raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
     return [config.run_name for config in todo]
+
+
+def train_cells(configs, threads: int | None, queue=None) -> list[str]:
+    """Train `configs` (or, with `queue`, the configs taken from it until None) one after
+    another with one shared TeacherMemo; the failures, one line each."""
+    from ..teacher_features import TeacherMemo
+
+    set_threads(threads)
+    memo, failures = TeacherMemo(), []
+    for config in configs if queue is None else iter(queue.get, None):
+        try:
+            CellJob(config, memo=memo)()
+        except Exception as error:
+            failures.append(f"{config.run_name}: {error}")
+    return failures
+
+
+def worker(queue, results, threads: int | None) -> None:
+    results.put(train_cells([], threads, queue))
+
+
+def train_in_workers(configs: list[RunConfig], parallel: int, threads: int | None) -> list[str]:
+    """`parallel` processes that take cells from one queue, in order, until it is empty."""
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+    queue, results = context.Queue(), context.Queue()
+    for config in [*configs, *[None] * parallel]:
+        queue.put(config)
+    workers = [
+        context.Process(target=worker, args=(queue, results, threads)) for _ in range(parallel)
+    ]
+    for process in workers:
+        process.start()
+    failures, reported = [], 0
+    while reported < parallel:
+        try:
+            failures += results.get(timeout=2)
+            reported += 1
+        except queue_module.Empty:
+            if not any(process.is_alive() for process in workers) and results.empty():
+                failures.append(f"{parallel - reported} worker process(es) died without a report")
+                break
+    for process in workers:
+        process.join()
+    return failures
 
 
 def set_threads(threads: int | None) -> None:

@@ -1,11 +1,10 @@
 """The experiments' commands of `python -m egalib`: pretrain-teacher, train-teacher, demo,
-colab-cell, publish, reproduce, status, study, transfer and bench. Each imports what it runs only
-when it runs."""
+colab-cell, publish, reproduce, status, study and transfer. Each imports what it runs only when
+it runs. The benchmark is not one of them: it lives beside the library, as
+`python benchmarks/bench.py`."""
 
 import argparse
 import json
-import runpy
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from .cluster import EXECUTORS, SlurmOptions
 from .pretrain import PretrainConfig
 from .reproduce import TABLES
 from .study import RESULTS
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
 
 
 def cmd_pretrain_teacher(args) -> None:
@@ -46,8 +43,10 @@ def cmd_colab_cell(args) -> None:
 
     url = args.url or repository_url()
     changed = write_colab_cells(url)
-    print(f"the Colab cell of {url}: {len(changed)} notebook(s) changed "
-          f"({', '.join(p.name for p in changed) or 'none'})")  # fmt: skip
+    print(
+        f"the Colab cell of {url}: {len(changed)} notebook(s) changed "
+        f"({', '.join(p.name for p in changed) or 'none'})"
+    )
 
 
 def cmd_publish(args) -> None:
@@ -71,21 +70,20 @@ def cmd_reproduce(args) -> None:
     if args.profile is not None:
         run_notebooks(args.profile, args.runs_dir)
         return
-    overrides = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs,
-                 "capture": args.capture or None, "teacher_table": args.teacher_table}  # fmt: skip
+    given = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs}
+    overrides = {**given, **speed_overrides(args)}
     configs = table_configs(args.table, args.protocol, args.only, args.seeds, **overrides)
     labels = {"missing": "to run", "failed": "to rerun"}  # running cells are left alone
     for row in cell_status(configs).itertuples():
         state = labels.get(row.state, row.state)
-        print(f"{state:9} {row.teacher:14} {row.student:13} {row.dataset:13} "
-              f"{row.method:9} {row.protocol:10} {Path(args.runs_dir) / row.run_name}")  # fmt: skip
+        print(
+            f"{state:9} {row.teacher:14} {row.student:13} {row.dataset:13} "
+            f"{row.method:9} {row.protocol:10} {Path(args.runs_dir) / row.run_name}"
+        )
     print(f"{len(configs)} cells of table {args.table!r}")
     if args.dry_run:
         return
-    options = SlurmOptions(
-        partition=args.partition, gpus=args.gpus, time_min=args.time, mem_gb=args.mem,
-        cpus=args.cpus, max_requeues=args.max_requeues,
-    )  # fmt: skip
+    options = SlurmOptions(**{field: getattr(args, field) for field, _, _ in SLURM_FLAGS.values()})
     dispatch(configs, args.executor, args.parallel, options)
 
 
@@ -114,19 +112,40 @@ def cmd_transfer(args) -> None:
     print(json.dumps(transfer(args.run, args.dataset, args.epochs, args.device), indent=2))
 
 
-def cmd_bench(args) -> None:
-    """The benchmark lives beside the library, in the repository's benchmarks/ folder."""
-    if not BENCHMARK.is_file():
-        raise FileNotFoundError(
-            f"the benchmark {BENCHMARK} is not here (an installed egalib has no benchmarks/); "
-            "run `python benchmarks/bench.py` from a clone of the repository."
-        )
-    sys.argv = [str(BENCHMARK), *args.bench_args]
-    sys.path.insert(0, str(BENCHMARK.parent))  # as `python benchmarks/bench.py` has it
-    runpy.run_path(str(BENCHMARK), run_name="__main__")
+SPEED_FLAGS = {  # how a run executes, not what it computes: a run folder may change them
+    "--capture": "record the whole training step as one CUDA graph (a GPU only), replayed for "
+    "each full batch",
+    "--compile": "torch.compile the student",
+}
+TABLE_HELP = (
+    "look the frozen teacher's features of training views up in a table computed once "
+    "(default: the profile's; on for demo and paper)"
+)
 
 
-def add_commands(sub, capture_help: str, table_help: str) -> None:
+SLURM_FLAGS = {  # flag: (SlurmOptions field, type, help)
+    "--partition": ("partition", str, "the partition to submit to (default: the cluster's)"),
+    "--gpus": ("gpus", int, "GPUs per job"),
+    "--time": ("time_min", int, "minutes per job; a longer run is requeued and resumes"),
+    "--mem": ("mem_gb", int, "GB per job"),
+    "--cpus": ("cpus", int, "CPUs per job"),
+    "--max-requeues": ("max_requeues", int, "time-outs after which a job is still requeued"),
+}
+
+
+def add_speed_flags(p: argparse.ArgumentParser) -> None:
+    for flag, text in SPEED_FLAGS.items():
+        p.add_argument(flag, action="store_true", help=text)
+    p.add_argument("--teacher-table", action=argparse.BooleanOptionalAction, help=TABLE_HELP)
+
+
+def speed_overrides(args) -> dict:
+    """RunConfig values of the speed flags; None where the profile's value stands."""
+    flags = {"capture": args.capture or None, "compile": args.compile or None}
+    return {**flags, "teacher_table": args.teacher_table}
+
+
+def add_commands(sub) -> None:
     pre = sub.add_parser("pretrain-teacher", help="SimCLR-pretrain the embedded teacher")
     for f in fields(PretrainConfig):
         convert = type(f.default) if f.default is not None else int
@@ -143,8 +162,13 @@ def add_commands(sub, capture_help: str, table_help: str) -> None:
 
     demo = sub.add_parser("demo", help="the embedded default, end to end, with a table")
     demo.add_argument("--profile", default="demo", choices=sorted(PROFILES))
-    demo.add_argument("--methods", nargs="+", default=list(methods.METHODS),
-                      choices=list(methods.METHODS), metavar="METHOD")  # fmt: skip
+    demo.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(methods.METHODS),
+        choices=list(methods.METHODS),
+        metavar="METHOD",
+    )
     demo.add_argument("--runs-dir", default="runs")
     demo.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
     demo.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
@@ -160,27 +184,25 @@ def add_commands(sub, capture_help: str, table_help: str) -> None:
 
     reproduce = sub.add_parser("reproduce", help="train the cells of one of the paper's tables")
     reproduce.add_argument("--table", choices=TABLES, help="train the cells of this table")
-    reproduce.add_argument("--profile", choices=sorted(PROFILES),
-                           help="execute the notebooks in order at this size")  # fmt: skip
+    reproduce.add_argument(
+        "--profile", choices=sorted(PROFILES), help="execute the notebooks in order at this size"
+    )
     add_cell_flags(reproduce)
     reproduce.add_argument("--device", default="auto")
     reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
-    reproduce.add_argument("--capture", action="store_true", help=capture_help)
-    reproduce.add_argument("--teacher-table", action=argparse.BooleanOptionalAction,
-                           help=table_help)
+    add_speed_flags(reproduce)
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
-    reproduce.add_argument("--executor", choices=EXECUTORS, default="local",
-                           help="local: train here, --parallel at a time; slurm: one job per "
-                                "cell, logs in runs/<name>/slurm/")  # fmt: skip
+    reproduce.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: train here, --parallel at a time; slurm: one job per "
+        "cell, logs in runs/<name>/slurm/",
+    )
     slurm = reproduce.add_argument_group("Slurm jobs (--executor slurm)")
-    slurm.add_argument("--partition", default=SlurmOptions.partition)
-    slurm.add_argument("--gpus", type=int, default=SlurmOptions.gpus, help="GPUs per job")
-    slurm.add_argument("--time", type=int, default=SlurmOptions.time_min,
-                       help="minutes per job; a longer run is requeued and resumes")  # fmt: skip
-    slurm.add_argument("--mem", type=int, default=SlurmOptions.mem_gb, help="GB per job")
-    slurm.add_argument("--cpus", type=int, default=SlurmOptions.cpus, help="CPUs per job")
-    slurm.add_argument("--max-requeues", type=int, default=SlurmOptions.max_requeues,
-                       help="time-outs after which a job is still requeued")  # fmt: skip
+    for flag, (field, kind, text) in SLURM_FLAGS.items():
+        default = getattr(SlurmOptions, field)
+        slurm.add_argument(flag, dest=field, type=kind, default=default, help=text)
     reproduce.set_defaults(func=cmd_reproduce)
 
     status = sub.add_parser("status", help="each cell: finished, running, failed or missing")
@@ -203,13 +225,6 @@ def add_commands(sub, capture_help: str, table_help: str) -> None:
     move.add_argument("--epochs", type=int, default=240)
     move.add_argument("--device", default="auto")
     move.set_defaults(func=cmd_transfer)
-
-    bench = sub.add_parser(
-        "bench", add_help=False, help="images/s of egalib's loop against a reference loop "
-        "(benchmarks/bench.py; `bench --help` lists its flags)",
-    )  # fmt: skip
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=cmd_bench)
 
 
 def add_cell_flags(p: argparse.ArgumentParser) -> None:

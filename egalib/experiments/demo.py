@@ -11,8 +11,8 @@ from ..files import atomic_write_text
 from ..methods import METHODS
 from ..models.teachers import teacher_card
 from ..runs import Run
-from ..tables import mean_sd, seed_summary
 from .cluster import run_local
+from .paper_tables import mean_sd, seed_summary
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # The kernel's own log at ERROR, on purpose: it would warn, once per notebook, that it runs "over
@@ -32,10 +32,14 @@ def execute_notebook(name: str, parameters: dict, out_dir: Path) -> Path:
     out = out_dir / name
     try:
         papermill.execute_notebook(
-            str(NOTEBOOK_DIR / name), str(out), parameters=parameters,
-            cwd=str(NOTEBOOK_DIR), progress_bar=False, kernel_name="python3",
+            str(NOTEBOOK_DIR / name),
+            str(out),
+            parameters=parameters,
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar=False,
+            kernel_name="python3",
             extra_arguments=KERNEL_QUIET,
-        )  # fmt: skip
+        )
     except papermill.PapermillExecutionError as error:
         raise NotebookError(
             f"notebook {name} failed in cell {error.exec_count} ({error.ename}: {error.evalue}); "
@@ -64,14 +68,22 @@ def run_notebooks(profile: str, runs_dir: str = "runs", parallel: int = 1) -> li
         return list(pool.map(execute, notebook_paths()))
 
 
-def run_demo(profile: str = "demo", methods=tuple(METHODS), runs_dir: str = "runs",
-             seeds=None, parallel: int = 2) -> str:  # fmt: skip
+def run_demo(
+    profile: str = "demo",
+    methods=tuple(METHODS),
+    runs_dir: str = "runs",
+    seeds=None,
+    parallel: int = 2,
+) -> str:
     """Train every method with every seed of the profile (`parallel` runs at once, one thread
     each), execute the notebooks, then print and save the table of means over seeds."""
     began = time.time()
     seeds = seeds or profile_seeds(profile)
-    configs = [RunConfig.from_profile(profile, method=m, seed=s, runs_dir=runs_dir)
-               for m in methods for s in seeds]  # fmt: skip
+    configs = [
+        RunConfig.from_profile(profile, method=m, seed=s, runs_dir=runs_dir)
+        for m in methods
+        for s in seeds
+    ]
     run_local(configs, parallel, threads=1 if parallel > 1 else None)
     trained = time.time() - began
     runs = [(c, Run(Path(runs_dir) / c.run_name).metrics) for c in configs]
@@ -85,14 +97,24 @@ def run_demo(profile: str = "demo", methods=tuple(METHODS), runs_dir: str = "run
     return table
 
 
-def results_table(profile: str, runs: list[tuple[RunConfig, dict]], trained_s: float,
-                  wall_s: float) -> str:  # fmt: skip
+def results_table(
+    profile: str, runs: list[tuple[RunConfig, dict]], trained_s: float, wall_s: float
+) -> str:
     """Mean +- sd over seeds per method, and the paired difference to vanilla (same seed)."""
     config = RunConfig.from_profile(profile)
     labelled = config.train_size or "all"
-    frame = pd.DataFrame([{"method": c.method, "seed": c.seed, "top1": m["top1"],
-                           "seconds": m["wall_time_s"], "teacher": m["teacher_top1"]}
-                          for c, m in runs])  # fmt: skip
+    frame = pd.DataFrame(
+        [
+            {
+                "method": c.method,
+                "seed": c.seed,
+                "top1": m["top1"],
+                "seconds": m["wall_time_s"],
+                "teacher": m["teacher_top1"],
+            }
+            for c, m in runs
+        ]
+    )
     summary = seed_summary(frame)
     seeds = sorted(frame["seed"].unique())
     probe = frame.dropna(subset=["teacher"]).groupby("seed")["teacher"].first()
@@ -109,13 +131,21 @@ def results_table(profile: str, runs: list[tuple[RunConfig, dict]], trained_s: f
         f"{mean_sd(probe.mean(), probe.std(), len(probe))} | | |",
     ]
     for method, row in summary.iterrows():
-        difference = "" if method == "vanilla" else mean_sd(
-            row.difference, row.difference_sd, row.seeds, signed=True)  # fmt: skip
+        difference = (
+            ""
+            if method == "vanilla"
+            else mean_sd(row.difference, row.difference_sd, row.seeds, signed=True)
+        )
         seconds = frame.loc[frame.method == method, "seconds"].mean()
-        lines.append(f"| student: {method} | {mean_sd(row.top1, row.sd, row.seeds)} | "
-                     f"{difference} | {seconds:.0f} |")  # fmt: skip
-    lines += ["", f"sd: sample standard deviation over the {len(seeds)} seeds; differences "
-              "are paired (same seed: same batches and views).",
-              f"wall time: {wall_s:.0f} s, of which training {trained_s:.0f} s (runs already "
-              "finished are reused, not retrained)"]  # fmt: skip
+        lines.append(
+            f"| student: {method} | {mean_sd(row.top1, row.sd, row.seeds)} | "
+            f"{difference} | {seconds:.0f} |"
+        )
+    lines += [
+        "",
+        f"sd: sample standard deviation over the {len(seeds)} seeds; differences "
+        "are paired (same seed: same batches and views).",
+        f"wall time: {wall_s:.0f} s, of which training {trained_s:.0f} s (runs already "
+        "finished are reused, not retrained)",
+    ]
     return "\n".join(lines)

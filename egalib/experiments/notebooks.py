@@ -17,7 +17,7 @@ from .demo import NOTEBOOK_DIR, notebook_paths
 REPO_ROOT = NOTEBOOK_DIR.parent
 PUBLISHED = REPO_ROOT / "docs" / "notebooks"
 INJECTED = "injected-parameters"  # papermill's tag of the cell it adds
-COLAB_CELL = '''\
+COLAB_CELL = """\
 # On Colab: fetch egalib and install it, then work from its notebooks folder (the GPU is used
 # automatically when the runtime has one); set `profile = "colab"` below. Elsewhere this cell
 # does nothing. The URL comes from pyproject.toml (`python -m egalib colab-cell` writes it here).
@@ -38,15 +38,17 @@ if "google.colab" in sys.modules:
     if found.returncode != 0:
         why = (found.stderr.strip().splitlines() or ["no message"])[-1]
         raise RuntimeError(f"egalib did not install from {{REPO}} ({{why}}); rerun this cell.")
-    print(f"egalib {{found.stdout.strip()}} is installed from {{REPO}}.")'''
+    print(f"egalib {{found.stdout.strip()}} is installed from {{REPO}}.")"""
 
 
 def repository_url() -> str:
     """`Repository = "..."` of pyproject.toml's [project.urls]."""
     found = re.search(r'^Repository = "([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.M)
     if found is None:
-        raise ValueError("pyproject.toml has no [project.urls] Repository = \"...\" line; add "
-                         "the repository's URL there.")  # fmt: skip
+        raise ValueError(
+            'pyproject.toml has no [project.urls] Repository = "..." line; add '
+            "the repository's URL there."
+        )
     return found.group(1)
 
 
@@ -75,8 +77,11 @@ def code_cells(path: Path) -> list[str]:
     import nbformat
 
     cells = nbformat.read(path, as_version=4).cells
-    return [c.source for c in cells
-            if c.cell_type == "code" and INJECTED not in c.metadata.get("tags", [])]  # fmt: skip
+    return [
+        c.source
+        for c in cells
+        if c.cell_type == "code" and INJECTED not in c.metadata.get("tags", [])
+    ]
 
 
 def for_readers(notebook):

@@ -21,7 +21,7 @@ from .. import models
 from ..datasets import Dataset, load_dataset
 from ..files import atomic_torch_save, atomic_write_text
 from ..models import EmbeddingHead, Teacher
-from ..train import train_head
+from ..teacher_features import EncodedFeatures, ProbeRecipe, train_probe
 from . import device_name
 
 
@@ -115,8 +115,11 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
             optimizer.step()
             schedule.step()
             total += loss.detach()
-        print(f"epoch {epoch + 1}/{cfg.epochs}: NT-Xent {total.item() / steps_per_epoch:.4f}",
-              f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"epoch {epoch + 1}/{cfg.epochs}: NT-Xent {total.item() / steps_per_epoch:.4f}",
+            f"({time.time() - start:.0f} s)",
+            flush=True,
+        )
     wall = time.time() - start
     teacher.freeze()
     probe = linear_probe_accuracy(teacher, data, epochs=cfg.probe_epochs, seed=cfg.seed)
@@ -141,8 +144,9 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
 
 def _command(cfg: PretrainConfig) -> str:
     defaults = PretrainConfig()
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in cfg.__dict__.items()
-             if v != getattr(defaults, k)]  # fmt: skip
+    flags = [
+        f"--{k.replace('_', '-')} {v}" for k, v in cfg.__dict__.items() if v != getattr(defaults, k)
+    ]
     return " ".join(["python -m egalib pretrain-teacher", *flags])
 
 
@@ -153,18 +157,28 @@ def _card_device(device: torch.device) -> str:
 
 
 def train_supervised_teacher(
-    name: str = "supervised-wrn40", epochs: int = 240, device: str = "auto",
-    runs_dir: str = "runs", out_dir: Path | None = None,
-) -> dict:  # fmt: skip
+    name: str = "supervised-wrn40",
+    epochs: int = 240,
+    device: str = "auto",
+    runs_dir: str = "runs",
+    out_dir: Path | None = None,
+) -> dict:
     """WRN-40-2 on CIFAR-100 with labels (the CRD code base's recipe: the paper profile's SGD
     schedule, no teacher), trained as an ordinary run, then saved as a teacher's weights."""
     from ..config import RunConfig
     from ..train import fit
 
     config = RunConfig.from_profile(
-        "paper", method="vanilla", teacher="none", student="wrn-40-2", dataset="cifar100",
-        epochs=epochs, device=device, runs_dir=runs_dir, name=f"teacher_{name}",
-    )  # fmt: skip
+        "paper",
+        method="vanilla",
+        teacher="none",
+        student="wrn-40-2",
+        dataset="cifar100",
+        epochs=epochs,
+        device=device,
+        runs_dir=runs_dir,
+        name=f"teacher_{name}",
+    )
     run = fit(config)
     state = run.load_checkpoint()["model"]
     encoder = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
@@ -196,5 +210,8 @@ def linear_probe_accuracy(
     device = data.train_images.device
     teacher = teacher.to(device)
     head = EmbeddingHead(teacher.feature_dim, embed_dim, data.num_classes).to(device)
-    train_head(head, teacher.encode_all(data.train_images), data.train_labels, epochs, seed)
-    return head_accuracy(head, teacher.encode_all(data.test_images), data.test_labels)
+    features = EncodedFeatures(teacher, padding=0)
+    train_probe(
+        head, features.of_images(data.train_images), data.train_labels, ProbeRecipe(epochs, seed)
+    )
+    return head_accuracy(head, features.of_images(data.test_images), data.test_labels)

@@ -1,4 +1,4 @@
-"""The paper's tables as run configs: one RunConfig per cell of data/paper/results.csv.
+"""The paper's tables as run configs: one RunConfig per cell of egalib/data/paper/results.csv.
 
 `python -m egalib reproduce --table architectures` trains every cell of that table whose run
 folder is not finished yet (finished folders are skipped, interrupted ones resume).
@@ -33,7 +33,10 @@ def table_rows(table: str, protocol: str | None = None) -> pd.DataFrame:
 
 
 def table_configs(
-    table: str, protocol: str | None = None, only: list[str] | None = None, seeds=None,
+    table: str,
+    protocol: str | None = None,
+    only: list[str] | None = None,
+    seeds=None,
     **overrides,
 ) -> list[RunConfig]:
     """One `paper`-profile RunConfig per cell and seed (None: the profile's); `only` keeps

@@ -7,7 +7,7 @@ study trains vanilla, ega, ega-node and ega-edge at batch 8, 16, 32 and 64 (the 
 scaled as 0.05 x B / 64) and EGA with several beta at batch 64, over paired seeds, and records
 for each run its test top-1 and what the node term met on test batches of its own size
 (`analysis.node_matrix_stats`). `python -m egalib study regime` writes one row per run to
-data/results/regime.csv and a card (command, commit, date, device) beside it.
+egalib/data/results/regime-<profile>.csv and a card (command, commit, date, device) beside it.
 """
 
 import datetime
@@ -21,16 +21,16 @@ import torch
 
 from ..analysis import node_matrix_stats
 from ..config import RunConfig, profile_seeds
-from ..files import REPO_DATA, atomic_write_text, device_name, git_commit
+from ..files import PACKAGE_DATA, atomic_write_text, device_name, git_commit
 from ..runs import Run
-from ..tables import seed_summary
 from .cluster import run_local
+from .paper_tables import seed_summary
 
 BATCHES = (8, 16, 32, 64)
 METHODS = ("vanilla", "ega", "ega-node", "ega-edge")
 BETAS = (0.03, 0.1, 0.3, 1.0)  # EGA's beta at batch 64; 1 is the method's default
 LR_AT_64 = 0.05  # docs/method.md's learning rate, for batch 64
-RESULTS = REPO_DATA / "results"
+RESULTS = PACKAGE_DATA / "results"  # the shipped summaries, package data
 SIZES = {"smoke": {"batches": (8, 16), "betas": (0.1, 1.0)}}  # seconds, for the tests
 
 
@@ -43,8 +43,12 @@ def regime_configs(profile: str = "demo", seeds=None, runs_dir: str = "runs") ->
         profile, batch_size=b, lr=LR_AT_64 * b / 64, runs_dir=runs_dir, **values
     )
     configs = [make(b, method=m, seed=s) for b in batches for m in METHODS for s in seeds]
-    sweep = [make(max(batches), method="ega", beta=beta, seed=s)
-             for beta in betas if beta != 1.0 for s in seeds]  # fmt: skip
+    sweep = [
+        make(max(batches), method="ega", beta=beta, seed=s)
+        for beta in betas
+        if beta != 1.0
+        for s in seeds
+    ]
     return configs + sweep
 
 
@@ -53,13 +57,25 @@ def run_row(config: RunConfig) -> dict:
     run = Run(Path(config.runs_dir) / config.run_name)
     e = run.load_embeddings()
     stats = node_matrix_stats(e["xs"], e["xt"], e["labels"], config.batch_size, config.seed)
-    return {"method": config.method, "batch_size": config.batch_size, "lr": config.lr,
-            "beta": config.weights.beta, "seed": config.seed, "top1": run.metrics["top1"],
-            **stats, "run": config.run_name}  # fmt: skip
+    return {
+        "method": config.method,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "beta": config.weights.beta,
+        "seed": config.seed,
+        "top1": run.metrics["top1"],
+        **stats,
+        "run": config.run_name,
+    }
 
 
-def regime(profile: str = "demo", seeds=None, runs_dir: str = "runs", parallel: int = 2,
-           out: Path | None = RESULTS) -> pd.DataFrame:  # fmt: skip
+def regime(
+    profile: str = "demo",
+    seeds=None,
+    runs_dir: str = "runs",
+    parallel: int = 2,
+    out: Path | None = RESULTS,
+) -> pd.DataFrame:
     """Train what is missing of the study (`parallel` processes at one thread each), then write
     the summary (one row per run) and its card to `out` (None: write nothing)."""
     began = time.time()

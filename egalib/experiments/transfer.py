@@ -29,8 +29,9 @@ def frozen_student(run: Run, image_size: int = 32) -> Teacher:
     backbone.load_state_dict(
         {k.removeprefix(prefix): v for k, v in state["model"].items() if k.startswith(prefix)}
     )
-    return Teacher(backbone, backbone.feature_dim, image_size, view["channels"], view["mean"],
-                   view["std"])  # fmt: skip
+    return Teacher(
+        backbone, backbone.feature_dim, image_size, view["channels"], view["mean"], view["std"]
+    )
 
 
 def transfer(run_path: str | Path, dataset: str, epochs: int = 240, device: str = "auto") -> dict:
@@ -42,7 +43,12 @@ def transfer(run_path: str | Path, dataset: str, epochs: int = 240, device: str 
     data = load_dataset(dataset).to(resolve_device(device))
     encoder = frozen_student(run)
     top1 = 100 * linear_probe_accuracy(encoder, data, epochs=epochs)
-    result = {"run": run.path.name, "dataset": dataset, "protocol": "transfer (CRD)",
-              "epochs": epochs, "top1": round(top1, 2)}  # fmt: skip
+    result = {
+        "run": run.path.name,
+        "dataset": dataset,
+        "protocol": "transfer (CRD)",
+        "epochs": epochs,
+        "top1": round(top1, 2),
+    }
     atomic_write_text(run.path / f"transfer_{dataset}.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -19,9 +19,7 @@ def student(name: str, in_channels: int = 3) -> Backbone:
 
 def teacher(name: str, pretrained: bool = True) -> Teacher:
     """A frozen teacher encoder: `.encode(x)`, `.feature_dim`, `.input_size`, `.mean`, `.std`."""
-    built = _known("teacher", name, TEACHERS)(pretrained=pretrained)
-    built.weights = name if pretrained else None  # random weights are never shared
-    return built
+    return _known("teacher", name, TEACHERS)(pretrained=pretrained)
 
 
 __all__ = ["STUDENTS", "TEACHERS", "Backbone", "EmbeddingHead", "Teacher", "student", "teacher"]

@@ -1,19 +1,15 @@
 """Student backbones: images in, a pooled feature vector out (no classifier).
 
-The architectures follow the CRD code base (RepDistiller). With a plain 100-way linear classifier
-on their features they have exactly CRD's parameter counts: resnet8x4 1,233,540 (256-d features),
-shufflenetv1 949,258 (960-d), vgg13 9,462,180 (512-d), wrn-40-2 2,255,156 (128-d).
-
-Pooling is adaptive, so any input size works (CRD hard-codes pool sizes for 32x32 inputs).
+The architectures follow the CRD code base (RepDistiller): with a 100-way linear classifier on
+their features they have exactly CRD's parameter counts (tests/test_students.py). Pooling is
+adaptive, so any input size works (CRD hard-codes pool sizes for 32x32 inputs).
 """
 
 import torch
 from torch import nn
 
 
-def conv_bn(
-    cin: int, cout: int, stride: int = 1, kernel: int = 3, groups: int = 1, bias: bool = False
-) -> list[nn.Module]:
+def conv_bn(cin: int, cout: int, stride=1, kernel=3, groups=1, bias=False) -> list[nn.Module]:
     """A 'same'-padded convolution and its BatchNorm, as a list to splice into a Sequential."""
     conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=bias)
     return [conv, nn.BatchNorm2d(cout)]
@@ -32,9 +28,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
+            self.shortcut = nn.Sequential(*conv_bn(cin, cout, stride, kernel=1))
 
     def forward(self, x):
         return (self.bn2(self.conv2(self.conv1(x))) + self.shortcut(x)).relu()
@@ -75,9 +69,6 @@ def small_cnn(in_channels: int = 3, width: int = 16) -> Backbone:
     return Backbone(layers, 8 * width)
 
 
-# ShuffleNetV1 ------------------------------------------------------------------------------------
-
-
 class ChannelShuffle(nn.Module):
     """Interleaves the channels of `groups` groups so the next grouped conv sees every group."""
 
@@ -92,11 +83,8 @@ class ChannelShuffle(nn.Module):
 
 class ShuffleUnit(nn.Module):
     """ShuffleNetV1 bottleneck: grouped 1x1, shuffle, depthwise 3x3, grouped 1x1, then a residual.
-
     With stride 2 the shortcut is a 3x3 average pool concatenated to the branch (so the branch
-    only produces `cout - cin` channels); with stride 1 it is an identity added to the branch.
-    The first unit after the 24-channel stem uses an ungrouped 1x1 conv, as in the paper and CRD.
-    """
+    only makes `cout - cin` channels); with stride 1 it is an identity added to the branch."""
 
     def __init__(self, cin: int, cout: int, stride: int, groups: int, first_groups: int):
         super().__init__()
@@ -116,36 +104,21 @@ class ShuffleUnit(nn.Module):
         return (torch.cat([out, res], 1) if self.concat else out + res).relu()
 
 
-def _shuffle_stage(
-    cin: int, cout: int, blocks: int, groups: int, first_groups: int
-) -> list[ShuffleUnit]:
-    """One downsampling unit (its first 1x1 conv in `first_groups` groups), then same-width ones."""
-    units = [ShuffleUnit(cin, cout, 2, groups, first_groups)]
-    return units + [ShuffleUnit(cout, cout, 1, groups, groups) for _ in range(blocks - 1)]
-
-
 def shufflenetv1(in_channels: int = 3) -> Backbone:
-    """CRD's ShuffleV1: groups 3, widths 240-480-960, 4-8-4 units.
-
-    The stem is a 1x1 conv to 24 channels with BN-ReLU, as in CRD (which keeps full resolution for
-    32x32 inputs); a 3x3 stem would add 576 parameters and miss CRD's 949,258.
-    """
+    """CRD's ShuffleV1: groups 3, widths 240-480-960, 4-8-4 units. Each stage opens with a
+    downsampling unit; the first one's first 1x1 conv is ungrouped, as in the paper and CRD. The
+    stem is a 1x1 conv to 24 channels, as in CRD: a 3x3 one would miss CRD's parameter count."""
     widths, blocks, groups = (24, 240, 480, 960), (4, 8, 4), 3
     layers = [conv_bn_relu(in_channels, widths[0], kernel=1)]
     for stage, (cin, cout, n) in enumerate(zip(widths, widths[1:], blocks)):
-        layers += _shuffle_stage(cin, cout, n, groups, first_groups=1 if stage == 0 else groups)
+        layers.append(ShuffleUnit(cin, cout, 2, groups, first_groups=1 if stage == 0 else groups))
+        layers += [ShuffleUnit(cout, cout, 1, groups, groups) for _ in range(n - 1)]
     return Backbone(nn.Sequential(*layers), widths[-1])
 
 
-# VGG13 -------------------------------------------------------------------------------------------
-
-
 class MaxPoolIfLarge(nn.Module):
-    """2x2 max pool applied only to maps of at least `min_size` pixels a side.
-
-    CRD's VGG pools before its last stage only for 64x64 inputs (`if h == 64`), keeping a 4x4 map
-    for 32x32 ones; pooling whenever the map is still >= 8 generalises that to any input size.
-    """
+    """2x2 max pool of maps at least `min_size` pixels a side. CRD's VGG pools before its last
+    stage only for 64x64 inputs, keeping a 4x4 map for 32x32 ones; this does so for any size."""
 
     def __init__(self, min_size: int = 8):
         super().__init__()
@@ -169,25 +142,16 @@ def vgg13(in_channels: int = 3) -> Backbone:
     return Backbone(nn.Sequential(*layers), stages[-1])
 
 
-# WRN-40-2 ----------------------------------------------------------------------------------------
-
-
 class PreActBlock(nn.Module):
-    """Wide-ResNet pre-activation block: BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus a shortcut.
-
-    When the width or stride changes, the shortcut is a 1x1 conv applied to the *activated*
-    input (as in the WRN reference code); otherwise it is the raw input.
-    """
+    """Wide-ResNet pre-activation block: BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus a shortcut. When
+    the width or stride changes, the shortcut is a 1x1 conv of the *activated* input (as in the
+    WRN reference code); otherwise it is the raw input."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1):
         super().__init__()
         self.preact = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True))
-        self.branch = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-        )
+        first_conv = [*conv_bn(cin, cout, stride), nn.ReLU(inplace=True)]
+        self.branch = nn.Sequential(*first_conv, nn.Conv2d(cout, cout, 3, 1, 1, bias=False))
         self.projection = None
         if stride != 1 or cin != cout:
             self.projection = nn.Conv2d(cin, cout, 1, stride, bias=False)

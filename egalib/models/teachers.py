@@ -1,9 +1,7 @@
-"""Frozen teachers behind one interface: `encode(x)`, `feature_dim`, `input_size`, `in_channels`,
-`mean`, `std`. The embedded default is a small CNN that egalib pretrains on Fashion-MNIST without
-labels (SimCLR, `egalib.experiments.pretrain`), its weights shipped in `data/teachers/`. The
-paper's CLIP towers (open_clip) and ImageNet ResNets (torchvision) download their weights on first
-use into `$EGALIB_CACHE` (default ~/.cache/egalib); `pretrained=False` builds random weights.
-"""
+"""Frozen teachers (`Teacher`): the default, a small CNN that egalib pretrains on Fashion-MNIST
+without labels (SimCLR, `egalib.experiments.pretrain`), its weights shipped in `data/teachers/`;
+the paper's CLIP towers (open_clip) and ImageNet ResNets (torchvision), their weights downloaded
+on first use into `$EGALIB_CACHE` (default ~/.cache/egalib). `pretrained=False`: random weights."""
 
 import os
 from functools import partial
@@ -12,35 +10,31 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..files import REPO_DATA, load_tensors, read_json, tensor_digest
-from ..views import (
-    CLIP_MEAN,
-    CLIP_STD,
-    ENCODE_CHUNK,
-    FASHION_MNIST_MEAN,
-    FASHION_MNIST_STD,
-    ViewSpec,
-    apply_views,
-    eval_view,
-)
+from ..files import PACKAGE_DATA, load_tensors, read_json
+from ..views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, ViewSpec
 from .students import conv_bn_relu, wrn_40_2
 
-TEACHER_DIR = REPO_DATA / "teachers"
+TEACHER_DIR = PACKAGE_DATA / "teachers"  # shipped weights and cards, package data
 TEACHER_RECIPES = {"supervised-wrn40": "train-teacher"}  # the command that makes the weights
-ENCODED: dict[tuple, torch.Tensor] = {}  # Teacher.encode_all's results, by weights and images
 
 
 class Teacher(nn.Module):
     """A frozen encoder: no parameter requires grad, and it always stays in eval mode."""
 
-    def __init__(self, encoder: nn.Module, feature_dim: int, input_size: int, in_channels: int,
-                 mean: tuple[float, ...], std: tuple[float, ...]):  # fmt: skip
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        input_size: int,
+        in_channels: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ):
         super().__init__()
         self.encoder, self.feature_dim = encoder, feature_dim
         self.input_size, self.in_channels = input_size, in_channels
         self.mean, self.std = tuple(mean), tuple(std)
-        self.half: torch.dtype | None = None  # its weights' 16-bit dtype (see `to_half`)
-        self.weights: str | None = None  # the name of its published weights; None: its own
+        self.weights_dtype: torch.dtype | None = None  # 16-bit weights (`cast_weights`)
         self.freeze()
 
     def freeze(self) -> "Teacher":
@@ -54,74 +48,41 @@ class Teacher(nn.Module):
     def view(self) -> ViewSpec:
         return ViewSpec(self.input_size, self.in_channels, self.mean, self.std)
 
-    def to_half(self, dtype: torch.dtype = torch.bfloat16) -> "Teacher":
-        """Frozen weights in `dtype` (bfloat16, or float16 on GPUs without fast bfloat16), the
-        precision of the CUDA forward: autocast then casts no fp32 weight at each forward (88M
-        values for ViT-B/32), in half the memory."""
+    def cast_weights(self, dtype: torch.dtype = torch.bfloat16) -> "Teacher":
+        """16-bit weights (bfloat16, or float16 where it is slow): autocast then casts none."""
         self.encoder.to(dtype)
-        self.half = dtype
+        self.weights_dtype = dtype
         return self
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Features as float32; on CUDA, or with 16-bit weights, under autocast to that dtype
-        (bfloat16 for fp32 weights on CUDA)."""
-        dtype = self.half or torch.bfloat16
-        with torch.autocast(x.device.type, dtype, enabled=x.is_cuda or self.half is not None):
+        """Float32 features of normalised images (`self.view.finish` of uint8 images)."""
+        dtype = self.weights_dtype or torch.bfloat16
+        autocast = x.is_cuda or self.weights_dtype is not None
+        with torch.autocast(x.device.type, dtype, enabled=autocast):
             return self.encoder(x).float()
 
     forward = encode
 
-    def encode_views(self, images: torch.Tensor, views: torch.Tensor, padding: int):
-        """Features of uint8 training images seen as `views` (crop offsets and flips)."""
-        return self.encode(self.view.finish(apply_views(images, views, padding)))
-
-    @torch.no_grad()
-    def encode_all(self, images: torch.Tensor, batch_size: int = ENCODE_CHUNK) -> torch.Tensor:
-        """Features of every uint8 image (the un-augmented view), batch by batch. A teacher with
-        its published weights (`weights` set by `models.teacher`) keeps the last few results in
-        this process, so the runs of a demo or a study encode their test set once: the same
-        weights and images give the same numbers."""
-        key = self.weights and (self.weights, self.half, str(images.device), images.shape,
-                                tensor_digest(images))
-        if key not in ENCODED:
-            chunks = images.split(batch_size)
-            features = torch.cat([self.encode(eval_view(chunk, self.view)) for chunk in chunks])
-            if not key:
-                return features
-            ENCODED[key] = features
-            while len(ENCODED) > 4:  # the train and test sets of two teachers at most
-                ENCODED.pop(next(iter(ENCODED)))
-        return ENCODED[key]
-
 
 class GridPooledCNN(nn.Module):
-    """The self-supervised teacher's encoder: six conv layers (widths w..8w, three stride-2),
-    then average pooling to a 2 x 2 grid, flattened: a 32w-d feature that keeps coarse layout,
-    which a linear probe on Fashion-MNIST's centred garments uses well."""
+    """Six conv layers, then average pooling to a 2 x 2 grid, flattened: a 32w-d feature that
+    keeps coarse layout, which a linear probe on Fashion-MNIST's centred garments uses well."""
 
     def __init__(self, in_channels: int = 1, width: int = 32):
         super().__init__()
-        w = width
-        self.layers = nn.Sequential(
-            conv_bn_relu(in_channels, w),
-            conv_bn_relu(w, 2 * w, stride=2),
-            conv_bn_relu(2 * w, 2 * w),
-            conv_bn_relu(2 * w, 4 * w, stride=2),
-            conv_bn_relu(4 * w, 4 * w),
-            conv_bn_relu(4 * w, 8 * w, stride=2),
-            nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(),
-        )
-        self.feature_dim = 32 * w
+        widths = (in_channels, width, 2 * width, 2 * width, 4 * width, 4 * width, 8 * width)
+        strides = (1, 2, 1, 2, 1, 2)
+        convs = [conv_bn_relu(cin, cout, s) for cin, cout, s in zip(widths, widths[1:], strides)]
+        self.layers = nn.Sequential(*convs, nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.feature_dim = 32 * width
 
     def forward(self, x):
         return self.layers(x)
 
 
 def ssl_fmnist(pretrained: bool = True, width: int = 32) -> Teacher:
-    """The embedded default teacher: SimCLR-pretrained on Fashion-MNIST's 60,000 training images
-    (no labels); `pretrained=False` gives the same network freshly initialised."""
+    """The embedded default: SimCLR-pretrained on Fashion-MNIST's 60,000 training images."""
     encoder = GridPooledCNN(1, width)
     if pretrained:
         encoder.load_state_dict(load_teacher_weights("ssl-fmnist"))
@@ -144,10 +105,6 @@ def teacher_card(name: str, folder: Path | None = None) -> dict:
     return read_json(Path(folder or TEACHER_DIR) / f"{name}.json", "restore the file from git.")
 
 
-# ---------------------------------------------------------------------------------------------
-# Downloaded teachers: CLIP and ImageNet-supervised
-
-
 class WeightsNotFoundError(FileNotFoundError):
     """A downloaded teacher's weights are neither cached nor downloadable (the message says so)."""
 
@@ -166,22 +123,18 @@ def _missing(name: str, file: str, folder: Path, error: Exception, fix: str) -> 
     )
 
 
-CLIP_MODELS = {
+CLIP_MODELS = {  # egalib name -> (open_clip architecture, pretrained tag)
     "clip-vit-b32": ("ViT-B-32", "openai"),
     "clip-vit-b16": ("ViT-B-16", "openai"),
     "clip-rn101": ("RN101", "openai"),
     "clip-rn50": ("RN50", "openai"),
 }
-"""egalib name -> (open_clip architecture, pretrained tag)."""
 
 
 def clip(name: str, pretrained: bool = True) -> Teacher:
-    """A CLIP image tower: f_t = `encode_image(x)`, float and not L2-normalised (docs/method.md).
-
-    Only `model.visual` is kept (it is exactly `encode_image` without normalisation); the text
-    tower is dropped to save memory. OpenAI's weights were trained with QuickGELU, which
-    open_clip's plain architectures do not use, so the activation follows the tag's config.
-    """
+    """A CLIP image tower: f_t = `encode_image(x)`, float and not L2-normalised (docs/method.md);
+    the text tower is dropped. OpenAI's weights were trained with QuickGELU, which open_clip's
+    plain architectures do not use, so the activation follows the tag's config."""
     import open_clip  # lazy: heavy, and only the paper profile needs it
 
     arch, tag = CLIP_MODELS[name]
@@ -191,24 +144,21 @@ def clip(name: str, pretrained: bool = True) -> Teacher:
             checkpoint = open_clip.download_pretrained(tag_cfg, cache_dir=str(folder))
         except Exception as error:
             hub, file = tag_cfg["hf_hub"].rstrip("/"), open_clip.constants.HF_SAFE_WEIGHTS_NAME
-            fix = (f"run `hf download {hub} {file} --cache-dir {folder}` on a machine that has "
-                   "one and copy that folder here")  # fmt: skip
+            command = f"hf download {hub} {file} --cache-dir {folder}"
+            fix = f"run `{command}` on a machine that has one and copy that folder here"
             raise _missing(name, f"{file} of Hugging Face repo {hub}", folder, error, fix) from None
-    model = open_clip.create_model(
-        arch, pretrained=checkpoint, cache_dir=str(folder),
-        force_quick_gelu=tag_cfg.get("quick_gelu", False),
-    )  # fmt: skip
-    visual = model.visual
+    quick_gelu = tag_cfg.get("quick_gelu", False)
+    options = dict(pretrained=checkpoint, cache_dir=str(folder), force_quick_gelu=quick_gelu)
+    visual = open_clip.create_model(arch, **options).visual
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
     mean, std = tag_cfg.get("mean", CLIP_MEAN), tag_cfg.get("std", CLIP_STD)  # OpenAI's values
     return Teacher(visual, visual.output_dim, size, 3, mean, std)
 
 
-SUPERVISED_MODELS = {
+SUPERVISED_MODELS = {  # egalib name -> (torchvision architecture, weights tag)
     "supervised-rn50": ("resnet50", "IMAGENET1K_V1"),
     "supervised-rn101": ("resnet101", "IMAGENET1K_V1"),
 }
-"""egalib name -> (torchvision architecture, weights tag)."""
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -221,31 +171,25 @@ def supervised(name: str, pretrained: bool = True) -> Teacher:
     encoder = torchvision.models.get_model(arch, weights=None)
     feature_dim, encoder.fc = encoder.fc.in_features, nn.Identity()
     if pretrained:
-        weights = torchvision.models.get_model_weights(arch)[tag]
-        folder, file = cache_dir("torchvision"), os.path.basename(weights.url)
+        url, folder = torchvision.models.get_model_weights(arch)[tag].url, cache_dir("torchvision")
+        options = dict(map_location="cpu", check_hash=True, weights_only=True)
         try:  # the file already in `folder` is used as is
-            state = torch.hub.load_state_dict_from_url(weights.url, model_dir=str(folder),
-                map_location="cpu", check_hash=True, weights_only=True)  # fmt: skip
+            state = torch.hub.load_state_dict_from_url(url, model_dir=str(folder), **options)
         except Exception as error:
-            fix = f"save {weights.url} into that folder"
-            raise _missing(name, file, folder, error, fix) from None
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        encoder.load_state_dict(state)
+            fix = f"save {url} into that folder"
+            raise _missing(name, os.path.basename(url), folder, error, fix) from None
+        encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
     return Teacher(encoder, feature_dim, 224, 3, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def supervised_wrn40(pretrained: bool = True) -> Teacher:
-    """WRN-40-2 trained on CIFAR-100 with labels by egalib itself (`python -m egalib
-    train-teacher`, the CRD code base's recipe); its weights are cached in data/teachers/."""
+    """WRN-40-2 trained on CIFAR-100 by `python -m egalib train-teacher` (CRD's recipe)."""
     encoder = wrn_40_2(3)
     if pretrained:
         encoder.load_state_dict(load_teacher_weights("supervised-wrn40"))
     return Teacher(encoder, encoder.feature_dim, 32, 3, CLIP_MEAN, CLIP_STD)
 
 
-TEACHERS = {
-    "ssl-fmnist": ssl_fmnist,
-    "supervised-wrn40": supervised_wrn40,
-    **{name: partial(clip, name) for name in CLIP_MODELS},
-    **{name: partial(supervised, name) for name in SUPERVISED_MODELS},
-}
+TEACHERS = {"ssl-fmnist": ssl_fmnist, "supervised-wrn40": supervised_wrn40}
+TEACHERS |= {name: partial(clip, name) for name in CLIP_MODELS}
+TEACHERS |= {name: partial(supervised, name) for name in SUPERVISED_MODELS}

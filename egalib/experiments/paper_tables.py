@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments.reproduce import SUPERVISED_ROWS, table_rows
-from .files import atomic_write_text
-from .runs import load_runs
+from ..files import atomic_write_text
+from ..runs import load_runs
+from .reproduce import SUPERVISED_ROWS, table_rows
 
 # (table, protocol, title) of every table, in the poster's order.
 TABLE_LAYOUTS = (
@@ -26,12 +26,20 @@ TABLE_LAYOUTS = (
     ("datasets", "pretrained", "Different datasets (teacher head trained first)"),
     ("datasets", "joint", "Different datasets, teacher and student trained simultaneously"),
 )
-LONG_COLUMNS = ["table", "protocol", "teacher", "student", "dataset", "method", "ours", "paper",
-                "diff"]  # fmt: skip
+LONG_COLUMNS = [
+    "table",
+    "protocol",
+    "teacher",
+    "student",
+    "dataset",
+    "method",
+    "ours",
+    "paper",
+    "diff",
+]
 KEYS = ["teacher", "student", "dataset", "method", "protocol"]
 MISSING = "–"
-RUN_COLUMNS = ["method", "teacher", "student", "dataset", "protocol", "epochs", "top1",
-               "best_top1"]  # fmt: skip
+RUN_COLUMNS = ["method", "teacher", "student", "dataset", "protocol", "epochs", "top1", "best_top1"]
 SUPERVISED_NOTE = (
     "The poster lost the method names of the supervised-teacher table; its eight rows are read "
     "as " + ", ".join(SUPERVISED_ROWS.values()) + " (the order of the other tables without "
@@ -53,17 +61,29 @@ def table_cells(table: str, protocol: str, runs: pd.DataFrame, epochs: int = 240
     mine = matching_runs(runs, epochs)
     rows = []
     for cell in cells.itertuples():
-        wanted = dict(teacher=cell.teacher, student=cell.student, dataset=cell.dataset,
-                      method=cell.egalib_method, protocol=cell.egalib_protocol)  # fmt: skip
+        wanted = dict(
+            teacher=cell.teacher,
+            student=cell.student,
+            dataset=cell.dataset,
+            method=cell.egalib_method,
+            protocol=cell.egalib_protocol,
+        )
         hit = mine
         for key, value in wanted.items():
             hit = hit[hit[key] == value]
         ours = float(hit["top1"].mean()) if len(hit) else float("nan")
-        rows.append({
-            "table": table, **wanted, "ours": ours, "paper": float(cell.top1),
-            "diff": ours - float(cell.top1), "runs": len(hit), "row": cell.method,
-            "column": _column_label(table, cell),
-        })  # fmt: skip
+        rows.append(
+            {
+                "table": table,
+                **wanted,
+                "ours": ours,
+                "paper": float(cell.top1),
+                "diff": ours - float(cell.top1),
+                "runs": len(hit),
+                "row": cell.method,
+                "column": _column_label(table, cell),
+            }
+        )
     out = pd.DataFrame(rows)
     out[["ours", "diff"]] = out[["ours", "diff"]].round(2)
     best = out.groupby("column")["ours"].transform("max")
@@ -85,8 +105,9 @@ def _row_label(table: str, cell: pd.Series) -> str:
     return cell["row"]
 
 
-def format_cell(ours: float, paper: float, runs: int = 1, best: bool = False,
-                bold=("**", "**")) -> str:  # fmt: skip
+def format_cell(
+    ours: float, paper: float, runs: int = 1, best: bool = False, bold=("**", "**")
+) -> str:
     """'ours (paper P, +D)'; '– (paper P)' without a run; the best of a column in bold."""
     paper_text = "n/a" if pd.isna(paper) else f"{paper:.2f}"
     if pd.isna(ours):
@@ -105,8 +126,7 @@ def paper_table(
     """The poster's layout of one table: rows are methods, columns the cells' teacher / student
     (or dataset, or supervised teacher); each entry says ours, the paper's and the difference."""
     cells = table_cells(table, protocol, runs, epochs)
-    cells["text"] = [format_cell(c.ours, c.paper, c.runs, c.best, bold)
-                     for c in cells.itertuples()]  # fmt: skip
+    cells["text"] = [format_cell(c.ours, c.paper, c.runs, c.best, bold) for c in cells.itertuples()]
     cells["row_label"] = [_row_label(table, c) for _, c in cells.iterrows()]
     wide = cells.pivot(index="row_label", columns="column", values="text")
     wide = wide.loc[list(dict.fromkeys(cells["row_label"])), list(dict.fromkeys(cells["column"]))]
@@ -156,8 +176,12 @@ def tables_markdown(runs: pd.DataFrame, epochs: int = 240) -> str:
     for table, protocol, title in TABLE_LAYOUTS:
         cells = table_cells(table, protocol, runs, epochs)
         filled = int(cells["ours"].notna().sum())
-        lines += ["", f"## {title}", "", f"table `{table}`, protocol `{protocol}`: "
-                  f"{filled} of {len(cells)} cells have a run."]  # fmt: skip
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            f"table `{table}`, protocol `{protocol}`: {filled} of {len(cells)} cells have a run.",
+        ]
         if filled == 0:
             lines[-1] += f" The table is empty: no finished {epochs}-epoch run matches its cells."
         if table == "supervised-teachers":
@@ -189,9 +213,12 @@ def seed_summary(runs: pd.DataFrame, by=("method",), baseline: str = "vanilla") 
     joined = runs.join(base, on=[*keys, "seed"])
     joined["difference"] = joined["top1"] - joined["base"]
     return joined.groupby(list(by), sort=False).agg(
-        seeds=("seed", "nunique"), top1=("top1", "mean"), sd=("top1", "std"),
-        difference=("difference", "mean"), difference_sd=("difference", "std"),
-    )  # fmt: skip
+        seeds=("seed", "nunique"),
+        top1=("top1", "mean"),
+        sd=("top1", "std"),
+        difference=("difference", "mean"),
+        difference_sd=("difference", "std"),
+    )
 
 
 def mean_sd(mean: float, sd: float, seeds: int, signed: bool = False) -> str:

@@ -15,15 +15,30 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from egalib import losses, models
+from egalib.capture import CapturedStep
 from egalib.methods import METHODS
-from egalib.train import Trainer
+from egalib.step import TrainState, train_step
 
 aten = torch.ops.aten
-READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy,
-         torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__,
-         torch.Tensor.__index__}  # fmt: skip
-VALUE_SHAPED = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten._unique2,
-                aten.unique_dim, aten.unique_consecutive, aten.lift_fresh}  # fmt: skip
+READS = {
+    torch.Tensor.item,
+    torch.Tensor.tolist,
+    torch.Tensor.cpu,
+    torch.Tensor.numpy,
+    torch.Tensor.__bool__,
+    torch.Tensor.__int__,
+    torch.Tensor.__float__,
+    torch.Tensor.__index__,
+}
+VALUE_SHAPED = {
+    aten._local_scalar_dense,
+    aten.nonzero,
+    aten.masked_select,
+    aten._unique2,
+    aten.unique_dim,
+    aten.unique_consecutive,
+    aten.lift_fresh,
+}
 
 
 class HostReads(TorchFunctionMode):
@@ -87,23 +102,23 @@ def test_every_kind_of_host_read_is_seen(name):
     assert seen == []
 
 
-def cuda_like_trainer(config, data, monkeypatch) -> Trainer:
-    """A CPU trainer set up as on CUDA for a captured step: recording stand-ins that run the
-    step under the watch, fused SGD, CRD's index check at the first call only."""
-    monkeypatch.setattr(losses, "HOST_READ_DEVICES", ())
+def cuda_like_state(config, data, monkeypatch) -> TrainState:
+    """A CPU run set up as on CUDA for a captured step: recording stand-ins that run the step
+    under the watch, fused SGD, a 16-bit teacher, CRD's index range left unchecked."""
     monkeypatch.setattr("egalib.capture.side_stream", lambda device: contextlib.nullcontext())
     teacher = models.teacher(config.teacher, pretrained=False)
-    trainer = Trainer(config, data, torch.device("cpu"), teacher)
-    for optimizer in trainer.optimizers:
+    state = TrainState.build(config, data, teacher=teacher)
+    for optimizer in state.optimizers.values():
         for group in optimizer.param_groups:
             group.update(fused=True, foreach=False)
-    if trainer.model.teacher is not None:
-        trainer.model.teacher.to_half()
-    trainer.capture = True
-    return trainer
+    if state.networks.teacher is not None:
+        state.networks.teacher.cast_weights()
+    if isinstance(state.networks.method_module, losses.CRD):
+        state.networks.method_module.check_index = False  # as built on a GPU
+    return state
 
 
-def reads_in_recorded_steps(trainer: Trainer, monkeypatch, batch: int) -> list[str]:
+def reads_in_recorded_steps(state: TrainState, monkeypatch, batch: int) -> list[str]:
     """Host reads while the captured step is recorded and replayed once (after the warm-up,
     which may read: it runs eagerly)."""
     seen: list[str] = []
@@ -118,9 +133,10 @@ def reads_in_recorded_steps(trainer: Trainer, monkeypatch, batch: int) -> list[s
         return watched
 
     monkeypatch.setattr("egalib.capture.record_graph", record_graph)
-    trainer.step(torch.arange(batch))
-    trainer.step(torch.arange(batch, 2 * batch))
-    assert trainer.captured is not None
+    step = CapturedStep(lambda index: train_step(state, index), state)
+    step(torch.arange(batch))
+    step(torch.arange(batch, 2 * batch))
+    assert step.replay is not None
     return seen
 
 
@@ -128,8 +144,8 @@ def reads_in_recorded_steps(trainer: Trainer, monkeypatch, batch: int) -> list[s
 def test_recorded_step_reads_nothing_on_the_host(method, smoke, monkeypatch):
     config = smoke(method=method, protocol="joint", batch_size=16, device="cpu")
     data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0)
-    trainer = cuda_like_trainer(config, data, monkeypatch)
-    assert reads_in_recorded_steps(trainer, monkeypatch, 16) == []
+    state = cuda_like_state(config, data, monkeypatch)
+    assert reads_in_recorded_steps(state, monkeypatch, 16) == []
 
 
 def test_paper_step_with_clip_teacher_reads_nothing_on_the_host(monkeypatch):
@@ -137,22 +153,19 @@ def test_paper_step_with_clip_teacher_reads_nothing_on_the_host(monkeypatch):
     preset = bench.PRESETS["paper"]
     config = bench.make_config(preset, batch_size=2, device="cpu")
     data = bench.synthetic_dataset(preset, 8, 4, seed=0)
-    trainer = cuda_like_trainer(config, data, monkeypatch)
-    assert reads_in_recorded_steps(trainer, monkeypatch, 2) == []
+    state = cuda_like_state(config, data, monkeypatch)
+    assert reads_in_recorded_steps(state, monkeypatch, 2) == []
 
 
-def test_crd_reads_its_index_values_once_off_the_cpu(monkeypatch):
-    """On a CPU CRD checks the index range at every call; elsewhere at the first call only."""
+def test_crd_reads_its_index_values_only_when_asked():
+    """CRD checks the index range on the host at every call unless built with check_index
+    False; the dtype is checked at every call, which needs no host read."""
     labels = torch.arange(40) % 4
-    crd = losses.CRD(8, 8, labels, embed_dim=4, num_negatives=8)
     fs, ft, index = torch.randn(4, 8), torch.randn(4, 8), torch.arange(4)
-    for devices, reads_after_first in ((("cpu",), True), ((), False)):
-        monkeypatch.setattr(losses, "HOST_READ_DEVICES", devices)
-        crd.index_values_checked = False
-        with host_reads() as first:
+    for check_index in (True, False):
+        crd = losses.CRD(8, 8, labels, embed_dim=4, num_negatives=8, check_index=check_index)
+        with host_reads() as reads:
             crd(fs, ft, index)
-        with host_reads() as second:
-            crd(fs, ft, index)
-        assert first and bool(second) == reads_after_first
-    with pytest.raises(ValueError, match="int64 positions"):
-        crd(fs, ft, index.int())  # the dtype is checked at every call: no host read needed
+        assert bool(reads) == check_index
+        with pytest.raises(ValueError, match="int64 positions"):
+            crd(fs, ft, index.int())

@@ -1,10 +1,8 @@
-import gzip
+"""The two views of a batch, made on the device: crops, flips, view numbers, resizing."""
 
-import numpy as np
 import pytest
 import torch
 
-from egalib import datasets as data
 from egalib.views import (
     ViewSpec,
     apply_views,
@@ -15,51 +13,6 @@ from egalib.views import (
     views_of,
     views_per_image,
 )
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    return data.load_dataset("fashion-mnist")
-
-
-def test_fashion_mnist_is_uint8_with_ten_classes(fmnist):
-    assert fmnist.train_images.shape == (60000, 1, 28, 28)
-    assert fmnist.test_images.shape == (10000, 1, 28, 28)
-    assert fmnist.train_images.dtype == torch.uint8
-    assert fmnist.train_labels.dtype == torch.int64
-    assert sorted(fmnist.train_labels.unique().tolist()) == list(range(10))
-    assert fmnist.num_classes == 10 and fmnist.channels == 1 and fmnist.image_size == 28
-
-
-def test_idx_reader_on_a_file_written_here(tmp_path):
-    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in images.shape)
-    path = tmp_path / "x-idx3-ubyte.gz"
-    path.write_bytes(gzip.compress(header + images.tobytes()))
-    np.testing.assert_array_equal(data._read_idx(path), images)
-
-
-def test_missing_dataset_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
-    with pytest.raises(data.DatasetNotFoundError) as error:
-        data.load_fashion_mnist(root=tmp_path / "empty")
-    message = str(error.value)
-    assert str(tmp_path / "debian") in message and str(tmp_path / "empty") in message
-    assert "apt-get install dataset-fashion-mnist" in message
-    assert "\n" not in message
-
-
-def test_unknown_dataset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'.*fashion-mnist"):
-        data.load_dataset("mnist")
-
-
-def test_subset_is_class_balanced(fmnist):
-    small = fmnist.subset(train=100, test=30, seed=1)
-    assert torch.bincount(small.train_labels).tolist() == [10] * 10
-    assert torch.bincount(small.test_labels).tolist() == [3] * 10
-    again = fmnist.subset(train=100, seed=1)
-    assert torch.equal(small.train_images, again.train_images)
 
 
 def _batch(b=32, c=1, size=28):
@@ -75,8 +28,12 @@ def test_crop_is_a_shift_of_the_zero_padded_image():
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
     shifts = []
     for i in range(len(images)):
-        found = [(dy, dx) for dy in range(9) for dx in range(9)
-                 if torch.equal(out[i], padded[i, :, dy : dy + 28, dx : dx + 28])]  # fmt: skip
+        found = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
+            if torch.equal(out[i], padded[i, :, dy : dy + 28, dx : dx + 28])
+        ]
         assert found, f"sample {i} is not a crop of its padded image"
         shifts.append(found[0])
         assert found[0] == tuple(views[i, :2].tolist())  # the drawn offsets, and only them
@@ -100,8 +57,8 @@ def test_view_numbers_cover_every_view_once_and_decode_to_their_views():
     for padding in (0, 1, 4):
         count = views_per_image(padding)
         assert count == 2 * (2 * padding + 1) ** 2
-        every = torch.tensor([(dy, dx, f) for dy in range(2 * padding + 1)
-                              for dx in range(2 * padding + 1) for f in (0, 1)])  # fmt: skip
+        offsets = range(2 * padding + 1)
+        every = torch.tensor([(dy, dx, f) for dy in offsets for dx in offsets for f in (0, 1)])
         ids = view_ids(every, padding)
         assert sorted(ids.tolist()) == list(range(count))
         assert torch.equal(views_of(ids, padding), every)

@@ -17,14 +17,20 @@ import datetime
 import hashlib
 import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import __version__, files
-from .models import Teacher
 from .models.teachers import cache_dir
-from .views import ENCODE_CHUNK, view_ids, views_of, views_per_image
+from .streams import epoch_batches, random_streams
+from .views import ENCODE_CHUNK, draw_views, view_ids, views_of, views_per_image
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .teacher_features import EncodedFeatures
 
 CHECKED = ("teacher", "dataset", "images", "padding", "views", "dtype", "egalib")  # must match
 
@@ -59,9 +65,12 @@ class TeacherTable:
             return self
         size, free = self.features.nbytes, torch.cuda.mem_get_info(device)[0]
         if size > free / 2:
-            print(f"the teacher table ({size / 1e9:.1f} GB) does not fit in half of the GPU's "
-                  f"free memory ({free / 1e9:.1f} GB); it is read from host memory, which is "
-                  "slower (--no-teacher-table runs the teacher instead).", flush=True)  # fmt: skip
+            print(
+                f"the teacher table ({size / 1e9:.1f} GB) does not fit in half of the GPU's "
+                f"free memory ({free / 1e9:.1f} GB); it is read from host memory, which is "
+                "slower (--no-teacher-table runs the teacher instead).",
+                flush=True,
+            )
             return self
         keys = None if self.keys is None else self.keys.to(device)
         return TeacherTable(self.features.to(device), keys, self.padding)
@@ -72,13 +81,42 @@ def view_keys(index: torch.Tensor, views: torch.Tensor, padding: int) -> torch.T
     return index * views_per_image(padding) + view_ids(views, padding)
 
 
-def table_card(teacher_name: str, dataset: str, images: torch.Tensor, padding: int,
-               keys: torch.Tensor | None, dtype: torch.dtype) -> dict:  # fmt: skip
-    """What a table is of: the fields in CHECKED, which a table read must match."""
+def planned_keys(config: "RunConfig", n: int, device: torch.device) -> torch.Tensor:
+    """The keys of every teacher view that a run of `config` on `n` training images draws, in
+    drawing order with repeats: its "order" and "teacher_view" streams replayed on its device,
+    which no other use of random numbers moves."""
+    streams, drawn = random_streams(config.seed, device), []
+    for _ in range(config.epochs):
+        for index in epoch_batches(n, config.batch_size, streams["order"]):
+            views = draw_views(len(index), config.padding, streams["teacher_view"], device)
+            drawn.append(view_keys(index, views, config.padding))
+    return torch.cat(drawn)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a table is of: the teacher, the training images and their padding, and its views."""
+
+    teacher: str
+    dataset: str
+    images: torch.Tensor
+    padding: int
+    keys: torch.Tensor | None  # the views' keys; None: every view of every image
+
+
+def table_card(spec: TableSpec, dtype: torch.dtype) -> dict:
+    """The fields in CHECKED, which a table read must match."""
+    keys = spec.keys
     views = "all" if keys is None else f"{len(keys)} keys {files.tensor_digest(keys)}"
-    return {"teacher": teacher_name, "dataset": dataset, "images": files.tensor_digest(images),
-            "padding": padding, "views": views, "dtype": str(dtype).removeprefix("torch."),
-            "egalib": __version__}  # fmt: skip
+    return {
+        "teacher": spec.teacher,
+        "dataset": spec.dataset,
+        "images": files.tensor_digest(spec.images),
+        "padding": spec.padding,
+        "views": views,
+        "dtype": str(dtype).removeprefix("torch."),
+        "egalib": __version__,
+    }
 
 
 def table_path(card: dict) -> Path:
@@ -88,37 +126,41 @@ def table_path(card: dict) -> Path:
     return cache_dir("tables") / f"{name}.bin"
 
 
-@torch.no_grad()
-def encode_views(teacher: Teacher, images: torch.Tensor, keys: torch.Tensor, padding: int,
-                 dtype: torch.dtype, batch_size: int = ENCODE_CHUNK):  # fmt: skip
-    """The teacher's features of the views numbered `keys`, one batch at a time."""
-    per_image = views_per_image(padding)
-    for chunk in keys.split(batch_size):
-        views = views_of(chunk % per_image, padding)
-        yield teacher.encode_views(images[chunk // per_image], views, padding).to(dtype)
-
-
-def build(teacher: Teacher, card: dict, images: torch.Tensor, keys: torch.Tensor | None,
-          dtype: torch.dtype, path: Path) -> None:  # fmt: skip
-    """Encode every view in `keys` (None: all) and write the features, then the card."""
-    padding, began = card["padding"], time.time()
-    keys = torch.arange(len(images) * views_per_image(padding)) if keys is None else keys
-    size = len(keys) * teacher.feature_dim * dtype.itemsize
-    print(f"building the teacher table {path.name}: {len(keys):,} views x "
-          f"{teacher.feature_dim} features in {card['dtype']}, {size / 1e6:,.0f} MB", flush=True)
+def build(encoder: "EncodedFeatures", card: dict, spec: TableSpec, path: Path) -> None:
+    """Encode every view of the spec (its keys, or all) and write the features, then the card."""
+    images = spec.images
+    began, dtype = time.time(), encoder.table_dtype(images.device)
+    keys = spec.keys
+    keys = torch.arange(len(images) * views_per_image(spec.padding)) if keys is None else keys
+    dim = encoder.teacher.feature_dim
+    size = len(keys) * dim * dtype.itemsize
+    print(
+        f"building the teacher table {path.name}: {len(keys):,} views x {dim} features in "
+        f"{card['dtype']}, {size / 1e6:,.0f} MB",
+        flush=True,
+    )
     checksum = hashlib.blake2b()  # of the bytes as they are written: the file is not read back
 
     def chunks():
-        for features in encode_views(teacher, images, keys.to(images.device), padding, dtype):
-            data = features.cpu().contiguous().view(torch.uint8).numpy().tobytes()
+        for chunk in keys.to(images.device).split(ENCODE_CHUNK):
+            image, views = (
+                chunk // views_per_image(spec.padding),
+                chunk % views_per_image(spec.padding),
+            )
+            features = encoder.of_views(images[image], views_of(views, spec.padding))
+            data = features.to(dtype).cpu().contiguous().view(torch.uint8).numpy().tobytes()
             checksum.update(data)
             yield data
 
     files.atomic_write(path, chunks())
-    made = {"shape": [len(keys), teacher.feature_dim], "checksum": checksum.hexdigest()[:16],
-            "commit": files.git_commit(), "device": files.device_name(images.device),
-            "wall_s": round(time.time() - began, 1),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    made = {
+        "shape": [len(keys), dim],
+        "checksum": checksum.hexdigest()[:16],
+        "commit": files.git_commit(),
+        "device": files.device_name(images.device),
+        "wall_s": round(time.time() - began, 1),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     files.atomic_write_text(path.with_suffix(".json"), json.dumps({**card, **made}, indent=2))
 
 
@@ -142,22 +184,24 @@ def read(path: Path, card: dict, dtype: torch.dtype, keys: torch.Tensor | None) 
                 f"needs {card[key]!r}; delete it and its card to have the right one built."
             )
     if file_checksum(path) != found["checksum"]:
-        raise TableError(f"teacher table {path} does not match its card's checksum (a damaged "
-                         "file); delete it and its card to have it rebuilt.")
+        raise TableError(
+            f"teacher table {path} does not match its card's checksum (a damaged "
+            "file); delete it and its card to have it rebuilt."
+        )
     rows, dim = found["shape"]
     features = torch.from_file(str(path), shared=False, size=rows * dim, dtype=dtype)
     return TeacherTable(features.view(rows, dim), keys, card["padding"])
 
 
-def open_table(teacher: Teacher, teacher_name: str, dataset: str, images: torch.Tensor,
-               padding: int, keys: torch.Tensor | None) -> TeacherTable:  # fmt: skip
-    """The teacher table of these training images, built first if it is not in the cache yet:
-    on CUDA the teacher's 16-bit dtype (its features are computed in it), else float32."""
-    dtype = (teacher.half or torch.bfloat16) if images.is_cuda else torch.float32
-    keys = None if keys is None else keys.unique().cpu()  # sorted: lookups search them
-    card = table_card(teacher_name, dataset, images, padding, keys, dtype)
+def open_table(encoder: "EncodedFeatures", spec: TableSpec) -> TeacherTable:
+    """The teacher table of `spec`, built first if it is not in the cache yet: on CUDA in the
+    teacher's 16-bit dtype (its features are computed in it), else float32."""
+    if spec.keys is not None:  # sorted, for lookups to search them
+        spec = replace(spec, keys=spec.keys.unique().cpu())
+    dtype = encoder.table_dtype(spec.images.device)
+    card = table_card(spec, dtype)
     path = table_path(card)
     with files.exclusive(path.with_suffix(".lock"), wait=True):  # one builds, the others wait
         if not path.with_suffix(".json").is_file():
-            build(teacher, card, images, keys, dtype, path)
-    return read(path, card, dtype, keys).to(images.device)
+            build(encoder, card, spec, path)
+    return read(path, card, dtype, spec.keys).to(spec.images.device)

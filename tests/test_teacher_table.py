@@ -11,9 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from egalib import table, train
+from egalib import teacher_table as table
+from egalib import train
 from egalib.__main__ import build_parser, config_from_args
 from egalib.models.teachers import ssl_fmnist
+from egalib.step import TrainState, train_step
+from egalib.teacher_features import (
+    EncodedFeatures,
+    TableFeatures,
+)
 from egalib.views import apply_views, draw_views, views_of, views_per_image
 
 
@@ -33,6 +39,11 @@ def _images(n=6, seed=0):
     return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
 
 
+def _open(teacher, images, padding, keys=None):
+    spec = table.TableSpec("ssl-fmnist", "fashion-mnist", images, padding, keys)
+    return table.open_table(EncodedFeatures(teacher, padding), spec)
+
+
 def _on_the_fly(teacher, images, views, padding):
     return teacher.encode(teacher.view.finish(apply_views(images, views, padding)))
 
@@ -40,7 +51,7 @@ def _on_the_fly(teacher, images, views, padding):
 @pytest.mark.parametrize("padding", [1, 4])
 def test_every_entry_of_a_full_table_is_the_teachers_feature_of_that_view(teacher, padding):
     images = _images()
-    t = table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, padding, None)
+    t = _open(teacher, images, padding, None)
     per_image = views_per_image(padding)
     assert t.features.shape == (len(images) * per_image, teacher.feature_dim)
     index = torch.arange(len(images)).repeat_interleave(per_image)
@@ -55,15 +66,17 @@ def test_a_table_of_some_views_finds_them_and_refuses_one_it_lacks(teacher, cach
     index = torch.randint(0, len(images), (40,), generator=g)
     views = draw_views(40, padding, g, "cpu")
     keys = table.view_keys(index, views, padding).unique()
-    t = table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, padding, keys)
+    t = _open(teacher, images, padding, keys)
     assert len(t.features) == len(keys) < len(images) * views_per_image(padding)
     got = t.lookup(index, views)
     assert torch.allclose(got, _on_the_fly(teacher, images[index], views, padding), atol=1e-5)
     shuffled = keys[torch.randperm(len(keys), generator=g)]  # read back: the run's own keys
-    again = table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, padding, shuffled)
+    again = _open(teacher, images, padding, shuffled)
     assert torch.equal(again.lookup(index, views), got)
     assert [p.suffix for p in sorted(cache.glob("tables/*.*")) if p.suffix != ".lock"] == [
-        ".bin", ".json"]  # fmt: skip
+        ".bin",
+        ".json",
+    ]
     absent = next(k for k in range(len(images) * views_per_image(padding)) if k not in keys)
     missing = views_of(torch.tensor([absent % views_per_image(padding)]), padding)
     with pytest.raises(table.TableError, match="lacks"):
@@ -72,26 +85,39 @@ def test_a_table_of_some_views_finds_them_and_refuses_one_it_lacks(teacher, cach
 
 def test_the_table_is_built_once_with_its_size_printed_and_a_card(teacher, cache, capsys):
     images = _images()
-    table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
+    _open(teacher, images, 1, None)
     printed = capsys.readouterr().out
     assert "building the teacher table" in printed and "108 views x 1024 features" in printed
     assert "float32" in printed and "MB" in printed
     (card_file,) = (cache / "tables").glob("*.json")
     card = json.loads(card_file.read_text())
-    for key in ("teacher", "dataset", "padding", "dtype", "egalib", "commit", "wall_s", "device",
-                "checksum", "date"):  # fmt: skip
+    for key in (
+        "teacher",
+        "dataset",
+        "padding",
+        "dtype",
+        "egalib",
+        "commit",
+        "wall_s",
+        "device",
+        "checksum",
+        "date",
+    ):
         assert key in card, key
     assert card["padding"] == 1 and card["shape"] == [108, 1024] and card["views"] == "all"
-    table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
+    _open(teacher, images, 1, None)
     assert "building" not in capsys.readouterr().out  # read, not rebuilt
 
 
-@pytest.mark.parametrize("key, value", [("padding", 2), ("teacher", "clip-vit-b32"),
-                                        ("dataset", "cifar100"), ("egalib", "0.0.1")])  # fmt: skip
+@pytest.mark.parametrize(
+    "key, value",
+    [("padding", 2), ("teacher", "clip-vit-b32"), ("dataset", "cifar100"), ("egalib", "0.0.1")],
+)
 def test_a_table_built_for_something_else_is_refused_in_one_sentence(teacher, key, value):
     images = _images()
-    table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
-    card = table.table_card("ssl-fmnist", "fashion-mnist", images, 1, None, torch.float32)
+    _open(teacher, images, 1, None)
+    spec = table.TableSpec("ssl-fmnist", "fashion-mnist", images, 1, None)
+    card = table.table_card(spec, torch.float32)
     path = table.table_path(card)
     with pytest.raises(table.TableError) as caught:
         table.read(path, {**card, key: value}, torch.float32, None)
@@ -101,21 +127,21 @@ def test_a_table_built_for_something_else_is_refused_in_one_sentence(teacher, ke
 
 def test_a_newer_egalib_refuses_the_table_an_older_one_built(teacher, monkeypatch):
     images = _images()
-    table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
+    _open(teacher, images, 1, None)
     monkeypatch.setattr(table, "__version__", "99.0")
     with pytest.raises(table.TableError, match="built for egalib '0.1.0', but this run needs"):
-        table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
+        _open(teacher, images, 1, None)
 
 
 def test_a_damaged_table_file_is_refused_by_its_checksum(teacher, cache):
     images = _images()
-    table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
+    _open(teacher, images, 1, None)
     (path,) = (cache / "tables").glob("*.bin")
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(table.TableError, match="checksum"):
-        table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
+        _open(teacher, images, 1, None)
 
 
 def test_of_two_users_of_one_table_one_builds_and_the_other_waits_and_reads(teacher, monkeypatch):
@@ -128,9 +154,7 @@ def test_of_two_users_of_one_table_one_builds_and_the_other_waits_and_reads(teac
 
     monkeypatch.setattr(table, "build", slow_build)
     results = []
-    open_one = lambda: results.append(
-        table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
-    )  # fmt: skip
+    open_one = lambda: results.append(_open(teacher, images, 1, None))
     threads = [threading.Thread(target=open_one) for _ in range(2)]
     for t in threads:
         t.start()
@@ -140,6 +164,7 @@ def test_of_two_users_of_one_table_one_builds_and_the_other_waits_and_reads(teac
     assert torch.equal(results[0].features, results[1].features)
 
 
+@pytest.mark.integration
 def test_two_local_processes_of_reproduce_build_their_shared_table_once(smoke, cache, capfd):
     """`reproduce --parallel 2` trains cells in two processes (`run_local`): two cells of one seed
     that need one table start together; the flock lets one build it, the other waits and reads."""
@@ -163,13 +188,20 @@ def test_a_table_too_large_for_the_gpu_stays_on_the_host_with_one_sentence(monke
     assert printed.count("\n") == 0
 
 
-@pytest.mark.parametrize("method, protocol", [("ega", "pretrained"), ("ega", "joint"),
-                                              ("crd", "pretrained")])  # fmt: skip
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "method, protocol", [("ega", "pretrained"), ("ega", "joint"), ("crd", "pretrained")]
+)
 def test_a_run_with_the_table_trains_as_one_without_it(smoke, tmp_path, method, protocol):
     histories = []
     for use in (False, True):
-        config = smoke(method=method, protocol=protocol, epochs=2, teacher_table=use,
-                       runs_dir=str(tmp_path / f"runs-{use}"))  # fmt: skip
+        config = smoke(
+            method=method,
+            protocol=protocol,
+            epochs=2,
+            teacher_table=use,
+            runs_dir=str(tmp_path / f"runs-{use}"),
+        )
         histories.append(train.fit(config, progress=False).history)
     without, with_table = histories
     measured = [c for c in without.columns if c.startswith(("train_", "test_", "teacher_"))]
@@ -180,23 +212,27 @@ def test_a_run_with_the_table_trains_as_one_without_it(smoke, tmp_path, method, 
 def test_a_short_run_tables_only_the_views_it_draws_and_a_long_one_all(smoke, tmp_path):
     cpu = torch.device("cpu")
     short = smoke(method="ega", epochs=2, teacher_table=True)
-    trainer = train.Trainer(short, train.prepare_data(short, cpu), cpu)
-    keys = trainer.model.table.keys
-    n = len(trainer.data.train_labels)
+    state = TrainState.build(short, train.prepare_data(short, cpu))
+    keys = state.teacher.table.keys
+    n = len(state.data.train_labels)
     assert keys is not None and len(keys) <= 2 * n  # two epochs: at most two views per image
-    drawn = train.drawn_teacher_keys(short, n, cpu)
+    drawn = table.planned_keys(short, n, cpu)
     assert torch.equal(keys, drawn.unique())  # the table's keys: sorted, without repeats
+    seen = []
+    step = lambda index: seen.append(index) or train_step(state, index)
+    for _ in range(short.epochs):  # the run's own steps look up only planned views
+        train.train_epoch(state, step)
+    assert len(seen) == short.epochs * (n // short.batch_size)
     long = smoke(method="ega", epochs=81, teacher_table=True, train_size=16, batch_size=8)
-    trainer = train.Trainer(long, train.prepare_data(long, cpu), cpu)
-    assert trainer.model.table.keys is None  # 2 x 81 epochs >= 162 views: all of them
-    assert len(trainer.model.table.features) == 16 * views_per_image(long.padding)
+    state = TrainState.build(long, train.prepare_data(long, cpu))
+    assert state.teacher.table.keys is None  # 2 x 81 epochs >= 162 views: all of them
+    assert len(state.teacher.table.features) == 16 * views_per_image(long.padding)
 
 
 def test_vanilla_without_a_teacher_in_its_step_builds_no_table(smoke, cache):
-    cpu = torch.device("cpu")
     config = smoke(method="vanilla", teacher_table=True)
-    trainer = train.Trainer(config, train.prepare_data(config, cpu), cpu)
-    assert trainer.model.table is None and not (cache / "tables").exists()
+    state = TrainState.build(config, train.prepare_data(config, torch.device("cpu")))
+    assert not isinstance(state.teacher, TableFeatures) and not (cache / "tables").exists()
 
 
 def test_the_flag_sets_the_table_either_way_and_the_profiles_choose_by_default():
@@ -209,30 +245,10 @@ def test_the_flag_sets_the_table_either_way_and_the_profiles_choose_by_default()
     assert config("--profile", "paper").teacher_table is True
 
 
-def test_runs_of_one_seed_share_one_linear_probe(smoke, monkeypatch):
-    cpu, trained = torch.device("cpu"), []
-    real = train.train_head
-    monkeypatch.setattr(train, "PROBES", {})
-    monkeypatch.setattr(train, "train_head", lambda *a, **k: trained.append(1) or real(*a, **k))
-    heads = []
-    for method in ("ega", "kd", "ega"):
-        config = smoke(method=method, seed=5)
-        trainer = train.Trainer(config, train.prepare_data(config, cpu), cpu)
-        trainer.fit_teacher_head()
-        heads.append(trainer.model.teacher_head.state_dict())
-    assert len(trained) == 1
-    for head in heads[1:]:
-        for key, value in head.items():
-            assert torch.equal(value, heads[0][key])
-    other = smoke(method="ega", seed=6)
-    train.Trainer(other, train.prepare_data(other, cpu), cpu).fit_teacher_head()
-    assert len(trained) == 2  # another seed: another subset, another probe
-
-
 def test_removing_the_cache_folder_rebuilds_the_table(teacher, cache):
     images = _images()
-    first = table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
+    first = _open(teacher, images, 1, None)
     kept = first.features.clone()
     shutil.rmtree(cache)
-    again = table.open_table(teacher, "ssl-fmnist", "fashion-mnist", images, 1, None)
+    again = _open(teacher, images, 1, None)
     assert torch.equal(kept, again.features)

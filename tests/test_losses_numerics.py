@@ -1,4 +1,4 @@
-"""Every loss at any scale and in low precision (#17, #15 item 4): a loss that ignores the scale
+"""Every loss at any scale and in low precision: a loss that ignores the scale
 of its features gives the same value for features scaled by 1e-20 or 1e20, and every loss and its
 gradients stay finite in float16 and bfloat16, on random, constant-row and repeated-sample
 batches."""

@@ -1,0 +1,82 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from egalib import datasets as data
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    return data.load_dataset("fashion-mnist")
+
+
+def test_fashion_mnist_is_uint8_with_ten_classes(fmnist):
+    assert fmnist.train_images.shape == (60000, 1, 28, 28)
+    assert fmnist.test_images.shape == (10000, 1, 28, 28)
+    assert fmnist.train_images.dtype == torch.uint8
+    assert fmnist.train_labels.dtype == torch.int64
+    assert sorted(fmnist.train_labels.unique().tolist()) == list(range(10))
+    assert fmnist.num_classes == 10 and fmnist.channels == 1 and fmnist.image_size == 28
+
+
+def write_fashion_mnist(folder, layout="{}.gz", train=3, test=2):
+    """The four IDX files, at `layout` in `folder`; returns {split: (images, labels)}. IDX: 0, 0,
+    the uint8 type code 8, the number of dimensions, each as a big-endian uint32, the values."""
+    rng, written = np.random.default_rng(0), {}
+    for split, n in (("train", train), ("t10k", test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        written[split] = images, np.arange(n, dtype=np.uint8) % 10
+        for kind, array in zip(("images-idx3", "labels-idx1"), written[split]):
+            dims = b"".join(size.to_bytes(4, "big") for size in array.shape)
+            raw = bytes([0, 0, 8, array.ndim]) + dims + array.tobytes()
+            path = folder / layout.format(f"{split}-{kind}-ubyte")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(gzip.compress(raw) if layout.endswith(".gz") else raw)
+    return written
+
+
+@pytest.mark.parametrize("layout", ["{}.gz", "{}", "FashionMNIST/raw/{}.gz"])
+def test_fashion_mnist_idx_files_written_here_are_read(tmp_path, monkeypatch, layout):
+    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
+    written = write_fashion_mnist(tmp_path, layout)
+    ds = data.load_dataset("fashion-mnist", root=tmp_path)
+    assert ds.train_images.dtype == torch.uint8 and ds.test_labels.dtype == torch.int64
+    np.testing.assert_array_equal(ds.train_images.numpy(), written["train"][0][:, None])
+    np.testing.assert_array_equal(ds.train_labels.numpy(), written["train"][1])
+    np.testing.assert_array_equal(ds.test_images.numpy(), written["t10k"][0][:, None])
+    np.testing.assert_array_equal(ds.test_labels.numpy(), written["t10k"][1])
+
+
+def test_fashion_mnist_truncated_idx_is_one_clear_sentence(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
+    write_fashion_mnist(tmp_path)
+    bad = tmp_path / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:-9])
+    with pytest.raises(data.DatasetCorruptError) as error:
+        data.load_dataset("fashion-mnist", root=tmp_path)
+    assert str(bad) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_dataset_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
+    with pytest.raises(data.DatasetNotFoundError) as error:
+        data.load_dataset("fashion-mnist", root=tmp_path / "empty")
+    message = str(error.value)
+    assert str(tmp_path / "debian") in message and str(tmp_path / "empty") in message
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "\n" not in message
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'.*fashion-mnist"):
+        data.load_dataset("mnist")
+
+
+def test_subset_is_class_balanced(fmnist):
+    small = fmnist.subset(train=100, test=30, seed=1)
+    assert torch.bincount(small.train_labels).tolist() == [10] * 10
+    assert torch.bincount(small.test_labels).tolist() == [3] * 10
+    again = fmnist.subset(train=100, seed=1)
+    assert torch.equal(small.train_images, again.train_images)
