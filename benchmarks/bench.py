@@ -63,9 +63,9 @@ from report import (
 )
 
 from egalib import models
+from egalib.config import resolve_device
 from egalib.experiments import device_name
 from egalib.files import atomic_write_text
-from egalib.train import resolve_device
 
 READY, RESULT = "BENCH-READY", "BENCH-RESULT "
 PROFILE_STEPS = 10

@@ -31,9 +31,9 @@ from report import RESULTS_DIR, device_slug
 
 from egalib import models
 from egalib.capture import record_graph, side_stream
+from egalib.config import resolve_device
 from egalib.experiments import device_name
 from egalib.files import atomic_write_text
-from egalib.train import resolve_device
 from egalib.views import train_view
 
 VARIANTS = ("fp32", "bf16", "bf16-graph", "bf16-compile", "bf16-compile-graph")

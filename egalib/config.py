@@ -158,9 +158,17 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def resolved(self) -> dict:
+        """The weights and options the run trains with, the method's defaults filled in: what a
+        changed default changes."""
+        m = self.weights
+        return {"gamma": m.gamma, "alpha": m.alpha, "beta": m.beta, "options": m.defaults}
+
     def shaping(self) -> dict:
-        """The values that shape a run's results (not where or how fast it runs)."""
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
+        """The values that shape a run's results (not where or how fast it runs), the resolved
+        weights and options included."""
+        given = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_ONLY}
+        return {**given, "resolved": self.resolved()}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -181,6 +189,13 @@ class RunConfig:
         digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
         parts = (self.dataset, self.teacher, self.student, self.method, self.protocol)
         return "_".join([*parts, f"e{self.epochs}", f"s{self.seed}", digest])
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto": CUDA when available, else the CPU; any other name as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def _profile(name: str) -> dict:

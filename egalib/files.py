@@ -4,6 +4,7 @@ never half of one), tensor files read safely, exclusive locks, and what a result
 (commit, device)."""
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import io
@@ -124,17 +125,40 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.blake2b(data).hexdigest()[:16]
 
 
-def git_commit() -> str:
-    """The repository's short commit when egalib runs from a git checkout, else "unknown" (an
-    installed egalib has no commit, whatever folder it was installed into)."""
+def git(*args: str) -> str | None:
+    """git's output in egalib's checkout; None for an installed egalib (no checkout) or a
+    failed call."""
     if not (SOURCE_ROOT / ".git").exists():
-        return "unknown"
+        return None
     with contextlib.suppress(OSError):
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=SOURCE_ROOT
-        )
-        return done.stdout.strip() or "unknown"
-    return "unknown"
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=SOURCE_ROOT)
+        return done.stdout.strip() if done.returncode == 0 else None
+    return None
+
+
+def git_commit() -> str:
+    """The checkout's short commit, or "unknown" (an installed egalib has no commit)."""
+    return git("rev-parse", "--short", "HEAD") or "unknown"
+
+
+def provenance(device: torch.device) -> dict:
+    """What produced a result: egalib's version and commit (dirty: with uncommitted changes to
+    tracked files), torch's and torchvision's versions, the device and the CPU, and the date."""
+    import torchvision
+
+    from . import __version__
+
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "egalib": __version__,
+        "commit": git_commit(),
+        "dirty": None if changes is None else bool(changes),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": device_name(device),
+        "cpu": device_name(torch.device("cpu")),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def device_name(device: torch.device) -> str:

@@ -8,7 +8,15 @@ import json
 import math
 from pathlib import Path
 
-from .files import atomic_torch_save, atomic_write_text, exclusive, load_tensors, read_json
+from .config import resolve_device
+from .files import (
+    atomic_torch_save,
+    atomic_write_text,
+    exclusive,
+    load_tensors,
+    provenance,
+    read_json,
+)
 
 
 class CheckpointError(RuntimeError):
@@ -31,7 +39,11 @@ class Run:
         run = cls(Path(config.runs_dir) / config.run_name)
         wanted = config.shaping()
         if run.config_path.is_file():
-            stored = type(config).from_dict(run.config).shaping()
+            written = run.config  # its resolved weights as they were when it was made
+            stored = {
+                **type(config).from_dict(written).shaping(),
+                "resolved": written.get("resolved"),
+            }
             if stored != wanted:
                 changed = sorted(
                     k for k in wanted.keys() | stored.keys() if wanted.get(k) != stored.get(k)
@@ -41,7 +53,9 @@ class Run:
                     f"{', '.join(changed)}); choose another --name or remove that folder."
                 )
         else:
-            atomic_write_text(run.config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+            made = provenance(resolve_device(config.device))
+            written = {**config.to_dict(), "resolved": config.resolved(), "provenance": made}
+            atomic_write_text(run.config_path, json.dumps(written, indent=2) + "\n")
         return run
 
     @property
@@ -122,11 +136,16 @@ def _percent(fraction: float) -> float | None:
 
 
 def load_runs(runs_dir: str | Path = "runs"):
-    """Every finished run under `runs_dir`: one row each, its config and its final metrics."""
+    """Every finished run under `runs_dir`: one row each, its config, the commit that trained it
+    (with `dirty` where the checkout had uncommitted changes; None from an older egalib) and its
+    final metrics."""
     import pandas as pd
 
     rows = []
     for metrics_path in sorted(Path(runs_dir).glob("*/metrics.json")):
         run = Run(metrics_path.parent)
-        rows.append({"run": run.path.name, "path": str(run.path), **run.config, **run.metrics})
+        config = run.config
+        made, _ = config.pop("provenance", {}), config.pop("resolved", None)
+        made = {"commit": made.get("commit"), "dirty": made.get("dirty")}
+        rows.append({"run": run.path.name, "path": str(run.path), **config, **made, **run.metrics})
     return pd.DataFrame(rows)

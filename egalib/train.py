@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .capture import CapturedStep
-from .config import RunConfig
+from .config import RunConfig, resolve_device
 from .datasets import Dataset, load_dataset
 from .runs import Run
 from .step import Terms, TrainState, train_step
@@ -25,12 +25,6 @@ from .views import ENCODE_CHUNK, eval_view
 
 EpochEnd = Callable[[int, dict], None]  # called with (epoch, its history row) after each epoch
 Step = Callable[[torch.Tensor], Terms]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def prepare_data(config: RunConfig, device: torch.device) -> Dataset:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -118,3 +119,29 @@ def test_a_checkpoint_from_another_format_is_refused_in_one_sentence(smoke):
     resumed = TrainState.build(config, train.prepare_data(config, torch.device("cpu")))
     with pytest.raises(CheckpointError, match="lacks optimizers.*delete checkpoint.pt"):
         resumed.load_state_dict(state)
+
+
+@pytest.mark.integration
+def test_a_changed_default_weight_trains_a_new_run(smoke, monkeypatch):
+    """The resolved weights and options are part of the run's hash: after a method's default
+    changes, the same command trains a new run instead of returning the old one."""
+    config = smoke(method="ega")
+    first = train.fit(config, progress=False)
+    written = json.loads((first.path / "config.json").read_text())
+    assert written["beta"] is None and written["resolved"]["beta"] == 1.0
+    assert written["resolved"]["options"] == {"node_weight": 0.8, "edge_weight": 0.24}
+    for key in ("egalib", "commit", "dirty", "torch", "torchvision", "device", "cpu", "date"):
+        assert key in written["provenance"], key
+    monkeypatch.setitem(METHODS, "ega", replace(METHODS["ega"], beta=2.0))
+    second = train.fit(config, progress=False)
+    assert second.path != first.path and second.finished
+    assert json.loads((second.path / "config.json").read_text())["resolved"]["beta"] == 2.0
+    assert set(load_runs(config.runs_dir)["run"]) == {first.path.name, second.path.name}
+
+
+def test_a_folder_made_with_other_resolved_weights_is_refused(smoke, monkeypatch):
+    config = smoke(method="ega", name="mine")
+    Run.open(config)
+    monkeypatch.setitem(METHODS, "ega", replace(METHODS["ega"], beta=2.0))
+    with pytest.raises(ValueError, match="different config.*resolved"):
+        Run.open(config)

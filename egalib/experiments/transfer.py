@@ -10,11 +10,11 @@ import json
 from pathlib import Path
 
 from .. import models
+from ..config import resolve_device
 from ..datasets import load_dataset
 from ..files import atomic_write_text
 from ..models import Teacher
 from ..runs import Run
-from ..train import resolve_device
 from .pretrain import linear_probe_accuracy
 
 
