@@ -76,6 +76,21 @@ def _cosine_probabilities(x: Tensor) -> Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
+def sp(fs: Tensor, ft: Tensor) -> Tensor:
+    """Similarity-Preserving KD (Tung & Mori, ICCV 2019): ||G^t - G^s||_F^2 / B^2, where
+    G = x x^T (B x B) with each row divided by its L2 norm (a zero row stays 0). Widths may
+    differ; unchanged when a side is scaled. EGA's edge term is its closest kin: Pearson graphs
+    under an unsquared norm."""
+    check.pair("sp", fs, ft, min_batch=2)
+    return (_row_normalised_gram(ft) - _row_normalised_gram(fs)).pow(2).sum() / len(fs) ** 2
+
+
+def _row_normalised_gram(x: Tensor) -> Tensor:
+    """x x^T with unit rows; x is max-scaled first (the same rows after the norm, no overflow)."""
+    x = max_scaled(x)
+    return unit_rows(x @ x.T)
+
+
 def pkt(fs: Tensor, ft: Tensor, eps: float = 1e-7) -> Tensor:
     """Probabilistic Knowledge Transfer (Passalis & Tefas, ECCV 2018).
 

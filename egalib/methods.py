@@ -115,6 +115,7 @@ METHODS: dict[str, Method] = {
     "rkd": Method(losses.rkd, beta=1.0),
     "nce": Method(losses.nce, ("xs", "xt", "target"), beta=1.0),
     "irg": Method(losses.irg, ("xs", "xt", *LOGITS), beta=1.0),
+    "sp": Method(losses.sp, beta=3000.0),
     "crd": Method(losses.CRD, ("xs", "xt", "index", "generator"), beta=0.8),
     "ccl": Method(losses.ccl, ("xs", "xt", "target", *LOGITS), beta=1.0),
     "ega": ega_family(),

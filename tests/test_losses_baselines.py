@@ -1,4 +1,4 @@
-"""Tests for the baseline losses: fitnet, pkt, rkd, nce, ccl, irg and the CRD module.
+"""Tests for the baseline losses: fitnet, sp, pkt, rkd, nce, ccl, irg and the CRD module.
 
 Each loss is checked against a float64 numpy reference of its formula written here with loops
 (independent of egalib), against a small case worked out by hand, and on degenerate batches.
@@ -74,6 +74,16 @@ def softmax(z):
 def fitnet_ref(s, t):
     rows, cols = s.shape
     return sum((s[i, j] - t[i, j]) ** 2 for i in range(rows) for j in range(cols)) / s.size
+
+
+def sp_ref(s, t):
+    b = len(s)
+
+    def gram(x):
+        return np.array([unit([x[i] @ x[j] for j in range(b)]) for i in range(b)])
+
+    gs, gt = gram(s), gram(t)
+    return sum((gt[i, j] - gs[i, j]) ** 2 for i in range(b) for j in range(b)) / b**2
 
 
 def pkt_ref(s, t, eps=1e-7):
@@ -173,13 +183,14 @@ def logits_for(x):
 
 LOSSES = {
     "fitnet": lambda fs, ft: losses.fitnet(fs, ft),
+    "sp": lambda fs, ft: losses.sp(fs, ft),
     "pkt": lambda fs, ft: losses.pkt(fs, ft),
     "rkd": lambda fs, ft: losses.rkd(fs, ft),
     "nce": lambda fs, ft: losses.nce(fs, ft, TARGET[: len(fs)]),
     "ccl": lambda fs, ft: losses.ccl(fs, ft, TARGET[: len(fs)], *logits_for(fs)),
     "irg": lambda fs, ft: losses.irg(fs, ft, *logits_for(fs)),
 }
-RELATIONAL = ["pkt", "rkd", "nce", "ccl", "irg"]
+RELATIONAL = ["sp", "pkt", "rkd", "nce", "ccl", "irg"]
 
 
 # --- against the references on random inputs ------------------------------------------------------
@@ -190,6 +201,13 @@ RELATIONAL = ["pkt", "rkd", "nce", "ccl", "irg"]
 def test_fitnet_matches_reference(batch, dtype):
     (fs, ft, *_), (s, t, *_) = random_inputs(batch, dtype, seed=batch)
     check(losses.fitnet(fs, ft), fitnet_ref(s, t), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_sp_matches_reference(batch, dtype):
+    (fs, ft, *_), (s, t, *_) = random_inputs(batch, dtype, seed=batch, dim_t=20)
+    check(losses.sp(fs, ft), sp_ref(s, t), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -245,6 +263,15 @@ def test_fitnet_hand_case():
     fs = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     ft = torch.tensor([[1.0, 0.0], [3.0, 3.0]])
     assert losses.fitnet(fs, ft).item() == pytest.approx(5 / 4)
+
+
+def test_sp_hand_case():
+    # G^s = I (unit rows already); G^t = all ones, rows (1, 1) / sqrt 2. The diagonal differs by
+    # 1 - 1/sqrt 2, the rest by 1/sqrt 2: (2 (1 - 1/sqrt 2)^2 + 2 / 2) / 4 = 1 - 1/sqrt 2.
+    fs = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    ft = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    assert losses.sp(fs, ft).item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-12)
+    assert losses.sp(fs, fs * 7).item() == 0  # scale-free: the same graph
 
 
 def test_pkt_hand_case():

@@ -32,6 +32,7 @@ LOSSES = {
     "ega": lambda fs, ft, ls, lt: losses.ega(fs, ft),
     "kd": lambda fs, ft, ls, lt: losses.kd(ls, lt),
     "fitnet": lambda fs, ft, ls, lt: losses.fitnet(fs, ft),
+    "sp": lambda fs, ft, ls, lt: losses.sp(fs, ft),
     "pkt": lambda fs, ft, ls, lt: losses.pkt(fs, ft),
     "rkd": lambda fs, ft, ls, lt: losses.rkd(fs, ft),
     "nce": lambda fs, ft, ls, lt: losses.nce(fs, ft, TARGET),
@@ -40,7 +41,7 @@ LOSSES = {
 }
 # every loss whose features enter only through their directions or ratios of distances: all but
 # FitNet's MSE, KD (logits only) and CRD (a linear layer with a bias before its normalisation)
-SCALE_FREE = ("ega", "pkt", "rkd", "nce", "ccl", "irg")
+SCALE_FREE = ("ega", "sp", "pkt", "rkd", "nce", "ccl", "irg")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
