@@ -60,3 +60,31 @@ def test_students_are_registered_backbones():
         assert name in models.STUDENTS
         assert isinstance(models.student(name, in_channels=1), models.Backbone)
     assert {"resnet8x4", "small-cnn"} <= set(models.STUDENTS)
+
+
+@pytest.mark.parametrize("name", ["resnet8x4", "vgg13", "wrn-40-2"])
+def test_students_start_as_their_crd_definitions_initialise_them(name):
+    """He-normal convolutions (std sqrt(2 / fan_out), fan_out = out channels x kernel area),
+    zero conv biases, batch norms at weight 1 and bias 0, read from a fresh network's weights;
+    PyTorch's default (uniform, std 1 / sqrt(3 fan_in)) would be about 2.4x narrower."""
+    torch.manual_seed(0)
+    net = models.student(name)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs:
+        w = conv.weight
+        fan_out = w.shape[0] * w.shape[2] * w.shape[3]
+        if w.numel() >= 4096:  # enough values for the sample std to be within a few percent
+            assert w.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.1)
+            assert abs(w.mean().item()) < 0.1 * (2 / fan_out) ** 0.5
+        if conv.bias is not None:
+            assert not conv.bias.any()
+    assert sum(c.weight.numel() >= 4096 for c in convs) >= 3
+    for norm in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
+        assert torch.all(norm.weight == 1) and not norm.bias.any()
+
+
+def test_shufflenet_keeps_pytorchs_default_initialisation():
+    torch.manual_seed(0)
+    conv = next(m for m in models.student("shufflenetv1").modules() if isinstance(m, nn.Conv2d))
+    fan_in = conv.weight[0].numel()
+    assert conv.weight.abs().max().item() <= (1 / fan_in) ** 0.5 + 1e-6  # kaiming_uniform(a=5**.5)

@@ -9,6 +9,21 @@ import torch
 from torch import nn
 
 
+def he_init(backbone: "Backbone") -> "Backbone":
+    """The CRD code base's initialisation of resnet8x4, VGG13 and WRN-40-2: every conv weight
+    normal with std sqrt(2 / fan_out) (He, fan_out = out channels x kernel area), conv biases 0,
+    batch norms weight 1 and bias 0. ShuffleNetV1 keeps PyTorch's default there, as here."""
+    for m in backbone.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return backbone
+
+
 def conv_bn(cin: int, cout: int, stride=1, kernel=3, groups=1, bias=False) -> list[nn.Module]:
     """A 'same'-padded convolution and its BatchNorm, as a list to splice into a Sequential."""
     conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=bias)
@@ -55,7 +70,7 @@ def resnet8x4(in_channels: int = 3) -> Backbone:
         BasicBlock(widths[1], widths[2], stride=2),
         BasicBlock(widths[2], widths[3], stride=2),
     )
-    return Backbone(layers, widths[3])
+    return he_init(Backbone(layers, widths[3]))
 
 
 def small_cnn(in_channels: int = 3, width: int = 16) -> Backbone:
@@ -139,7 +154,7 @@ def vgg13(in_channels: int = 3) -> Backbone:
         elif i == 3:
             layers.append(MaxPoolIfLarge(8))
         cin = width
-    return Backbone(nn.Sequential(*layers), stages[-1])
+    return he_init(Backbone(nn.Sequential(*layers), stages[-1]))
 
 
 class PreActBlock(nn.Module):
@@ -171,7 +186,7 @@ def wide_resnet(depth: int, widen: int, in_channels: int = 3) -> Backbone:
         stride = 1 if stage == 0 else 2
         layers += [PreActBlock(cin, cout, stride)] + [PreActBlock(cout, cout) for _ in range(n - 1)]
     layers += [nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True)]
-    return Backbone(nn.Sequential(*layers), widths[-1])
+    return he_init(Backbone(nn.Sequential(*layers), widths[-1]))
 
 
 def wrn_40_2(in_channels: int = 3) -> Backbone:
