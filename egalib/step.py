@@ -11,6 +11,7 @@ logits with its own SGD (`joint`); distillation gradients never reach it.
 
 import contextlib
 import copy
+import functools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -139,10 +140,15 @@ class TrainState:
             method=method,
         )
 
+    @functools.cached_property
+    def teacher_in_step(self) -> bool:
+        """`RunConfig.teacher_in_step`, read once rather than at every step."""
+        return self.config.teacher_in_step
+
     def teacher_outputs(self, images: torch.Tensor, index: torch.Tensor):
         """The teacher head's (embeddings, logits) of the batch's teacher view; None when the
         step runs no teacher."""
-        if not self.config.teacher_in_step:
+        if not self.teacher_in_step:
             return None
         padding, device = self.config.padding, images.device
         views = draw_views(len(images), padding, self.streams["teacher_view"], device)

@@ -5,6 +5,7 @@ linear probe that trains a head on those features, and `TeacherMemo`, the teache
 the runs of one command may share."""
 
 import copy
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -43,7 +44,11 @@ class EncodedFeatures:
 
     def __init__(self, teacher: Teacher, padding: int, memo: TeacherMemo | None = None):
         self.teacher, self.padding, self.memo = teacher, padding, memo or TeacherMemo()
-        self.weights = weights_digest(teacher)
+
+    @functools.cached_property
+    def weights(self) -> str:
+        """The digest of the teacher's weights, made once, when a memo key first needs it."""
+        return weights_digest(self.teacher)
 
     def of_views(self, images: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """Float32 features of uint8 training images seen as `views` (crop offsets, flips)."""
