@@ -96,6 +96,7 @@ class RunConfig:
             )
         self._check_numbers()
         self._check_options()
+        self._check_name()
 
     def _check_numbers(self) -> None:
         """Each number finite and in its range, refused here in one sentence rather than by torch
@@ -132,6 +133,24 @@ class RunConfig:
                     f"option {key} of method {self.method!r} must be a finite {kind.__name__}, "
                     f"got {value!r}; give a number of that type."
                 )
+            in_range, expected = option_in_range(key, value)
+            if not in_range:
+                raise ValueError(
+                    f"option {key} of method {self.method!r} must be {expected}, got {value!r}; "
+                    "give such a value."
+                )
+
+    def _check_name(self) -> None:
+        """A run folder's name is one folder inside runs_dir, never a path out of it."""
+        if self.name is None:
+            return
+        name = self.name
+        plain = isinstance(name, str) and name not in ("", ".", "..")
+        if not plain or any(c in name for c in "/\\\0"):
+            raise ValueError(
+                f"name {self.name!r} is not a plain folder name; give one without '/', '\\' "
+                "or '..', and choose the folder around it with --runs-dir."
+            )
 
     @property
     def joint_teacher_head(self) -> bool:
@@ -189,6 +208,28 @@ class RunConfig:
         digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
         parts = (self.dataset, self.teacher, self.student, self.method, self.protocol)
         return "_".join([*parts, f"e{self.epochs}", f"s{self.seed}", digest])
+
+
+# the ranges that the losses' formulas fix for their options, by option name
+OPTION_RANGES = {
+    "tau": ("a number > 0", lambda v: v > 0),
+    "T": ("a number > 0", lambda v: v > 0),
+    "eps": ("a number > 0", lambda v: v > 0),
+    "embed_dim": ("a whole number >= 1", lambda v: v >= 1),
+    "num_negatives": ("a whole number >= 1", lambda v: v >= 1),
+    "momentum": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+}
+
+
+def option_in_range(key: str, value: float) -> tuple[bool, str]:
+    """Whether a method option's value is in the range its formula fixes (weights: >= 0)."""
+    if key in OPTION_RANGES:
+        expected, holds = OPTION_RANGES[key]
+    elif key.endswith("_weight"):
+        expected, holds = "a number >= 0", lambda v: v >= 0
+    else:
+        return True, ""
+    return holds(value), expected
 
 
 def resolve_device(name: str) -> torch.device:

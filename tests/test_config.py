@@ -42,3 +42,32 @@ def test_config_overrides_method_defaults():
     assert config.weights.defaults == {"node_weight": 0.8, "edge_weight": 0.5}
     assert RunConfig(method="kd").weights.alpha == 0.9
     assert RunConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("name", ["../escaped_run", "a/b", "..", ".", "", "/abs", "a\\b"])
+def test_a_run_name_that_leaves_its_folder_is_refused(name):
+    with pytest.raises(ValueError, match="not a plain folder name.*--runs-dir"):
+        RunConfig(name=name)
+    assert RunConfig(name="my-run.v2").run_name == "my-run.v2"
+
+
+@pytest.mark.parametrize(
+    "method, option, value, expected",
+    [
+        ("nce", "tau", 0.0, "> 0"),
+        ("ccl", "T", -1.0, "> 0"),
+        ("crd", "embed_dim", 0, ">= 1"),
+        ("crd", "num_negatives", 0, ">= 1"),
+        ("crd", "momentum", 1.0, r"in \[0, 1\)"),
+        ("pkt", "eps", 0.0, "> 0"),
+        ("ega", "edge_weight", -0.1, ">= 0"),
+        ("rkd", "angle_weight", -1.0, ">= 0"),
+    ],
+)
+def test_options_out_of_their_formula_s_range_are_one_sentence(method, option, value, expected):
+    with pytest.raises(
+        ValueError, match=f"option {option} of method '{method}' must be .*{expected}"
+    ):
+        RunConfig(method=method, options={option: value})
+    edge = {"tau": 1e-3, "T": 1e-3, "eps": 1e-9, "embed_dim": 1, "num_negatives": 1}
+    RunConfig(method=method, options={option: edge.get(option, 0.0)})  # the edge is accepted
