@@ -166,13 +166,16 @@ class TrainState:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Everything `state_dict` saved, loaded exactly: a checkpoint of other networks, or one
+        holding a non-finite weight, is refused in one sentence (CheckpointError)."""
         missing = [k for k in ("model", "optimizers", "schedule", "streams") if k not in state]
         if missing:
             raise CheckpointError(
                 f"the checkpoint lacks {', '.join(missing)} (another egalib version wrote it); "
                 "delete checkpoint.pt to train the run afresh."
             )
-        self.networks.load_state_dict(state["model"], strict=False)
+        check_weights(state["model"], self.networks.trainable_state())
+        self.networks.load_state_dict(state["model"], strict=False)  # the frozen encoder aside
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         self.schedule.load_state_dict(state["schedule"])
@@ -215,6 +218,23 @@ def train_step(state: TrainState, index: torch.Tensor) -> Terms:
     with record_function("backward_step"):
         state.precision.backward_and_step(objective, state.optimizers.values())
     return {k: v.detach() for k, v in {**terms, **measured}.items()}
+
+
+def check_weights(saved: dict, expected: dict) -> None:
+    """The checkpoint's weights are those of this run's networks, and finite."""
+    missing = sorted(expected.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - expected.keys())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the checkpoint's weights are not this run's networks' (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); delete checkpoint.pt to train the run afresh."
+        )
+    bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"the checkpoint holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}; "
+            "delete checkpoint.pt to train the run afresh, or lower the learning rate."
+        )
 
 
 def check_capture(config: RunConfig, device: torch.device, precision: Precision) -> None:

@@ -17,7 +17,7 @@ from . import losses
 from .capture import CapturedStep
 from .config import RunConfig, resolve_device
 from .datasets import Dataset, load_dataset
-from .runs import Run
+from .runs import CheckpointError, Run
 from .step import Terms, TrainState, train_step
 from .streams import epoch_batches
 from .teacher_features import ProbeRecipe, TeacherMemo, fit_probe
@@ -104,7 +104,10 @@ def start(state: TrainState, run: Run) -> tuple[int, list[dict]]:
     pretrained protocol's teacher head first trained as a linear probe)."""
     checkpoint = run.load_checkpoint()
     if checkpoint is not None:
-        state.load_state_dict(checkpoint)
+        try:
+            state.load_state_dict(checkpoint)
+        except CheckpointError as error:
+            raise CheckpointError(f"{run.path / 'checkpoint.pt'}: {error}") from None
         return checkpoint["epoch"], checkpoint["history"]
     config = state.config
     if config.protocol == "pretrained" and state.teacher is not None:

@@ -6,6 +6,7 @@ import torch
 
 from egalib import train
 from egalib.methods import METHODS
+from egalib.runs import CheckpointError
 from egalib.step import TrainState, train_step
 from egalib.streams import random_streams
 
@@ -79,3 +80,23 @@ def test_methods_compared_with_one_seed_see_the_same_batches_and_views(smoke):
             assert torch.equal(mine["teacher_view"], ega["teacher_view"]), method
     last = lambda method: seen[method][-1]["method"]
     assert not torch.equal(last("crd"), last("ega"))  # CRD drew its own negatives
+
+
+def state_of(smoke, method="ega"):
+    config = smoke(method=method)
+    return TrainState.build(config, train.prepare_data(config, torch.device("cpu")))
+
+
+def test_a_checkpoint_of_other_networks_or_with_a_nan_weight_is_refused(smoke):
+    saved = state_of(smoke).state_dict()
+    other = dict(saved, model={f"old.{k}": v for k, v in saved["model"].items()})
+    with pytest.raises(CheckpointError, match="not this run's networks.*delete checkpoint.pt"):
+        state_of(smoke).load_state_dict(other)
+    with pytest.raises(CheckpointError, match="not this run's networks"):
+        state_of(smoke, "crd").load_state_dict(saved)  # CRD's memory bank is missing
+    broken = dict(saved, model=dict(saved["model"]))
+    key = "student_head.embed.weight"
+    broken["model"][key] = broken["model"][key].clone().fill_(float("nan"))
+    with pytest.raises(CheckpointError, match=f"non-finite weights .* in {key}"):
+        state_of(smoke).load_state_dict(broken)
+    state_of(smoke).load_state_dict(saved)  # its own checkpoint loads
