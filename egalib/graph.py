@@ -53,13 +53,14 @@ def unit_rows(x: torch.Tensor, centre: bool = False, eps: float = 0.0) -> torch.
         x = x - x.mean(dim=-1, keepdim=True)
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     floor = max(eps, torch.finfo(x.dtype).tiny)
-    return torch.where(norm >= floor, x, 0) / _nonzero(norm, floor)
+    return torch.where(norm < floor, 0, x) / _nonzero(norm, floor)  # NaN stays NaN
 
 
 def _nonzero(scale: torch.Tensor, floor: float) -> torch.Tensor:
-    """The scale where it is at least `floor`, else 1: dividing by it keeps a zero row at 0 with
-    a finite gradient (dividing by a tiny floor would give gradients of 1e38)."""
-    return torch.where(scale >= floor, scale, torch.ones_like(scale))
+    """The scale where it is not below `floor`, else 1: dividing by it keeps a zero row at 0 with
+    a finite gradient (dividing by a tiny floor would give gradients of 1e38). A NaN scale
+    stays NaN, so that NaN input gives NaN, never a number."""
+    return torch.where(scale < floor, torch.ones_like(scale), scale)
 
 
 class Graphs(NamedTuple):

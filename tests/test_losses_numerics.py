@@ -126,3 +126,23 @@ def test_crd_is_finite_under_low_precision_autocast(dtype, case):
 def test_pearson_of_constant_rows_is_zero_in_float16():
     x = torch.full((3, D), 7.0, dtype=torch.float16)
     assert torch.equal(pearson(x), torch.zeros(3, 3, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_nan_in_is_nan_out(name):
+    """The scale guards keep finite input finite; they never turn a NaN into a number."""
+    g = torch.Generator().manual_seed(0)
+    fs, ft = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    ls, lt = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g)
+    if name == "kd":
+        ls[3, 5] = float("nan")  # KD reads the logits only
+    else:
+        fs[3, 5] = float("nan")
+    assert torch.isnan(LOSSES[name](fs, ft, ls, lt))
+
+
+def test_nan_in_crd_is_nan_out():
+    crd = losses.CRD(16, 16, torch.arange(40) % 4, embed_dim=8, num_negatives=8)
+    fs, ft = torch.randn(8, 16), torch.randn(8, 16)
+    fs[0, 0] = float("nan")
+    assert torch.isnan(crd(fs, ft, torch.arange(8)))
