@@ -6,6 +6,7 @@ a killed run resumes from its last checkpoint. The uint8 dataset stays on the de
 terms are summed there and read once per epoch.
 """
 
+import math
 import time
 from collections.abc import Callable
 
@@ -133,6 +134,26 @@ def fit(
     return run
 
 
+class DivergenceError(RuntimeError):
+    """A training epoch's loss went non-finite; the message names the epoch, term and knobs."""
+
+
+def check_finite(state: TrainState, row: dict) -> None:
+    """Stop a run whose epoch summed a non-finite loss term, before its checkpoint is written:
+    the last good checkpoint stays, and the run is not marked finished."""
+    bad = [k for k, v in row.items() if k.startswith("train_") and not math.isfinite(v)]
+    if bad:
+        config, method = state.config, state.method
+        knobs = f"--lr (now {config.lr:g}) or the method's weight --beta (now {method.beta:g})"
+        options = ", ".join(f"{k}={v}" for k, v in method.defaults.items())
+        raise DivergenceError(
+            f"run {config.run_name} diverged in epoch {row['epoch']} of {config.epochs}: "
+            f"not finite: {', '.join(bad)}; lower {knobs}"
+            + (f" or check its options ({options})" if options else "")
+            + "; its last good checkpoint is kept and the run is not marked finished."
+        )
+
+
 def train_run(state: TrainState, run: Run, progress: bool, on_epoch_end: EpochEnd | None) -> None:
     config, (first, history) = state.config, start(state, run)
     step, embeddings = step_function(state), None
@@ -140,6 +161,7 @@ def train_run(state: TrainState, run: Run, progress: bool, on_epoch_end: EpochEn
         began = time.time()
         row = {"epoch": epoch + 1, "lr": float(state.optimizers["student"].param_groups[0]["lr"])}
         row.update(train_epoch(state, step, progress))
+        check_finite(state, row)
         seconds = time.time() - began
         test_row, embeddings = evaluate(state)
         row.update(test_row, seconds=seconds, images_per_s=len(state.data.train_labels) / seconds)

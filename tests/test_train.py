@@ -145,3 +145,15 @@ def test_a_folder_made_with_other_resolved_weights_is_refused(smoke, monkeypatch
     monkeypatch.setitem(METHODS, "ega", replace(METHODS["ega"], beta=2.0))
     with pytest.raises(ValueError, match="different config.*resolved"):
         Run.open(config)
+
+
+@pytest.mark.integration
+def test_a_diverging_run_stops_and_names_the_epoch_term_and_knobs(smoke):
+    config = smoke(method="nce", beta=1e38, epochs=2)
+    with pytest.raises(train.DivergenceError) as caught:
+        train.fit(config, progress=False)
+    message = str(caught.value)
+    assert "diverged in epoch 1 of 2" in message and "train_loss" in message
+    assert "--lr" in message and "--beta" in message and "\n" not in message
+    run = Run.open(config)
+    assert not run.finished and not (run.path / "checkpoint.pt").exists()
