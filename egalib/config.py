@@ -233,10 +233,21 @@ def option_in_range(key: str, value: float) -> tuple[bool, str]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto": CUDA when available, else the CPU; any other name as torch reads it."""
+    """CUDA when available for "auto", else the CPU; any other name as torch reads it, refused
+    in one sentence when it is not a device or this machine does not have it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    backend = getattr(torch, device.type, None) if device is not None else None
+    if device is None or not (device.type == "cpu" or backend and backend.is_available()):
+        raise ValueError(
+            f"device {name!r} is not available on this machine; use 'auto', 'cpu' or a device "
+            "that torch has here (e.g. 'cuda' on a machine with a GPU)."
+        )
+    return device
 
 
 def _profile(name: str) -> dict:

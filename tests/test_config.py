@@ -1,8 +1,9 @@
 """RunConfig: bad values are one clear sentence; given weights and options replace the method's."""
 
 import pytest
+import torch
 
-from egalib.config import RunConfig
+from egalib.config import RunConfig, resolve_device
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,10 @@ def test_options_out_of_their_formula_s_range_are_one_sentence(method, option, v
         RunConfig(method=method, options={option: value})
     edge = {"tau": 1e-3, "T": 1e-3, "eps": 1e-9, "embed_dim": 1, "num_negatives": 1}
     RunConfig(method=method, options={option: edge.get(option, 0.0)})  # the edge is accepted
+
+
+@pytest.mark.parametrize("name", ["xpu", "nonsense", "meta"])
+def test_a_device_this_machine_lacks_is_one_sentence(name):
+    with pytest.raises(ValueError, match=f"device '{name}' is not available on this machine"):
+        resolve_device(name)
+    assert resolve_device("cpu") == torch.device("cpu")
