@@ -21,6 +21,7 @@ EXECUTION_ONLY = (
 )  # may differ on resume
 # every number's range: whole numbers and their least value; numbers above 0; numbers at least 0
 WHOLE = {
+    "batch_size": 1,  # at least 2: refused apart, with the reason
     "epochs": 1,
     "embed_dim": 1,
     "probe_epochs": 1,
@@ -80,7 +81,7 @@ class RunConfig:
         }
         for key, names in known.items():
             value = getattr(self, key)
-            if value not in names:
+            if not isinstance(value, str) or value not in names:
                 raise ValueError(
                     f"unknown {key} {value!r}; known {key}s: {', '.join(names)}. Pick one of those."
                 )
@@ -89,12 +90,12 @@ class RunConfig:
                 f"method {self.method!r} distils from a teacher, but teacher is {NO_TEACHER!r}; "
                 "name a teacher (see `python -m egalib list`) or use method 'vanilla'."
             )
+        self._check_numbers()
         if self.batch_size < 2:
             raise ValueError(
                 f"batch_size must be at least 2, got {self.batch_size}: EGA's graph relates the "
                 "samples of a batch (and batch norm needs two). Use a larger batch."
             )
-        self._check_numbers()
         self._check_options()
         self._check_name()
 
@@ -117,6 +118,11 @@ class RunConfig:
                 raise ValueError(f"{key} must be {expected}, got {value!r}; give such a value.")
 
     def _check_options(self) -> None:
+        if not isinstance(self.options, dict):
+            raise ValueError(
+                f"options must be a mapping of option names to numbers, got {self.options!r}; "
+                "give e.g. {'edge_weight': 0.3}."
+            )
         types = methods.get(self.method).option_types
         unknown = set(self.options) - set(types)
         if unknown:

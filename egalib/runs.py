@@ -13,10 +13,24 @@ from .files import (
     atomic_torch_save,
     atomic_write_text,
     exclusive,
+    first_line,
     load_tensors,
     provenance,
     read_json,
 )
+
+
+def stored_config(run: "Run", kind) -> dict:
+    """What shapes the results of the run in `run`'s config.json, its resolved weights aside;
+    a config that is not valid is one sentence naming the file."""
+    values = run.config
+    try:
+        return kind.from_dict(values).shaping()
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{run.config_path} holds an invalid config ({first_line(error)}); delete that run "
+            "folder to start the run afresh."
+        ) from None
 
 
 class CheckpointError(RuntimeError):
@@ -40,10 +54,7 @@ class Run:
         wanted = config.shaping()
         if run.config_path.is_file():
             written = run.config  # its resolved weights as they were when it was made
-            stored = {
-                **type(config).from_dict(written).shaping(),
-                "resolved": written.get("resolved"),
-            }
+            stored = {**stored_config(run, type(config)), "resolved": written.get("resolved")}
             if stored != wanted:
                 changed = sorted(
                     k for k in wanted.keys() | stored.keys() if wanted.get(k) != stored.get(k)
@@ -64,7 +75,11 @@ class Run:
 
     @property
     def config(self) -> dict:
-        return read_json(self.config_path, "delete that run folder to start the run afresh.")
+        fix = "delete that run folder to start the run afresh."
+        values = read_json(self.config_path, fix)
+        if not isinstance(values, dict):
+            raise ValueError(f"{self.config_path} does not hold a JSON object of settings; {fix}")
+        return values
 
     @property
     def finished(self) -> bool:

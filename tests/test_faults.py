@@ -47,7 +47,7 @@ def test_every_numeric_field_refuses_values_out_of_range(key):
 
 def test_every_numeric_field_of_runconfig_is_checked():
     numeric = {f.name for f in fields(RunConfig) if "int" in str(f.type) or "float" in str(f.type)}
-    assert numeric - {"batch_size"} == set(NUMBERS)  # batch_size has its own sentence
+    assert numeric == set(NUMBERS)  # batch_size below 2 also has its own sentence
 
 
 def test_the_profiles_and_the_edges_of_each_range_are_accepted():
@@ -124,6 +124,32 @@ def test_a_corrupt_config_json_names_the_file(tmp_path):
     with pytest.raises(ValueError) as refused:
         Run.open(config)
     assert str(run.config_path) in str(refused.value) and "not valid JSON" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ("[1, 2]", "does not hold a JSON object"),
+        ('{"batch_size": "16"}', "invalid config (batch_size must be a whole number"),
+        ('{"method": ["ega"]}', "invalid config (unknown method"),
+        ('{"options": [1]}', "invalid config (options must be a mapping"),
+    ],
+)
+def test_a_config_json_of_the_wrong_shape_is_one_sentence_naming_it(tmp_path, content, says):
+    config = RunConfig.from_profile("smoke", runs_dir=str(tmp_path))
+    run = Run.open(config)
+    run.config_path.write_text(content)
+    with pytest.raises(ValueError) as refused:
+        Run.open(config)
+    message = str(refused.value)
+    assert str(run.config_path) in message and says in message and "\n" not in message
+
+
+def test_a_job_json_that_is_not_an_object_counts_as_no_marker(tmp_path):
+    from egalib.experiments import cluster
+
+    (tmp_path / "job.json").write_text("[1, 2]")
+    assert cluster.read_marker(tmp_path) is None
 
 
 HOLD = """

@@ -133,10 +133,13 @@ def epochs_done(path: Path) -> int:
 
 
 def read_marker(path: Path) -> dict | None:
+    """The cell's job.json, or None where there is none or it is not a JSON object (then the
+    cell counts as never dispatched)."""
     try:
-        return json.loads((Path(path) / MARKER).read_text())
+        marker = json.loads((Path(path) / MARKER).read_text())
     except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) else None
 
 
 def write_marker(path: Path, executor: str, job_id: str, log_folder: Path | None = None) -> dict:
