@@ -3,7 +3,9 @@
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import typing
 from dataclasses import fields, replace
 
@@ -104,14 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it stops as for Ctrl-C."""
+
+
+def terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
     try:
         args.func(args)
     except (ValueError, OSError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # one line, no traceback; files are whole or absent
+        print(str(stop) or "interrupted; run the same command to resume.", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     return 0
 
 

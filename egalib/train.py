@@ -154,29 +154,42 @@ def check_finite(state: TrainState, row: dict) -> None:
         )
 
 
+def epoch_row(state: TrainState, step: Step, epoch: int, progress: bool):
+    """Train one epoch and evaluate: its history row, and the test set's embeddings."""
+    began = time.time()
+    row = {"epoch": epoch, "lr": float(state.optimizers["student"].param_groups[0]["lr"])}
+    row.update(train_epoch(state, step, progress))
+    check_finite(state, row)
+    seconds = time.time() - began
+    test_row, embeddings = evaluate(state)
+    row.update(test_row, seconds=seconds, images_per_s=len(state.data.train_labels) / seconds)
+    row["wall_s"] = time.time() - began
+    return row, embeddings
+
+
 def train_run(state: TrainState, run: Run, progress: bool, on_epoch_end: EpochEnd | None) -> None:
     config, (first, history) = state.config, start(state, run)
-    step, embeddings = step_function(state), None
-    for epoch in range(first, config.epochs):
-        began = time.time()
-        row = {"epoch": epoch + 1, "lr": float(state.optimizers["student"].param_groups[0]["lr"])}
-        row.update(train_epoch(state, step, progress))
-        check_finite(state, row)
-        seconds = time.time() - began
-        test_row, embeddings = evaluate(state)
-        row.update(test_row, seconds=seconds, images_per_s=len(state.data.train_labels) / seconds)
-        row["wall_s"] = time.time() - began
-        history.append(row)
-        run.save_checkpoint({"epoch": epoch + 1, "history": history, **state.state_dict()})
-        run.write_history(history)
-        if progress:
-            print(
-                f"[{config.method}] epoch {epoch + 1}/{config.epochs}: test top-1 "
-                f"{100 * row['test_acc']:.2f} %, {seconds:.1f} s",
-                flush=True,
-            )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, row)
+    step, embeddings, epoch = step_function(state), None, first
+    try:
+        for epoch in range(first, config.epochs):
+            row, embeddings = epoch_row(state, step, epoch + 1, progress)
+            history.append(row)
+            run.save_checkpoint({"epoch": epoch + 1, "history": history, **state.state_dict()})
+            run.write_history(history)
+            if progress:
+                top1, seconds = 100 * row["test_acc"], row["seconds"]
+                print(
+                    f"[{config.method}] epoch {epoch + 1}/{config.epochs}: test top-1 "
+                    f"{top1:.2f} %, {seconds:.1f} s",
+                    flush=True,
+                )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through the command line
+        raise type(stop)(
+            f"{config.run_name}: interrupted in epoch {epoch + 1} of {config.epochs}; run the "
+            "same command to resume from its last finished epoch."
+        ) from None
     if embeddings is None:  # resumed after the last epoch's checkpoint
         embeddings = evaluate(state)[1]
     run.save_embeddings({k: v.cpu() for k, v in embeddings.items()})

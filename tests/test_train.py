@@ -1,4 +1,7 @@
 import json
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -157,3 +160,33 @@ def test_a_diverging_run_stops_and_names_the_epoch_term_and_knobs(smoke):
     assert "--lr" in message and "--beta" in message and "\n" not in message
     run = Run.open(config)
     assert not run.finished and not (run.path / "checkpoint.pt").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_command_says_one_line_and_resumes_to_the_same_history(
+    tmp_path, signum, code
+):
+    """A real signal to `python -m egalib train` after its first epoch: one line on stderr, no
+    traceback, exit 130 (Ctrl-C) or 143 (SIGTERM); the same command then finishes the run with
+    the history of a run that was never interrupted."""
+    command = [sys.executable, "-m", "egalib", "train", "--profile", "smoke", "--method", "ega"]
+    command += ["--epochs", "6"]
+    interrupted = command + ["--runs-dir", str(tmp_path / "a")]
+    process = subprocess.Popen(
+        interrupted, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in process.stdout:
+        if "epoch 1/6" in line:
+            process.send_signal(signum)
+            break
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr and "interrupted in epoch" in stderr
+    assert len([line for line in stderr.splitlines() if "interrupted" in line]) == 1
+    assert subprocess.run(interrupted, capture_output=True, timeout=300).returncode == 0
+    straight = subprocess.run(command + ["--runs-dir", str(tmp_path / "b")], capture_output=True)
+    assert straight.returncode == 0
+    history = lambda side: Run(load_runs(tmp_path / side)["path"][0]).history
+    histories = [_without_timing(history(side).to_dict("records")) for side in ("a", "b")]
+    assert histories[0] == histories[1]

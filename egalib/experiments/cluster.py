@@ -17,6 +17,7 @@ submitit's `checkpoint()`, so submitit requeues the same callable, and `fit` res
 checkpoint.pt.
 """
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -415,7 +416,8 @@ def train_cells(configs, threads: int | None, queue=None) -> list[str]:
 
 
 def worker(queue, results, threads: int | None) -> None:
-    results.put(train_cells([], threads, queue))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the parent reports it, in one line
+        results.put(train_cells([], threads, queue))
 
 
 def train_in_workers(configs: list[RunConfig], parallel: int, threads: int | None) -> list[str]:
