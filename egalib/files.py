@@ -5,6 +5,7 @@ never half of one), tensor files read safely, exclusive locks, and what a result
 
 import contextlib
 import datetime
+import errno
 import fcntl
 import hashlib
 import io
@@ -105,9 +106,19 @@ def load_tensors(path: Path, fix: str, error: type[Exception] = RuntimeError):
 def exclusive(path: Path, wait: bool):
     """An exclusive flock on `path`, which then holds this process's pid; without `wait`, a held
     lock raises BlockingIOError with the file's content (the holder's pid) as its message. The
-    kernel drops a flock when its process dies, so a killed holder blocks nothing."""
+    kernel drops a flock when its process dies, so a killed holder blocks nothing. A symbolic
+    link at `path` is refused, never followed: truncating the lock would truncate its target."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise WriteError(
+            f"{path} is a symbolic link, which egalib does not follow for a lock file; remove "
+            "it (the run or the cache keeps its files beside it)."
+        ) from None
+    with os.fdopen(fd, "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:

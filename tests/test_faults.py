@@ -197,3 +197,15 @@ def test_a_corrupt_teacher_card_names_the_file(tmp_path):
     (tmp_path / "ssl-fmnist.json").write_text('{"linear_probe_top1": ')
     with pytest.raises(ValueError, match=r"ssl-fmnist\.json is not valid JSON .*restore the file"):
         teacher_card("ssl-fmnist", tmp_path)
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    run = Run(tmp_path / "run")
+    run.path.mkdir()
+    (run.path / "lock").symlink_to(target)
+    with pytest.raises(OSError, match="is a symbolic link.*remove it"):
+        with run.lock():
+            pass
+    assert target.read_text() == "keep me\n"
