@@ -14,6 +14,7 @@ other that needs it waits, then reads it.
 """
 
 import datetime
+import errno
 import hashlib
 import json
 import time
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from .config import RunConfig
     from .teacher_features import EncodedFeatures
 
-CHECKED = ("teacher", "dataset", "images", "padding", "views", "dtype", "egalib")  # must match
+# what a table's card must match: a changed teacher, its weights or the images build another
+CHECKED = ("teacher", "weights", "dataset", "images", "padding", "views", "dtype", "egalib")
 
 
 class TableError(ValueError):
@@ -104,12 +106,13 @@ class TableSpec:
     keys: torch.Tensor | None  # the views' keys; None: every view of every image
 
 
-def table_card(spec: TableSpec, dtype: torch.dtype) -> dict:
-    """The fields in CHECKED, which a table read must match."""
+def table_card(spec: TableSpec, dtype: torch.dtype, weights: str) -> dict:
+    """The fields in CHECKED, which a table read must match; `weights`: the teacher's digest."""
     keys = spec.keys
     views = "all" if keys is None else f"{len(keys)} keys {files.tensor_digest(keys)}"
     return {
         "teacher": spec.teacher,
+        "weights": weights,
         "dataset": spec.dataset,
         "images": files.tensor_digest(spec.images),
         "padding": spec.padding,
@@ -122,7 +125,8 @@ def table_card(spec: TableSpec, dtype: torch.dtype) -> dict:
 def table_path(card: dict) -> Path:
     """$EGALIB_CACHE/tables/<teacher>_<dataset>_p<padding>_<images>_<views>.bin"""
     views = "all" if card["views"] == "all" else card["views"].split()[-1]
-    name = f"{card['teacher']}_{card['dataset']}_p{card['padding']}_{card['images']}_{views}"
+    teacher = f"{card['teacher']}-{card['weights'][:8]}"
+    name = f"{teacher}_{card['dataset']}_p{card['padding']}_{card['images']}_{views}"
     return cache_dir("tables") / f"{name}.bin"
 
 
@@ -174,34 +178,50 @@ def file_checksum(path: Path) -> str:
 
 
 def read(path: Path, card: dict, dtype: torch.dtype, keys: torch.Tensor | None) -> TeacherTable:
-    """The table at `path`, memory-mapped, after its card is checked against `card`. Its rows
-    are those of `keys`, the run's own: the card's views (their count and digest) must match."""
-    found = files.read_json(path.with_suffix(".json"), f"delete {path} and its card to rebuild it.")
+    """The table at `path`, memory-mapped, after its card is checked against `card`: its fields,
+    the file's size and its checksum. Its rows are those of `keys`, the run's own: the card's
+    views (their count and digest) must match."""
+    fix = f"delete {path} and its card {path.with_suffix('.json').name} to have it rebuilt."
+    found = files.read_json(path.with_suffix(".json"), fix)
+    missing = [k for k in (*CHECKED, "shape", "checksum") if k not in found]
+    if not isinstance(found, dict) or missing:
+        raise TableError(f"the card of teacher table {path} lacks {missing or 'its fields'}; {fix}")
     for key in CHECKED:
-        if found.get(key) != card[key]:
+        if found[key] != card[key]:
             raise TableError(
-                f"teacher table {path} was built for {key} {found.get(key)!r}, but this run "
+                f"teacher table {path} was built for {key} {found[key]!r}, but this run "
                 f"needs {card[key]!r}; delete it and its card to have the right one built."
             )
-    if file_checksum(path) != found["checksum"]:
-        raise TableError(
-            f"teacher table {path} does not match its card's checksum (a damaged "
-            "file); delete it and its card to have it rebuilt."
-        )
     rows, dim = found["shape"]
+    if not path.is_file() or path.stat().st_size != rows * dim * dtype.itemsize:
+        raise TableError(f"teacher table {path} is missing or not the size its card gives; {fix}")
+    if file_checksum(path) != found["checksum"]:
+        raise TableError(f"teacher table {path} does not match its card's checksum; {fix}")
     features = torch.from_file(str(path), shared=False, size=rows * dim, dtype=dtype)
     return TeacherTable(features.view(rows, dim), keys, card["padding"])
 
 
 def open_table(encoder: "EncodedFeatures", spec: TableSpec) -> TeacherTable:
-    """The teacher table of `spec`, built first if it is not in the cache yet: on CUDA in the
-    teacher's 16-bit dtype (its features are computed in it), else float32."""
+    """The teacher table of `spec`, built first if it is not in the cache yet (its file or its
+    card missing), on CUDA in the teacher's 16-bit dtype (its features are computed in it),
+    else float32. A valid table in a cache that cannot be written is read without a lock."""
     if spec.keys is not None:  # sorted, for lookups to search them
         spec = replace(spec, keys=spec.keys.unique().cpu())
     dtype = encoder.table_dtype(spec.images.device)
-    card = table_card(spec, dtype)
+    card = table_card(spec, dtype, encoder.weights)
     path = table_path(card)
-    with files.exclusive(path.with_suffix(".lock"), wait=True):  # one builds, the others wait
+    try:
+        with files.exclusive(path.with_suffix(".lock"), wait=True):  # one builds, others wait
+            if not (path.is_file() and path.with_suffix(".json").is_file()):
+                for left in path.parent.glob(f".{path.name}.*.tmp"):  # by a killed build
+                    left.unlink()
+                build(encoder, card, spec, path)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         if not path.with_suffix(".json").is_file():
-            build(encoder, card, spec, path)
+            raise TableError(
+                f"the teacher table {path.name} is not in {path.parent}, which cannot be "
+                "written; make it writable or set EGALIB_CACHE to a folder that is."
+            ) from None
     return read(path, card, dtype, spec.keys).to(spec.images.device)

@@ -111,13 +111,19 @@ def test_the_table_is_built_once_with_its_size_printed_and_a_card(teacher, cache
 
 @pytest.mark.parametrize(
     "key, value",
-    [("padding", 2), ("teacher", "clip-vit-b32"), ("dataset", "cifar100"), ("egalib", "0.0.1")],
+    [
+        ("padding", 2),
+        ("teacher", "clip-vit-b32"),
+        ("weights", "0" * 16),
+        ("dataset", "cifar100"),
+        ("egalib", "0.0.1"),
+    ],
 )
 def test_a_table_built_for_something_else_is_refused_in_one_sentence(teacher, key, value):
     images = _images()
     _open(teacher, images, 1, None)
     spec = table.TableSpec("ssl-fmnist", "fashion-mnist", images, 1, None)
-    card = table.table_card(spec, torch.float32)
+    card = table.table_card(spec, torch.float32, EncodedFeatures(teacher, 1).weights)
     path = table.table_path(card)
     with pytest.raises(table.TableError) as caught:
         table.read(path, {**card, key: value}, torch.float32, None)
@@ -252,3 +258,47 @@ def test_removing_the_cache_folder_rebuilds_the_table(teacher, cache):
     shutil.rmtree(cache)
     again = _open(teacher, images, 1, None)
     assert torch.equal(kept, again.features)
+
+
+def _built(cache):
+    (path,) = (cache / "tables").glob("*.bin")
+    return path
+
+
+def test_other_teacher_weights_build_another_table(teacher, cache, capsys):
+    images = _images()
+    _open(teacher, images, 1)
+    other = ssl_fmnist()
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)  # the same name, changed weights
+    _open(other, images, 1)
+    assert capsys.readouterr().out.count("building the teacher table") == 2
+    assert len(list((cache / "tables").glob("*.bin"))) == 2
+
+
+def test_a_deleted_table_file_is_rebuilt_and_a_killed_builds_leftover_removed(teacher, cache):
+    images = _images()
+    kept = _open(teacher, images, 1).features.clone()
+    path = _built(cache)
+    path.unlink()
+    leftover = path.parent / f".{path.name}.abc123.tmp"  # what a killed build leaves
+    leftover.write_bytes(b"half")
+    assert torch.equal(_open(teacher, images, 1).features, kept)
+    assert not leftover.exists()
+
+
+@pytest.mark.parametrize("damage", ["no checksum", "one row short"])
+def test_a_damaged_card_is_one_sentence_naming_the_file(teacher, cache, damage):
+    images = _images()
+    _open(teacher, images, 1)
+    card_path = _built(cache).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    if damage == "no checksum":
+        del card["checksum"]
+    else:
+        card["shape"][0] -= 1
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(table.TableError) as caught:
+        _open(teacher, images, 1)
+    message = str(caught.value)
+    assert str(_built(cache)) in message and "delete" in message and "\n" not in message
