@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import io
 import os
-import pickle
 import shutil
 import tempfile
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import REPO_DATA, atomic_write, first_line
+from .files import REPO_DATA, atomic_write, first_line, load_pickle
 
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
 DEBIAN_DATASETS = Path("/usr/share/datasets")  # where Debian's dataset-* packages put theirs
@@ -266,13 +265,13 @@ class CIFAR100(Source):
 
     def read(self, where: Path) -> Dataset:
         with self.reading(where, "meta") as path, open(path, "rb") as f:
-            classes = tuple(str(c) for c in pickle.load(f, encoding="latin1")["fine_label_names"])
+            classes = tuple(str(c) for c in load_pickle(f)["fine_label_names"])
             if len(classes) != 100:
                 raise ValueError(f"{len(classes)} fine label names, expected 100")
         splits = []
         for split in ("train", "test"):
             with self.reading(where, split) as path, open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+                entry = load_pickle(f)
                 images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
                 splits.append(_checked(images, entry["fine_labels"], len(classes)))
         return Dataset(self.name, *splits[0], *splits[1], classes)

@@ -6,6 +6,7 @@ Nothing here touches the network: downloads are tested against a fake `urlopen`.
 import hashlib
 import io
 import os
+import pathlib
 import pickle
 import shutil
 import urllib.error
@@ -139,6 +140,27 @@ def test_cifar100_truncated_pickle_is_one_clear_sentence(tmp_path):
     message = str(error.value)
     assert str(train) in message and "python -m egalib download cifar100" in message
     assert "\n" not in message
+
+
+class Crafted:
+    """A pickle payload that would create a file when unpickled by pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_crafted_cifar100_pickle_runs_no_code_and_is_one_sentence(tmp_path):
+    write_cifar100(tmp_path)
+    meta, marker = tmp_path / "cifar-100-python" / "meta", tmp_path / "pwned"
+    meta.write_bytes(pickle.dumps({"fine_label_names": Crafted(marker)}, protocol=2))
+    with pytest.raises(data.DatasetCorruptError) as error:
+        data.load_dataset("cifar100", tmp_path)
+    assert not marker.exists()  # the payload never ran
+    message = str(error.value)
+    assert str(meta) in message and "the file asks for" in message and "\n" not in message
 
 
 def test_cifar100_in_a_torchvision_style_data_dir_is_found(tmp_path, monkeypatch):
