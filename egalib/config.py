@@ -10,6 +10,7 @@ import torch
 
 from . import methods, models
 from .datasets import DATASETS
+from .files import is_plain_name
 
 PROTOCOLS = ("pretrained", "joint")
 EXECUTION_ONLY = (
@@ -150,9 +151,7 @@ class RunConfig:
         """A run folder's name is one folder inside runs_dir, never a path out of it."""
         if self.name is None:
             return
-        name = self.name
-        plain = isinstance(name, str) and name not in ("", ".", "..")
-        if not plain or any(c in name for c in "/\\\0"):
+        if not is_plain_name(self.name):
             raise ValueError(
                 f"name {self.name!r} is not a plain folder name; give one without '/', '\\' "
                 "or '..', and choose the folder around it with --runs-dir."

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import REPO_DATA, atomic_write, first_line, load_pickle
+from .files import REPO_DATA, atomic_write, first_line, is_plain_name, load_pickle
 
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
 DEBIAN_DATASETS = Path("/usr/share/datasets")  # where Debian's dataset-* packages put theirs
@@ -350,6 +350,8 @@ class TinyImageNet(Source):
         try:
             lines = (val / "val_annotations.txt").read_text().splitlines()
             for name, wnid in [tuple(line.split("\t")[:2]) for line in lines if line.strip()]:
+                if not (is_plain_name(name) and is_plain_name(wnid)):
+                    raise ValueError(f"{name!r} or {wnid!r} is not a plain file or folder name")
                 (new / wnid / "images").mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(val / "images" / name, new / wnid / "images" / name)
             shutil.copyfile(val / "val_annotations.txt", new / "val_annotations.txt")

@@ -114,6 +114,12 @@ def load_pickle(f, encoding: str = "latin1"):
     return RestrictedUnpickler(f, encoding=encoding).load()
 
 
+def is_plain_name(name) -> bool:
+    """Whether `name` is one file or folder name: joined to a folder, it stays inside it."""
+    ordinary = isinstance(name, str) and name not in ("", ".", "..")
+    return ordinary and not any(c in name for c in "/\\\0")
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message ("" when it has none), for a one-sentence report."""
     return (str(error).strip().splitlines() or [""])[0]

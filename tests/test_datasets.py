@@ -291,6 +291,23 @@ def test_tinyimagenet_sorting_interrupted_between_renames_is_finished(tmp_path, 
     assert not (base / "val.tmp").exists() and not (base / "val.old").exists()
 
 
+@pytest.mark.parametrize(
+    "name, wnid", [("{out}/evil.JPEG", "n01"), ("val_0.JPEG", "../../escaped")]
+)
+def test_tinyimagenet_annotations_cannot_write_outside_their_folder(tmp_path, name, wnid):
+    base = write_tinyimagenet(tmp_path / "data")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    name = name.format(out=outside)
+    annotations = base / "val" / "val_annotations.txt"
+    annotations.write_text(f"{name}\t{wnid}\t0\t0\t63\t63\n" + annotations.read_text())
+    with pytest.raises(data.DatasetCorruptError) as error:
+        data.load_dataset("tinyimagenet", tmp_path / "data")
+    assert str(annotations) in str(error.value) and "not a plain file" in str(error.value)
+    assert not any(outside.iterdir()) and not (tmp_path / "data" / "escaped").exists()
+    assert not (base / "val.tmp").exists()  # nothing half-built is left
+
+
 def test_tinyimagenet_greyscale_jpeg_becomes_rgb(tmp_path):
     base = write_tinyimagenet(tmp_path)
     _jpeg(base / "train" / "n01" / "images" / "n01_1.JPEG", (90, 90, 90), grey=True)
