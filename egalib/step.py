@@ -12,7 +12,9 @@ logits with its own SGD (`joint`); distillation gradients never reach it.
 import contextlib
 import copy
 import functools
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +122,7 @@ class TrainState:
         device = data.train_images.device
         precision = Precision.for_device(device)
         check_capture(config, device, precision)
+        check_memory(config, data)
         torch.manual_seed(config.seed)
         networks = Networks(config, data, teacher).to(device)
         # channels_last on every device: on a CPU too, a 1-channel first layer runs faster
@@ -234,6 +237,40 @@ def check_weights(saved: dict, expected: dict) -> None:
         raise CheckpointError(
             f"the checkpoint holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}; "
             "delete checkpoint.pt to train the run afresh, or lower the learning rate."
+        )
+
+
+def memory_need(config: RunConfig, data: Dataset) -> tuple[int, str]:
+    """Bytes that a step's batch-by-batch tensors and the method's banks need, estimated from
+    their shapes (float32, with their gradients), and the flag that sets the largest part."""
+    b, d = min(config.batch_size, len(data.train_labels)), config.embed_dim
+    graphs = 16 * b * b * 4  # the B x B matrices of a relational loss, with gradients
+    if config.method == "rkd":  # B x B x B angle cosines and B x B x D differences
+        graphs += 3 * b**3 * 4 + 3 * b * b * d * 4
+    module = config.weights.defaults.get("embed_dim", 0) * 2 * len(data.train_labels) * 4
+    return graphs + module, ("--batch-size" if graphs >= module else "--option embed_dim")
+
+
+def available_memory() -> int:
+    """Bytes of host memory available to a new allocation: MemAvailable where Linux tells it
+    (free memory and the reclaimable caches), else the free pages."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        available = next(line for line in lines if line.startswith("MemAvailable:"))
+        return int(available.split()[1]) * 1024  # given in kB
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(config: RunConfig, data: Dataset) -> None:
+    """Refuse, before training, a run whose known needs exceed the device's free memory."""
+    device = data.train_images.device
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_memory()
+    need, flag = memory_need(config, data)
+    if need > free:
+        raise ValueError(
+            f"a step of method {config.method!r} at batch {config.batch_size} needs about "
+            f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on {device}; "
+            f"lower {flag}."
         )
 
 

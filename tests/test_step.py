@@ -100,3 +100,17 @@ def test_a_checkpoint_of_other_networks_or_with_a_nan_weight_is_refused(smoke):
     with pytest.raises(CheckpointError, match=f"non-finite weights .* in {key}"):
         state_of(smoke).load_state_dict(broken)
     state_of(smoke).load_state_dict(saved)  # its own checkpoint loads
+
+
+@pytest.mark.parametrize(
+    "method, batch, flag", [("rkd", 2000, "--batch-size"), ("ega", 60000, "--batch-size")]
+)
+def test_a_step_that_cannot_fit_in_memory_is_refused_before_training(smoke, method, batch, flag):
+    """RKD's B x B x B angles at batch 2,000 (about 90 GiB) and EGA's B x B graphs of a batch of
+    60,000 (about 200 GiB) exceed this machine: refused with the estimate and the flag."""
+    config = smoke(method=method, batch_size=batch, train_size=batch)
+    data = train.prepare_data(config, torch.device("cpu"))
+    with pytest.raises(
+        ValueError, match=f"needs about .* GiB, more than .* free on cpu; lower {flag}"
+    ):
+        TrainState.build(config, data)
