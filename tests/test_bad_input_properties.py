@@ -1,0 +1,93 @@
+"""Generated bad input, not only listed: for any value of any field, any JSON file where egalib
+reads one, and any text given to a flag, egalib either accepts it or refuses it with one
+sentence (a ValueError, or argparse's usage error), never with another exception."""
+
+import json
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from egalib.__main__ import build_parser, config_from_args
+from egalib.config import RunConfig
+from egalib.experiments import cluster
+from egalib.runs import Run
+
+FIELDS = [f.name for f in fields(RunConfig)]
+ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+# the same examples in every run: a failure in CI is one a developer can replay
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+def one_sentence(error: BaseException) -> None:
+    assert isinstance(error, ValueError), repr(error)
+    assert str(error) and "\n" not in str(error)
+
+
+@SETTINGS
+@given(key=st.sampled_from(FIELDS), value=ANY_JSON)
+def test_any_value_of_any_field_is_accepted_or_one_sentence(key, value):
+    try:
+        RunConfig.from_profile("smoke", **{key: value})
+    except ValueError as error:
+        one_sentence(error)
+
+
+@SETTINGS
+@given(values=st.dictionaries(st.sampled_from(FIELDS), ANY_JSON, max_size=4))
+def test_any_config_json_is_read_or_refused_naming_the_file(values):
+    with tempfile.TemporaryDirectory() as folder:
+        config = RunConfig.from_profile("smoke", runs_dir=folder, name="run")
+        run = Run.open(config)
+        run.config_path.write_text(json.dumps({**config.to_dict(), **values}))
+        try:
+            Run.open(config)
+        except ValueError as error:
+            one_sentence(error)
+            assert str(run.path) in str(error)
+
+
+@SETTINGS
+@given(content=ANY_JSON)
+def test_any_job_json_is_a_marker_or_none(content):
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "job.json").write_text(json.dumps(content))
+        marker = cluster.read_marker(Path(folder))
+    assert marker is None or isinstance(content, dict) and isinstance(marker, dict)
+
+
+FLAGS = ["--epochs", "--batch-size", "--lr", "--beta", "--seed", "--method", "--device", "--name"]
+
+
+@SETTINGS
+@given(
+    flag=st.sampled_from(FLAGS), text=st.text(max_size=12).filter(lambda t: not t.startswith("-"))
+)
+def test_any_text_given_to_a_train_flag_is_accepted_or_one_sentence(flag, text):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(["train", "--profile", "smoke", flag, text])
+    except SystemExit as stop:  # argparse's usage error: one line on stderr, exit 2
+        assert stop.code == 2
+        return
+    try:
+        config_from_args(args)
+    except ValueError as error:
+        one_sentence(error)
+
+
+@pytest.mark.parametrize("option", ["tau=abc", "edge_weight=nan", "node_weight=-1", "x=1"])
+def test_bad_option_text_is_one_sentence(option):
+    args = build_parser().parse_args(["train", "--profile", "smoke", "--option", option])
+    with pytest.raises(ValueError) as caught:
+        config_from_args(args)
+    one_sentence(caught.value)
