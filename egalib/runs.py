@@ -87,7 +87,11 @@ class Run:
 
     @property
     def metrics(self) -> dict:
-        return read_json(self.path / "metrics.json", "delete it to evaluate the run again.")
+        path, fix = self.path / "metrics.json", "delete it to evaluate the run again."
+        values = read_json(path, fix)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} does not hold a JSON object of metrics; {fix}")
+        return values
 
     @contextlib.contextmanager
     def lock(self):

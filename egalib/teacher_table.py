@@ -183,16 +183,20 @@ def read(path: Path, card: dict, dtype: torch.dtype, keys: torch.Tensor | None) 
     views (their count and digest) must match."""
     fix = f"delete {path} and its card {path.with_suffix('.json').name} to have it rebuilt."
     found = files.read_json(path.with_suffix(".json"), fix)
-    missing = [k for k in (*CHECKED, "shape", "checksum") if k not in found]
-    if not isinstance(found, dict) or missing:
-        raise TableError(f"the card of teacher table {path} lacks {missing or 'its fields'}; {fix}")
+    fields = found if isinstance(found, dict) else {}
+    missing = [k for k in (*CHECKED, "shape", "checksum") if k not in fields]
+    if missing:
+        raise TableError(f"the card of teacher table {path} lacks {', '.join(missing)}; {fix}")
     for key in CHECKED:
         if found[key] != card[key]:
             raise TableError(
                 f"teacher table {path} was built for {key} {found[key]!r}, but this run "
                 f"needs {card[key]!r}; delete it and its card to have the right one built."
             )
-    rows, dim = found["shape"]
+    shape = found["shape"]
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(v) is int for v in shape)):
+        raise TableError(f"the card of teacher table {path} gives no (rows, dim) shape; {fix}")
+    rows, dim = shape
     if not path.is_file() or path.stat().st_size != rows * dim * dtype.itemsize:
         raise TableError(f"teacher table {path} is missing or not the size its card gives; {fix}")
     if file_checksum(path) != found["checksum"]:

@@ -8,9 +8,11 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from egalib import teacher_table
 from egalib.__main__ import build_parser, config_from_args
 from egalib.config import RunConfig
 from egalib.experiments import cluster
@@ -63,6 +65,34 @@ def test_any_job_json_is_a_marker_or_none(content):
         (Path(folder) / "job.json").write_text(json.dumps(content))
         marker = cluster.read_marker(Path(folder))
     assert marker is None or isinstance(content, dict) and isinstance(marker, dict)
+
+
+@SETTINGS
+@given(content=ANY_JSON)
+def test_any_metrics_json_is_read_or_refused_naming_the_file(content):
+    with tempfile.TemporaryDirectory() as folder:
+        run = Run(Path(folder))
+        (run.path / "metrics.json").write_text(json.dumps(content))
+        try:
+            assert isinstance(run.metrics, dict)
+        except ValueError as error:
+            one_sentence(error)
+            assert "metrics.json" in str(error)
+
+
+@SETTINGS
+@given(content=ANY_JSON)
+def test_any_teacher_table_card_is_read_or_refused_naming_the_file(content):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "table.bin"
+        path.write_bytes(bytes(16))
+        path.with_suffix(".json").write_text(json.dumps(content))
+        card = dict.fromkeys(teacher_table.CHECKED, "x")
+        try:
+            teacher_table.read(path, card, torch.float32, None)
+        except ValueError as error:
+            one_sentence(error)
+            assert str(path) in str(error)
 
 
 FLAGS = ["--epochs", "--batch-size", "--lr", "--beta", "--seed", "--method", "--device", "--name"]
