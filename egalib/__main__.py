@@ -1,5 +1,6 @@
-"""Command line: `python -m egalib list | train | download`, and the experiments' commands from
-`egalib.experiments.commands`. docs/cli.md lists every flag."""
+"""egalib's command line: train runs, reproduce the paper's tables, run the demo and the
+studies, list what is known, fetch data. `python -m egalib COMMAND --help` gives every flag with
+its help, default and choices; docs/cli.md describes them."""
 
 import argparse
 import json
@@ -10,7 +11,7 @@ import typing
 from dataclasses import fields, replace
 
 from . import methods, models
-from .config import PROFILES, RunConfig
+from .config import NO_TEACHER, PROFILES, PROTOCOLS, RunConfig
 from .datasets import DATASETS
 from .experiments.commands import add_speed_flags, speed_overrides
 
@@ -71,11 +72,55 @@ def flag_type(annotation) -> type:
     return kinds[0] if kinds[0] in (int, float) else str
 
 
+TRAIN_HELP = {
+    "method": "the distillation method",
+    "teacher": "the frozen teacher",
+    "student": "the student network",
+    "dataset": "the images",
+    "protocol": "pretrained: the teacher head is a linear probe, then frozen; joint: it trains "
+    "alongside the student",
+    "epochs": "training epochs",
+    "batch_size": "images per step",
+    "lr": "the student's learning rate",
+    "embed_dim": "D, the embedding size of both heads",
+    "gamma": "weight of cross-entropy",
+    "alpha": "weight of KD",
+    "beta": "weight of the method's term",
+    "kd_temperature": "KD's temperature",
+    "probe_epochs": "epochs of the teacher head's linear probe (pretrained protocol)",
+    "train_size": "class-balanced training images",
+    "test_size": "class-balanced test images",
+    "seed": "the seed of the batches, views and initial weights",
+    "device": "auto (CUDA when available, else the CPU), cpu, cuda, ...",
+    "runs_dir": "the folder of the run folders",
+    "name": "a run folder name instead of the derived one",
+}
+CHOICES = {
+    "method": methods.METHODS,
+    "teacher": [*models.TEACHERS, NO_TEACHER],
+    "student": models.STUDENTS,
+    "dataset": DATASETS,
+    "protocol": PROTOCOLS,
+}
+
+
+def flag_default(name: str) -> str:
+    """What a train flag defaults to: the method's weight, or the demo profile's value."""
+    if name in ("gamma", "alpha", "beta"):
+        return "the method's"
+    value = getattr(RunConfig.from_profile("demo"), name)
+    return f"the profile's; demo: {'all' if value is None else value}"
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     types = {f.name: f.type for f in fields(RunConfig)}
     p.add_argument("--profile", default="demo", help="base values: " + ", ".join(PROFILES))
     for name in TRAIN_FLAGS:
-        p.add_argument("--" + name.replace("_", "-"), type=flag_type(types[name]), default=None)
+        flag, kind = "--" + name.replace("_", "-"), flag_type(types[name])
+        text = f"{TRAIN_HELP[name]} (default: {flag_default(name)})"
+        if name in CHOICES:  # checked by RunConfig, which names them in its one sentence
+            text += "; one of: " + ", ".join(CHOICES[name])
+        p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument(
         "--option",
         action="append",
@@ -101,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
     commands.add_commands(sub)
     download = sub.add_parser("download", help="fetch a dataset where a network exists")
-    download.add_argument("dataset", choices=sorted(DATASETS))
+    download.add_argument("dataset", choices=sorted(DATASETS), help="the dataset to fetch")
     download.set_defaults(func=cmd_download)
     return parser
 

@@ -1,3 +1,4 @@
+import argparse
 import json
 import subprocess
 import sys
@@ -152,3 +153,16 @@ def test_the_benchmark_is_a_script_beside_the_library_not_a_command_of_it():
 def test_unknown_arguments_are_an_error():
     out = egalib("list", "--no-such-flag")
     assert out.returncode == 2 and "unrecognized arguments: --no-such-flag" in out.stderr
+
+
+def test_every_flag_of_every_command_has_help_text():
+    from egalib.__main__ import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, (name, action.option_strings or action.dest)
+    train = commands.choices["train"].format_help()
+    assert "one of: vanilla, kd" in train and "(default: the profile's; demo: 6)" in train

@@ -145,50 +145,75 @@ def speed_overrides(args) -> dict:
     return {**flags, "teacher_table": args.teacher_table}
 
 
+RUNS_DIR_HELP = "the folder of the run folders"
+PRETRAIN_HELP = {
+    "teacher": "the teacher whose encoder is pretrained",
+    "dataset": "its images, without their labels",
+    "epochs": "SimCLR epochs",
+    "batch_size": "images per SimCLR batch (each seen in two views)",
+    "lr": "Adam's learning rate",
+    "tau": "SimCLR's temperature",
+    "seed": "the seed",
+    "train_size": "class-balanced training images (default None: all)",
+    "probe_epochs": "epochs of the linear probe that measures the teacher",
+}
+DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda, ..."
+
+
+def command(sub, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows each flag's help text with its default."""
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    return sub.add_parser(name, help=text, description=text, formatter_class=formatter)
+
+
 def add_commands(sub) -> None:
-    pre = sub.add_parser("pretrain-teacher", help="SimCLR-pretrain the embedded teacher")
+    pre = command(sub, "pretrain-teacher", "SimCLR-pretrain the embedded teacher")
     for f in fields(PretrainConfig):
         convert = type(f.default) if f.default is not None else int
-        pre.add_argument("--" + f.name.replace("_", "-"), type=convert, default=f.default)
-    pre.add_argument("--out", default=str(TEACHER_DIR))
-    pre.add_argument("--device", default="cpu")
+        text = PRETRAIN_HELP[f.name]
+        pre.add_argument(
+            "--" + f.name.replace("_", "-"), type=convert, default=f.default, help=text
+        )
+    pre.add_argument("--out", default=str(TEACHER_DIR), help="where the weights and card go")
+    pre.add_argument("--device", default="cpu", help=DEVICE_HELP)
     pre.set_defaults(func=cmd_pretrain_teacher)
 
-    teach = sub.add_parser("train-teacher", help="train WRN-40-2 on CIFAR-100 as a teacher")
-    teach.add_argument("--epochs", type=int, default=240)
-    teach.add_argument("--device", default="auto")
-    teach.add_argument("--runs-dir", default="runs")
+    teach = command(sub, "train-teacher", "train WRN-40-2 on CIFAR-100 as a teacher")
+    teach.add_argument("--epochs", type=int, default=240, help="training epochs")
+    teach.add_argument("--device", default="auto", help=DEVICE_HELP)
+    teach.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     teach.set_defaults(func=cmd_train_teacher)
 
-    demo = sub.add_parser("demo", help="the embedded default, end to end, with a table")
-    demo.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    demo = command(sub, "demo", "the embedded default, end to end, with a table")
+    demo.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
     demo.add_argument(
         "--methods",
         nargs="+",
         default=list(methods.METHODS),
         choices=list(methods.METHODS),
         metavar="METHOD",
+        help="the methods to train (" + ", ".join(methods.METHODS) + ")",
     )
-    demo.add_argument("--runs-dir", default="runs")
+    demo.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     demo.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
     demo.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     demo.set_defaults(func=cmd_demo)
 
-    colab = sub.add_parser("colab-cell", help="write the notebooks' Colab set-up cell")
+    colab = command(sub, "colab-cell", "write the notebooks' Colab set-up cell")
     colab.add_argument("--url", help="the repository to clone (default: pyproject.toml's)")
     colab.set_defaults(func=cmd_colab_cell)
 
-    publish = sub.add_parser("publish", help="execute the notebooks at demo into docs/notebooks/")
+    publish = command(sub, "publish", "execute the notebooks at demo into docs/notebooks/")
     publish.add_argument("--runs-dir", default="runs", help="the demo's runs (reused)")
     publish.set_defaults(func=cmd_publish)
 
-    reproduce = sub.add_parser("reproduce", help="train the cells of one of the paper's tables")
+    reproduce = command(sub, "reproduce", "train the cells of one of the paper's tables")
     reproduce.add_argument("--table", choices=TABLES, help="train the cells of this table")
     reproduce.add_argument(
         "--profile", choices=sorted(PROFILES), help="execute the notebooks in order at this size"
     )
     add_cell_flags(reproduce)
-    reproduce.add_argument("--device", default="auto")
+    reproduce.add_argument("--device", default="auto", help=DEVICE_HELP)
     reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
     add_speed_flags(reproduce)
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
@@ -205,32 +230,32 @@ def add_commands(sub) -> None:
         slurm.add_argument(flag, dest=field, type=kind, default=default, help=text)
     reproduce.set_defaults(func=cmd_reproduce)
 
-    status = sub.add_parser("status", help="each cell: finished, running, failed or missing")
+    status = command(sub, "status", "each cell: finished, running, failed or missing")
     status.add_argument("--table", nargs="+", choices=TABLES, help="these tables (default: all)")
     add_cell_flags(status)
     status.set_defaults(func=cmd_status)
 
-    study = sub.add_parser("study", help="when EGA helps: the regime study (batch size, beta)")
-    study.add_argument("name", choices=["regime"])
-    study.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    study = command(sub, "study", "when EGA helps: the regime study (batch size, beta)")
+    study.add_argument("name", choices=["regime"], help="the study: regime (batch size, beta)")
+    study.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
     study.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
     study.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
-    study.add_argument("--runs-dir", default="runs")
+    study.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     study.add_argument("--out", default=str(RESULTS), help="where the summary and card go")
     study.set_defaults(func=cmd_study)
 
-    move = sub.add_parser("transfer", help="linear classifier on a frozen student (CRD protocol)")
+    move = command(sub, "transfer", "linear classifier on a frozen student (CRD protocol)")
     move.add_argument("--run", required=True, help="a finished run folder (e.g. on cifar100)")
-    move.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    move.add_argument("--epochs", type=int, default=240)
-    move.add_argument("--device", default="auto")
+    move.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="the dataset")
+    move.add_argument("--epochs", type=int, default=240, help="epochs of the linear classifier")
+    move.add_argument("--device", default="auto", help=DEVICE_HELP)
     move.set_defaults(func=cmd_transfer)
 
 
 def add_cell_flags(p: argparse.ArgumentParser) -> None:
     """The flags that pick a table's cells and where their run folders are."""
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default=None)
+    p.add_argument("--protocol", choices=list(PROTOCOLS), help="only this protocol's cells")
     p.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods")
     p.add_argument("--seeds", type=int, nargs="+", help="one run per cell and seed (default: 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the 240 epochs")
-    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
