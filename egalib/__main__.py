@@ -32,7 +32,10 @@ def cmd_list(args) -> None:
             given = " ".join(
                 f"{k}={v!r} ({method.option_types[k].__name__})" for k, v in method.defaults.items()
             )
-            print(f"  {name}: {given or 'no options'}")
+            weights = f"gamma {method.gamma:g}, alpha {method.alpha:g}, beta {method.beta:g}"
+            if method.alpha:
+                weights += f", KD at T {RunConfig.kd_temperature:g} (--kd-temperature)"
+            print(f"  {name}: {given or 'no options'}; {weights}")
 
 
 def _option(text: str) -> tuple[str, str]:
