@@ -212,7 +212,21 @@ class RunConfig:
         shaping = {k: v for k, v in self.shaping().items() if k != "name"}
         digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
         parts = (self.dataset, self.teacher, self.student, self.method, self.protocol)
-        return "_".join([*parts, f"e{self.epochs}", f"s{self.seed}", digest])
+        return "_".join([*parts, *self.override_tags(), f"e{self.epochs}", f"s{self.seed}", digest])
+
+    def override_tags(self, limit: int = 40) -> list[str]:
+        """The weights and options given in place of the method's, as `beta2`, `edge_weight0.3`,
+        so that run folders that differ by them say so (at most `limit` characters in all; the
+        hash tells the rest apart)."""
+        given = {k: getattr(self, k) for k in ("gamma", "alpha", "beta")}
+        given = {**{k: v for k, v in given.items() if v is not None}, **self.options}
+        tags, size = [], 0
+        for key, value in given.items():
+            tag = f"{key}{value:g}"
+            if size + len(tag) > limit:
+                break
+            tags, size = [*tags, tag], size + len(tag) + 1
+        return tags
 
 
 # the ranges that the losses' formulas fix for their options, by option name

@@ -79,3 +79,13 @@ def test_a_device_this_machine_lacks_is_one_sentence(name):
     with pytest.raises(ValueError, match=f"device '{name}' is not available on this machine"):
         resolve_device(name)
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_run_names_carry_the_overrides_that_tell_them_apart():
+    assert "_sp_pretrained_beta300_e" in RunConfig(method="sp", beta=300.0).run_name
+    assert "_edge_weight0.3_e" in RunConfig(options={"edge_weight": 0.3}).run_name
+    assert "_pretrained_e240_" in RunConfig().run_name  # the method's own weights: no tag
+    many = RunConfig(
+        gamma=1.0, alpha=0.5, beta=2.0, options={"edge_weight": 0.3, "node_weight": 0.1}
+    )
+    assert len("_".join(many.override_tags())) <= 40
