@@ -299,12 +299,12 @@ def egalib_eval(state, sync: Callable[[], None], repeats: int = 2) -> dict:
 
     sync()
     began = time.perf_counter()
-    evaluate(state)
+    evaluate(state, "test")
     sync()
     first = time.perf_counter() - began
     began = time.perf_counter()
     for _ in range(repeats):
-        evaluate(state)
+        evaluate(state, "test")
     sync()
     steady = (time.perf_counter() - began) / repeats
     n = len(state.data.test_labels)

@@ -18,7 +18,7 @@ from .experiments.commands import add_speed_flags, speed_overrides
 # RunConfig fields that `train` takes as flags, --name-with-dashes, typed as the field is
 TRAIN_FLAGS = (
     "method teacher student dataset protocol epochs batch_size lr embed_dim gamma alpha beta "
-    "kd_temperature probe_epochs train_size test_size seed device runs_dir name"
+    "kd_temperature probe_epochs train_size val_size test_size seed device runs_dir name"
 ).split()
 
 
@@ -92,6 +92,7 @@ TRAIN_HELP = {
     "kd_temperature": "KD's temperature",
     "probe_epochs": "epochs of the teacher head's linear probe (pretrained protocol)",
     "train_size": "class-balanced training images",
+    "val_size": "training images held out as the validation split (0: none)",
     "test_size": "class-balanced test images",
     "seed": "the seed of the batches, views and initial weights",
     "device": "auto (CUDA when available, else the CPU), cpu, cuda, ...",

@@ -96,19 +96,20 @@ def tsne_2d(x, perplexity: float = 30.0, seed: int = 0, normalise: bool = True) 
 
 
 def final_numbers(histories: dict) -> pd.DataFrame:
-    """The last epoch of each run's history: train and test error (%), their gap, the best test
-    error, and EGA's node and edge terms on the test set; `histories` maps name -> DataFrame."""
+    """The last epoch of each run's history: train and validation error (%), their gap, the best
+    validation error, and EGA's node and edge terms on the validation split; `histories` maps
+    name -> DataFrame."""
     rows = {}
     for name, h in histories.items():
         last = h.iloc[-1]
         rows[name] = {
             "epochs": int(last["epoch"]),
             "train error (%)": 100 * (1 - last["train_acc"]),
-            "test error (%)": 100 * (1 - last["test_acc"]),
-            "gap (test - train, %)": 100 * (last["train_acc"] - last["test_acc"]),
-            "best test error (%)": 100 * (1 - h["test_acc"].max()),
-            "test L_node": last.get("test_node", float("nan")),
-            "test L_edge": last.get("test_edge", float("nan")),
+            "validation error (%)": 100 * (1 - last["val_acc"]),
+            "gap (validation - train, %)": 100 * (last["train_acc"] - last["val_acc"]),
+            "best validation error (%)": 100 * (1 - h["val_acc"].max()),
+            "validation L_node": last.get("val_node", float("nan")),
+            "validation L_edge": last.get("val_edge", float("nan")),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 

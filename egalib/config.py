@@ -27,6 +27,7 @@ WHOLE = {
     "embed_dim": 1,
     "probe_epochs": 1,
     "train_size": 2,
+    "val_size": 0,
     "test_size": 1,
     "padding": 0,
     "seed": 0,
@@ -58,6 +59,9 @@ class RunConfig:
     teacher_lr: float = 0.01  # the teacher head's SGD (joint) and linear probe (pretrained)
     probe_epochs: int = 240  # epochs of the teacher head's linear probe (pretrained)
     train_size: int | None = None  # labelled training images, class-balanced; None: all
+    # training images held out, class-balanced and the same for every seed, to measure each
+    # epoch and choose on (docs/runs.md); never trained on. 0: none held out, nothing selected
+    val_size: int = 5000
     test_size: int | None = None  # test images, class-balanced; None: all
     padding: int = 4  # RandomCrop padding of both views
     seed: int = 0
@@ -201,8 +205,14 @@ class RunConfig:
 
     @classmethod
     def from_profile(cls, profile: str, **overrides) -> "RunConfig":
-        values = {k: v for k, v in _profile(profile).items() if k not in ("seeds", "methods")}
-        return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+        """The profile's values, then its weights for the method (if it has its own), then the
+        overrides (None: not given)."""
+        settings = _profile(profile)
+        values = {k: v for k, v in settings.items() if k not in ("seeds", "methods", "weights")}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        method = given.get("method", values.get("method", cls.method))
+        weights = settings.get("weights", {}).get(method, {}) if isinstance(method, str) else {}
+        return cls(**{**values, **weights, **given})
 
     @property
     def run_name(self) -> str:
@@ -293,15 +303,18 @@ PAPER_SETTING = dict(
     batch_size=64,
     lr=0.05,
     embed_dim=256,
+    val_size=5000,  # 50 per class held out of the 50,000 (the authors trained on all of them)
     seeds=(0,),
 )
 PROFILES = {
     # each profile: its data and sizes | its schedule and seeds
     # seconds: what CI and the notebook tests run
-    "smoke": dict(train_size=256, test_size=256, batch_size=32, embed_dim=64, device="cpu")
+    "smoke": dict(
+        train_size=256, val_size=256, test_size=256, batch_size=32, embed_dim=64, device="cpu"
+    )
     | dict(epochs=1, probe_epochs=2, seeds=(0,)),
     # minutes on 2 CPU cores, `make demo`: batch 16, lr 0.05 x 16 / 64, as notebook 06 picks
-    "demo": dict(train_size=4000, batch_size=16, embed_dim=128, teacher_table=True)
+    "demo": dict(train_size=4000, val_size=10000, batch_size=16, embed_dim=128, teacher_table=True)
     | dict(epochs=6, lr=0.0125, probe_epochs=60, seeds=(0, 1, 2)),
     # hours on a CUDA GPU: docs/method.md's CIFAR-100 recipe; `reproduce` sets each cell's choices
     "paper": PAPER_SETTING | dict(epochs=240, probe_epochs=240, teacher_table=True),

@@ -24,7 +24,10 @@ from .files import REPO_DATA, atomic_write, first_line, is_plain_name, load_pick
 
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
 DEBIAN_DATASETS = Path("/usr/share/datasets")  # where Debian's dataset-* packages put theirs
-_TENSORS = ("train_images", "train_labels", "test_images", "test_labels")  # Dataset's tensors
+_TENSORS = ("train_images", "train_labels", "test_images", "test_labels")
+_HELD_OUT = ("val_images", "val_labels")  # present after `Dataset.split` holds some out
+# the validation split's own shuffle, apart from the runs' seeds: one split for all of them
+HOLDOUT_SEED = 1_000_003
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -43,6 +46,8 @@ class Dataset:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     classes: tuple[str, ...]
+    val_images: torch.Tensor | None = None  # held out of the training images by `split`
+    val_labels: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -57,15 +62,40 @@ class Dataset:
         return self.train_images.shape[-1]
 
     def to(self, device: torch.device | str) -> "Dataset":
-        moved = {key: getattr(self, key).to(device, non_blocking=True) for key in _TENSORS}
+        moved = {key: getattr(self, key).to(device, non_blocking=True) for key in self.tensors}
         return replace(self, **moved)
 
-    def subset(self, train: int | None = None, test: int | None = None, seed: int = 0) -> "Dataset":
-        """A class-balanced random subset (the first `train` / `test` of a seeded shuffle)."""
-        train_idx = balanced_indices(self.train_labels, train, seed)
+    @property
+    def tensors(self) -> list[str]:
+        return [key for key in (*_TENSORS, *_HELD_OUT) if getattr(self, key) is not None]
+
+    def split(
+        self, train: int | None = None, val: int = 0, test: int | None = None, seed: int = 0
+    ) -> "Dataset":
+        """A run's images, each part class-balanced: `val` training images held out as the
+        validation split, drawn by a shuffle of its own and so the same for every seed; then
+        `train` of the other training images and `test` test images, drawn by `seed`."""
+        held_out = balanced_indices(self.train_labels, val, HOLDOUT_SEED) if val else None
+        pool = torch.arange(len(self.train_labels))
+        if held_out is not None:
+            if len(held_out) >= len(pool):
+                raise ValueError(
+                    f"a validation split of {val} images leaves none of {self.name}'s "
+                    f"{len(pool)} training images to train on; give a smaller val_size."
+                )
+            pool = pool[~torch.isin(pool, held_out)]
+        train_idx = pool[balanced_indices(self.train_labels[pool], train, seed)]
         test_idx = balanced_indices(self.test_labels, test, seed)
-        pick = lambda key: getattr(self, key)[train_idx if key.startswith("train") else test_idx]
-        return replace(self, **{key: pick(key) for key in _TENSORS})
+        take = lambda tensor, index: None if index is None else tensor[index]
+        return replace(
+            self,
+            train_images=self.train_images[train_idx],
+            train_labels=self.train_labels[train_idx],
+            val_images=take(self.train_images, held_out),
+            val_labels=take(self.train_labels, held_out),
+            test_images=self.test_images[test_idx],
+            test_labels=self.test_labels[test_idx],
+        )
 
 
 def balanced_indices(labels: torch.Tensor, count: int | None, seed: int) -> torch.Tensor:

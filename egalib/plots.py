@@ -133,21 +133,21 @@ def _lines(ax, histories: dict, value, ylabel: str, colors: dict, style: str = "
 
 
 def learning_dynamics(histories: dict, size: float = 4.0, title: str = "") -> plt.Figure:
-    """Train error, test error (1 - top-1, %) and the generalisation gap per epoch, one line per
-    method; `histories` maps method name -> its run's history (DataFrame of history.csv)."""
+    """Train error, validation error (1 - top-1, %) and the generalisation gap per epoch, one
+    line per method; `histories` maps method name -> its run's history (history.csv)."""
     colors = method_colors(list(histories))
     fig, axes = plt.subplots(1, 3, figsize=(3 * size + 2, size), constrained_layout=True)
     _lines(axes[0], histories, lambda h: 100 * (1 - h["train_acc"]), "train error (%)", colors)
-    _lines(axes[1], histories, lambda h: 100 * (1 - h["test_acc"]), "test error (%)", colors)
+    _lines(axes[1], histories, lambda h: 100 * (1 - h["val_acc"]), "validation error (%)", colors)
     _lines(
         axes[2],
         histories,
-        lambda h: 100 * (h["train_acc"] - h["test_acc"]),
-        "generalisation gap: test - train error (%)",
+        lambda h: 100 * (h["train_acc"] - h["val_acc"]),
+        "generalisation gap: validation - train error (%)",
         colors,
     )
     axes[2].axhline(0, color="gray", linewidth=0.8)
-    for ax, name in zip(axes, ("train error", "test error", "generalisation gap")):
+    for ax, name in zip(axes, ("train error", "validation error", "generalisation gap")):
         ax.set_title(name)
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     if title:
@@ -156,13 +156,13 @@ def learning_dynamics(histories: dict, size: float = 4.0, title: str = "") -> pl
 
 
 def graph_terms(histories: dict, size: float = 4.0, title: str = "") -> plt.Figure:
-    """EGA's node and edge terms measured on the test set per epoch, one line per method (the
-    terms are measured for every method, also those that do not train on them)."""
+    """EGA's node and edge terms measured on the validation split per epoch, one line per
+    method (measured for every method, also those that do not train on them)."""
     colors = method_colors(list(histories))
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 2, size), constrained_layout=True)
     for ax, (column, name) in zip(
         axes,
-        (("test_node", "$L_{node}$ on the test set"), ("test_edge", "$L_{edge}$ on the test set")),
+        (("val_node", "$L_{node}$ on validation"), ("val_edge", "$L_{edge}$ on validation")),
     ):
         _lines(ax, histories, lambda h, c=column: h[c] if c in h else None, name, colors)
         ax.set_title(name)

@@ -136,13 +136,18 @@ class Run:
             "delete metrics.json in that folder and run it again to rewrite it.",
         )
 
-    def finish(self, history: list[dict], wall_time_s: float) -> None:
-        best, last = max(history, key=lambda row: row["test_acc"]), history[-1]
+    def finish(self, history: list[dict], wall_time_s: float, tested: dict) -> None:
+        """The run's metrics.json. `tested`: the test set's top-1 (fractions) of the last epoch's
+        student (`acc`) and teacher head (`teacher_acc`), and of the student of the epoch that
+        validation selected (`selected_acc`, at `selected_epoch`; None without a split)."""
+        last, epoch = history[-1], tested["selected_epoch"]
         metrics = {
-            "top1": round(100 * last["test_acc"], 2),  # the last epoch: the reported number
-            "best_top1": round(100 * best["test_acc"], 2),
-            "best_epoch": best["epoch"],
-            "teacher_top1": _percent(last["teacher_test_acc"]),  # None: no teacher
+            "top1": _percent(tested["acc"]),  # the last epoch's: the reported number
+            "teacher_top1": _percent(tested["teacher_acc"]),  # None: no teacher
+            "val_top1": _percent(last.get("val_acc", math.nan)),
+            "selected_epoch": epoch,  # best validation top-1 (the first of equals)
+            "selected_val_top1": None if epoch is None else _percent(history[epoch - 1]["val_acc"]),
+            "selected_top1": _percent(tested["selected_acc"]),
             "epochs": last["epoch"],
             "wall_time_s": round(wall_time_s, 1),
             "images_per_s": round(sum(r["images_per_s"] for r in history) / len(history), 1),

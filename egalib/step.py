@@ -94,6 +94,11 @@ class Networks(nn.Module):
         """Everything a checkpoint needs (the frozen teacher encoder is rebuilt, not saved)."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
 
+    def student_state(self) -> dict:
+        """The student and its head: what a validation-selected epoch keeps."""
+        student = ("student.", "student_head.")
+        return {k: v for k, v in self.state_dict().items() if k.startswith(student)}
+
     def student_outputs(self, images: torch.Tensor, precision: Precision):
         with precision.autocast(images.device):
             features = self.student(images)

@@ -1,9 +1,10 @@
 """The loop: epochs of steps, evaluation, checkpoints, and `fit(config) -> Run`.
 
 Each epoch trains on the training images in random batches (`step.train_step`), then measures
-the student and the teacher head on the test images and writes the run's history and checkpoint;
-a killed run resumes from its last checkpoint. The uint8 dataset stays on the device; the step's
-terms are summed there and read once per epoch.
+the student and the teacher head on the validation split and writes the run's history and
+checkpoint; a killed run resumes from its last checkpoint. The test set is read once, after the
+last epoch: the last epoch's student, and the student of the epoch that validation selected. The
+uint8 dataset stays on the device; the step's terms are summed there and read once per epoch.
 """
 
 import math
@@ -19,7 +20,7 @@ from .capture import CapturedStep
 from .config import RunConfig, resolve_device
 from .datasets import Dataset, load_dataset
 from .runs import CheckpointError, Run
-from .step import Terms, TrainState, train_step
+from .step import Terms, TrainState, check_weights, train_step
 from .streams import epoch_batches
 from .teacher_features import ProbeRecipe, TeacherMemo, fit_probe
 from .views import ENCODE_CHUNK, eval_view
@@ -30,7 +31,8 @@ Step = Callable[[torch.Tensor], Terms]
 
 def prepare_data(config: RunConfig, device: torch.device) -> Dataset:
     data = load_dataset(config.dataset)
-    return data.subset(config.train_size, config.test_size, config.seed).to(device)
+    parts = (config.train_size, config.val_size, config.test_size, config.seed)
+    return data.split(*parts).to(device)
 
 
 def step_function(state: TrainState) -> Step:
@@ -61,9 +63,9 @@ def train_epoch(state: TrainState, step: Step, progress: bool = False) -> dict[s
 
 
 @torch.no_grad()
-def embed_test_set(state: TrainState) -> dict[str, torch.Tensor]:
-    """Test-view embeddings and logits of the student and (if any) the teacher head."""
-    nets, images = state.networks.eval(), state.data.test_images
+def embed(state: TrainState, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Un-augmented embeddings and logits of the student and (if any) the teacher head."""
+    nets = state.networks.eval()
     chunks = [
         nets.student_outputs(eval_view(chunk, nets.student_view), state.precision)
         for chunk in images.split(ENCODE_CHUNK)
@@ -75,46 +77,56 @@ def embed_test_set(state: TrainState) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(state: TrainState) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Test loss and top-1 of student and teacher head, and EGA's terms on test batches."""
-    out, labels = embed_test_set(state), state.data.test_labels
+def evaluate(state: TrainState, part: str) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Loss and top-1 of student and teacher head on `part` ("val" or "test"), and EGA's terms
+    on its batches; the row's keys start with the part's name."""
+    images, labels = getattr(state.data, f"{part}_images"), getattr(state.data, f"{part}_labels")
+    out = embed(state, images)
     accuracy = lambda logits: (logits.argmax(1) == labels).float().mean().item()
     row = {
-        "test_ce": F.cross_entropy(out["logits_s"], labels).item(),
-        "test_acc": accuracy(out["logits_s"]),
-        "teacher_test_acc": float("nan"),
+        f"{part}_ce": F.cross_entropy(out["logits_s"], labels).item(),
+        f"{part}_acc": accuracy(out["logits_s"]),
+        f"teacher_{part}_acc": float("nan"),
     }
     if "xt" in out:
-        row["teacher_test_acc"] = accuracy(out["logits_t"])
-        row.update(graph_terms_by_batch(out["xs"], out["xt"], state.config.batch_size))
+        row[f"teacher_{part}_acc"] = accuracy(out["logits_t"])
+        terms = graph_terms_by_batch(out["xs"], out["xt"], state.config.batch_size)
+        row.update({f"{part}_{k}": v for k, v in terms.items()})
     return row, {**out, "labels": labels}
 
 
 def graph_terms_by_batch(xs: torch.Tensor, xt: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Mean L_node and L_edge over consecutive test batches of the training batch size."""
+    """Mean L_node and L_edge over consecutive batches of the training batch size."""
     if (groups := len(xs) // batch_size) == 0:
         return {}
     pairs = zip(xs.split(batch_size)[:groups], xt.split(batch_size)[:groups])
     terms = torch.stack([torch.stack(losses.ega_terms(s, t)) for s, t in pairs])
     node, edge = terms.mean(0).tolist()  # one host read, not one per batch
-    return {"test_node": node, "test_edge": edge}
+    return {"node": node, "edge": edge}
 
 
-def start(state: TrainState, run: Run) -> tuple[int, list[dict]]:
-    """The run's first epoch and its history so far: from its checkpoint, or from scratch (the
-    pretrained protocol's teacher head first trained as a linear probe)."""
+Selected = dict | None  # the validation-selected epoch: {"epoch", "model": its student's weights}
+
+
+def start(state: TrainState, run: Run) -> tuple[int, list[dict], Selected]:
+    """The run's first epoch, its history so far and its validation-selected epoch: from its
+    checkpoint, or from scratch (the pretrained protocol's teacher head first trained as a linear
+    probe)."""
     checkpoint = run.load_checkpoint()
     if checkpoint is not None:
         try:
             state.load_state_dict(checkpoint)
+            selected = checkpoint.get("selected")
+            if selected is not None:
+                check_weights(selected["model"], state.networks.student_state())
         except CheckpointError as error:
             raise CheckpointError(f"{run.path / 'checkpoint.pt'}: {error}") from None
-        return checkpoint["epoch"], checkpoint["history"]
+        return checkpoint["epoch"], checkpoint["history"], selected
     config = state.config
     if config.protocol == "pretrained" and state.teacher is not None:
         recipe = ProbeRecipe(config.probe_epochs, config.seed, config.teacher_lr)
         fit_probe(state.teacher, state.networks.teacher_head, state.data, recipe)
-    return 0, []
+    return 0, [], None
 
 
 def fit(
@@ -154,43 +166,71 @@ def check_finite(state: TrainState, row: dict) -> None:
         )
 
 
-def epoch_row(state: TrainState, step: Step, epoch: int, progress: bool):
-    """Train one epoch and evaluate: its history row, and the test set's embeddings."""
+def epoch_row(state: TrainState, step: Step, epoch: int, progress: bool) -> dict:
+    """Train one epoch, then measure it on the validation split (if the run holds one out)."""
     began = time.time()
     row = {"epoch": epoch, "lr": float(state.optimizers["student"].param_groups[0]["lr"])}
     row.update(train_epoch(state, step, progress))
     check_finite(state, row)
     seconds = time.time() - began
-    test_row, embeddings = evaluate(state)
-    row.update(test_row, seconds=seconds, images_per_s=len(state.data.train_labels) / seconds)
+    if state.data.val_labels is not None:
+        row.update(evaluate(state, "val")[0])
+    row.update(seconds=seconds, images_per_s=len(state.data.train_labels) / seconds)
     row["wall_s"] = time.time() - began
-    return row, embeddings
+    return row
+
+
+def select(state: TrainState, history: list[dict], selected: Selected) -> Selected:
+    """The epoch with the best validation top-1 so far (the first of equals), with a copy of its
+    student's weights; None without a validation split."""
+    scores = [row["val_acc"] for row in history if "val_acc" in row]
+    if not scores or (selected is not None and scores[-1] <= max(scores[:-1])):
+        return selected
+    model = {k: v.detach().clone() for k, v in state.networks.student_state().items()}
+    return {"epoch": history[-1]["epoch"], "model": model}
+
+
+def test_once(state: TrainState, selected: Selected) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The test set, read once training is over: top-1 of the last epoch's student and teacher
+    head, then of the validation-selected epoch's student; and the last epoch's embeddings."""
+    row, embeddings = evaluate(state, "test")
+    tested = {"acc": row["test_acc"], "teacher_acc": row["teacher_test_acc"]}
+    tested.update(selected_epoch=None, selected_acc=math.nan)
+    if selected is not None:
+        tested.update(selected_epoch=selected["epoch"], selected_acc=row["test_acc"])
+        if selected["epoch"] != state.config.epochs:
+            state.networks.load_state_dict(selected["model"], strict=False)
+            tested["selected_acc"] = evaluate(state, "test")[0]["test_acc"]
+    return tested, embeddings
+
+
+def report(config: RunConfig, row: dict) -> None:
+    measured = f"validation top-1 {100 * row['val_acc']:.2f} %, " if "val_acc" in row else ""
+    print(
+        f"[{config.method}] epoch {row['epoch']}/{config.epochs}: {measured}{row['seconds']:.1f} s",
+        flush=True,
+    )
 
 
 def train_run(state: TrainState, run: Run, progress: bool, on_epoch_end: EpochEnd | None) -> None:
-    config, (first, history) = state.config, start(state, run)
-    step, embeddings, epoch = step_function(state), None, first
+    config, (first, history, selected) = state.config, start(state, run)
+    step, epoch = step_function(state), first
     try:
         for epoch in range(first, config.epochs):
-            row, embeddings = epoch_row(state, step, epoch + 1, progress)
-            history.append(row)
-            run.save_checkpoint({"epoch": epoch + 1, "history": history, **state.state_dict()})
+            history.append(epoch_row(state, step, epoch + 1, progress))
+            selected = select(state, history, selected)
+            saved = {"epoch": epoch + 1, "history": history, "selected": selected}
+            run.save_checkpoint({**saved, **state.state_dict()})
             run.write_history(history)
             if progress:
-                top1, seconds = 100 * row["test_acc"], row["seconds"]
-                print(
-                    f"[{config.method}] epoch {epoch + 1}/{config.epochs}: test top-1 "
-                    f"{top1:.2f} %, {seconds:.1f} s",
-                    flush=True,
-                )
+                report(config, history[-1])
             if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, row)
+                on_epoch_end(epoch + 1, history[-1])
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through the command line
         raise type(stop)(
             f"{config.run_name}: interrupted in epoch {epoch + 1} of {config.epochs}; run the "
             "same command to resume from its last finished epoch."
         ) from None
-    if embeddings is None:  # resumed after the last epoch's checkpoint
-        embeddings = evaluate(state)[1]
+    tested, embeddings = test_once(state, selected)
     run.save_embeddings({k: v.cpu() for k, v in embeddings.items()})
-    run.finish(history, sum(row["wall_s"] for row in history))
+    run.finish(history, sum(row["wall_s"] for row in history), tested)

@@ -135,7 +135,7 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     host = socket.gethostname()
     live = {"executor": "local", "job_id": str(os.getpid()), "host": host}
     (paths["running"] / "job.json").write_text(json.dumps(live))
-    (paths["running"] / "history.csv").write_text("epoch,test_acc\n1,0.1\n")
+    (paths["running"] / "history.csv").write_text("epoch,val_acc\n1,0.1\n")
     dead = {"executor": "local", "job_id": str(dead_pid()), "host": host}
     (paths["failed"] / "job.json").write_text(json.dumps(dead))
     (paths["failed"] / "error.txt").write_text(

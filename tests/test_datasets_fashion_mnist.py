@@ -75,8 +75,32 @@ def test_unknown_dataset_lists_the_known_ones():
 
 
 def test_subset_is_class_balanced(fmnist):
-    small = fmnist.subset(train=100, test=30, seed=1)
+    small = fmnist.split(train=100, test=30, seed=1)
     assert torch.bincount(small.train_labels).tolist() == [10] * 10
     assert torch.bincount(small.test_labels).tolist() == [3] * 10
-    again = fmnist.subset(train=100, seed=1)
+    again = fmnist.split(train=100, seed=1)
     assert torch.equal(small.train_images, again.train_images)
+
+
+def image_ids(images: torch.Tensor) -> set[bytes]:
+    return {bytes(image.flatten().tolist()) for image in images}
+
+
+def test_the_validation_split_is_held_out_balanced_and_one_for_every_seed(fmnist):
+    """The demo's sizes: 10,000 held out, 4,000 trained on, for each of five seeds."""
+    splits = [fmnist.split(train=4000, val=10000, seed=seed) for seed in range(5)]
+    val = image_ids(splits[0].val_images)
+    assert len(val) > 9900  # Fashion-MNIST repeats a few images; ids are their pixels
+    assert torch.bincount(splits[0].val_labels).tolist() == [1000] * 10
+    for split in splits:
+        assert torch.equal(split.val_images, splits[0].val_images)
+        assert torch.equal(split.val_labels, splits[0].val_labels)
+        assert torch.bincount(split.train_labels).tolist() == [400] * 10
+        assert not val & image_ids(split.train_images)  # disjoint from every run's training
+    assert not torch.equal(splits[0].train_images, splits[1].train_images)  # seeds differ there
+
+
+def test_without_a_validation_split_the_training_draw_is_unchanged(fmnist):
+    assert fmnist.split(train=100, seed=3).val_images is None
+    with pytest.raises(ValueError, match="leaves none of fashion-mnist's 60000 training images"):
+        fmnist.split(val=60000)

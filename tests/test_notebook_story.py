@@ -95,10 +95,10 @@ def test_04_draws_learning_dynamics_and_reuses_runs(story):
     html = _html(nb)
     for header in (
         "train error (%)",
-        "test error (%)",
-        "gap (test - train, %)",
-        "test L_node",
-        "test L_edge",
+        "validation error (%)",
+        "gap (validation - train, %)",
+        "validation L_node",
+        "validation L_edge",
         "vanilla: CE only",
         "ega-edge",
         "ega-node",
@@ -118,7 +118,7 @@ def test_05_tables_are_empty_at_smoke_size_and_list_the_runs(story):
     assert "stl10" in html and "<b>" not in html  # nothing filled, nothing marked best
     assert markdown.count("the table is empty") == len(tables.TABLE_LAYOUTS)
     assert "assumed" in html  # the supervised table's method names
-    for header in ("<th>method</th>", "<th>top1</th>", "<th>best_top1</th>", "<th>epochs</th>"):
+    for header in ("<th>method</th>", "<th>top1</th>", "<th>selected_top1</th>", "<th>epochs</th>"):
         assert header in html
     # the four smoke runs in the "all finished runs" table, and their one setting over seeds
     assert html.count("small-cnn") == 4 + 1 and "(1 seed, no sd)" in html
@@ -158,8 +158,8 @@ def _fabricate(runs_dir: Path) -> pd.DataFrame:
         (folder / "config.json").write_text(json.dumps(config.to_dict()))
         metrics = {
             "top1": top1,
-            "best_top1": top1 + 0.5,
-            "best_epoch": epochs,
+            "selected_top1": top1 + 0.5,
+            "selected_epoch": epochs,
             "teacher_top1": 80.0,
             "epochs": epochs,
             "wall_time_s": 1.0,

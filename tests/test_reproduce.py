@@ -9,6 +9,7 @@ from test_datasets import write_cifar100
 
 from egalib import datasets as data
 from egalib import models
+from egalib.config import PROFILES
 from egalib.experiments.paper import paper_results
 from egalib.experiments.pretrain import train_supervised_teacher
 from egalib.experiments.reproduce import TABLES, table_configs
@@ -61,6 +62,7 @@ def test_train_teacher_makes_the_weights_the_wrn40_teacher_loads(tmp_path, monke
     write_cifar100(tmp_path / "data" / "cifar100", train=8, test=4)
     monkeypatch.setattr(data, "DATA_DIR", tmp_path / "data")
     monkeypatch.setattr(teachers, "TEACHER_DIR", tmp_path / "teachers")
+    monkeypatch.setitem(PROFILES["paper"], "val_size", 2)  # of the 8 fake training images
     card = train_supervised_teacher(epochs=1, device="cpu", runs_dir=str(tmp_path / "runs"))
     assert card["command"] == "python -m egalib train-teacher --epochs 1"
     assert (tmp_path / "teachers" / "supervised-wrn40.json").is_file()
@@ -89,9 +91,11 @@ def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch)
             dataset="stl10",
             train_size=None,
             test_size=None,
+            val_size=0,  # of 3 training images; nothing is held out or selected
             batch_size=2,
         ),
         progress=False,
     )
     result = transfer(rgb.path, "stl10", epochs=2, device="cpu")
     assert 0 <= result["top1"] <= 100 and (rgb.path / "transfer_stl10.json").is_file()
+    assert rgb.metrics["selected_epoch"] is None and rgb.metrics["val_top1"] is None

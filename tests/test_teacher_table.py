@@ -210,7 +210,7 @@ def test_a_run_with_the_table_trains_as_one_without_it(smoke, tmp_path, method, 
         )
         histories.append(train.fit(config, progress=False).history)
     without, with_table = histories
-    measured = [c for c in without.columns if c.startswith(("train_", "test_", "teacher_"))]
+    measured = [c for c in without.columns if c.startswith(("train_", "val_", "teacher_"))]
     assert len(measured) > 6
     pd.testing.assert_frame_equal(without[measured], with_table[measured], atol=1e-5, rtol=1e-4)
 

@@ -25,7 +25,7 @@ def test_every_method_trains_one_smoke_epoch(smoke, method):
     run = train.fit(smoke(method=method), progress=False)
     metrics, history = run.metrics, run.history
     assert 0 <= metrics["top1"] <= 100 and metrics["epochs"] == 1
-    for column in ("train_loss", "train_ce", "test_acc", "teacher_test_acc", "lr", "test_node"):
+    for column in ("train_loss", "train_ce", "val_acc", "teacher_val_acc", "lr", "val_node"):
         assert column in history.columns
     if "ega" in method:
         assert {"train_node", "train_edge", "train_distill"} <= set(history.columns)
@@ -190,3 +190,64 @@ def test_an_interrupted_command_says_one_line_and_resumes_to_the_same_history(
     history = lambda side: Run(load_runs(tmp_path / side)["path"][0]).history
     histories = [_without_timing(history(side).to_dict("records")) for side in ("a", "b")]
     assert histories[0] == histories[1]
+
+
+def test_every_method_of_a_profile_holds_out_the_same_validation_split(smoke):
+    """`fit`'s data for two methods and two seeds: one validation split, never trained on."""
+    datas = [
+        train.prepare_data(smoke(method=m, seed=s), torch.device("cpu"))
+        for m, s in (("ega", 0), ("vanilla", 0), ("crd", 1))
+    ]
+    val = {bytes(image.flatten().tolist()) for image in datas[0].val_images}
+    assert len(datas[0].val_labels) == 256 and len(set(datas[0].val_labels.tolist())) == 10
+    for data in datas:
+        assert torch.equal(data.val_labels, datas[0].val_labels)
+        assert torch.equal(data.val_images, datas[0].val_images)
+        assert not val & {bytes(image.flatten().tolist()) for image in data.train_images}
+
+
+def _row(epoch, val_acc):
+    return {"epoch": epoch, "val_acc": val_acc}
+
+
+def test_validation_selects_the_first_epoch_of_the_best_validation_top1(smoke):
+    state = TrainState.build(smoke(), train.prepare_data(smoke(), torch.device("cpu")))
+    history, selected, picks = [], None, []
+    for epoch, acc in enumerate((0.5, 0.7, 0.6, 0.7), start=1):
+        history.append(_row(epoch, acc))
+        selected = train.select(state, history, selected)
+        picks.append(selected["epoch"])
+    assert picks == [1, 2, 2, 2]
+    assert train.select(state, [{"epoch": 1}], None) is None  # no split held out
+
+
+@pytest.mark.integration
+def test_the_test_set_is_read_once_after_the_last_epoch(smoke, monkeypatch):
+    parts, evaluate = [], train.evaluate
+
+    def recording(state, part):
+        parts.append(part)
+        return evaluate(state, part)
+
+    monkeypatch.setattr(train, "evaluate", recording)
+    run = train.fit(smoke(method="ega", epochs=3), progress=False)
+    assert parts[:3] == ["val"] * 3 and set(parts[3:]) == {"test"} and len(parts) <= 5
+    metrics = run.metrics
+    assert 1 <= metrics["selected_epoch"] <= 3 and 0 <= metrics["selected_top1"] <= 100
+    best = run.history["val_acc"].max()
+    assert metrics["selected_val_top1"] == round(100 * best, 2)
+    assert "best_top1" not in metrics and "test_acc" not in run.history.columns
+
+
+def test_the_selected_epochs_student_is_the_one_tested(smoke):
+    config = smoke(epochs=2)
+    state = TrainState.build(config, train.prepare_data(config, torch.device("cpu")))
+    chosen = train.select(state, [_row(1, 0.5)], None)  # the initial weights, as epoch 1
+    expected = train.evaluate(state, "test")[0]["test_acc"]
+    with torch.no_grad():
+        state.networks.student_head.classifier.weight.zero_()
+        state.networks.student_head.classifier.bias.copy_(torch.arange(10.0))  # always class 9
+    tested, _ = train.test_once(state, chosen)
+    nines = (state.data.test_labels == 9).float().mean().item()
+    assert tested["acc"] == pytest.approx(nines) and tested["selected_epoch"] == 1
+    assert tested["selected_acc"] == expected

@@ -104,8 +104,9 @@ class CellJob:
 
     def _epoch_end(self, epoch: int, row: dict) -> None:
         print(
-            f"epoch {epoch}/{self.config.epochs}: test top-1 {100 * row['test_acc']:.2f} %, "
-            f"{row['seconds']:.1f} s",
+            f"epoch {epoch}/{self.config.epochs}: "
+            + (f"validation top-1 {100 * row['val_acc']:.2f} %, " if "val_acc" in row else "")
+            + f"{row['seconds']:.1f} s",
             flush=True,
         )
         if self.on_epoch_end is not None:

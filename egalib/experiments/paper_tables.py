@@ -39,7 +39,16 @@ LONG_COLUMNS = [
 ]
 KEYS = ["teacher", "student", "dataset", "method", "protocol"]
 MISSING = "–"
-RUN_COLUMNS = ["method", "teacher", "student", "dataset", "protocol", "epochs", "top1", "best_top1"]
+RUN_COLUMNS = [
+    "method",
+    "teacher",
+    "student",
+    "dataset",
+    "protocol",
+    "epochs",
+    "top1",
+    "selected_top1",
+]
 SUPERVISED_NOTE = (
     "The poster lost the method names of the supervised-teacher table; its eight rows are read "
     "as " + ", ".join(SUPERVISED_ROWS.values()) + " (the order of the other tables without "

@@ -88,7 +88,7 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
     """Pretrain the teacher's encoder with SimCLR, probe it, write `<name>.pt` and `<name>.json`."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    data = load_dataset(cfg.dataset).subset(train=cfg.train_size, seed=cfg.seed).to(device)
+    data = load_dataset(cfg.dataset).split(train=cfg.train_size, seed=cfg.seed).to(device)
     teacher = models.teacher(cfg.teacher, pretrained=False)
     encoder = teacher.encoder.to(device).requires_grad_(True).train()
     projector = nn.Sequential(
