@@ -36,7 +36,7 @@ def test_the_core_needs_no_notebook_paper_or_cluster_package():
     """`pip install egalib` stays small: the extras hold Jupyter, CLIP and submitit."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = {_name(r) for r in project["dependencies"]}
-    assert core == {"torch", "torchvision", "numpy", "pandas", "tqdm"}
+    assert core == {"torch", "torchvision", "numpy", "pandas", "scipy", "tqdm"}
     extras = project["optional-dependencies"]
     assert {"jupyterlab", "papermill", "seaborn"} <= {_name(r) for r in extras["notebooks"]}
     assert {_name(r) for r in extras["paper"]} == {"open_clip_torch"}

@@ -75,15 +75,19 @@ def test_regime_study_covers_every_batch_method_seed_and_beta():
     assert len({c.run_name for c in configs}) == len(configs)
 
 
-def test_demo_table_shows_mean_sd_and_the_paired_difference():
+def test_demo_table_shows_mean_sd_the_paired_interval_the_rivals_and_the_claims():
     runs = []
-    for seed, (plain, ega) in enumerate([(70.0, 72.0), (72.0, 72.0), (74.0, 78.0)]):
-        for method, top1 in (("vanilla", plain), ("ega", ega)):
+    scores = {"vanilla": (70.0, 72.0, 74.0), "ega": (72.0, 72.0, 78.0), "kd": (69.0, 71.0, 73.5)}
+    for method, values in scores.items():
+        for seed, top1 in enumerate(values):
             config = RunConfig.from_profile("demo", method=method, seed=seed)
             runs.append((config, {"top1": top1, "wall_time_s": 10.0, "teacher_top1": 86.5}))
     table = results_table("demo", runs, trained_s=20.0, wall_s=30.0)
-    assert "| student: vanilla | 72.00 ± 2.00 |  | 10 |" in table
-    assert "| student: ega | 74.00 ± 3.46 | +2.00 ± 2.00 | 10 |" in table
+    assert "| student: vanilla |  | 72.00 ± 2.00 |  |  | 10 |" in table
+    # ega - vanilla: 2, 0, 4 -> mean 2, sd 2, t(0.975, 2) x 2 / sqrt(3) = 4.97
+    assert "| student: ega | beta 1 -> 1 | 74.00 ± 3.46 | +2.00 [-2.97, +6.97] | no | 10 |" in table
+    assert "| ega - kd | +2.83 [" in table
+    assert "| EGA beats kd | +2.83 [" in table and "| EGA beats vanilla | +2.00 [-2.97" in table
     assert "seeds 0 1 2" in table and "wall time: 30 s, of which training 20 s" in table
 
 

@@ -100,10 +100,14 @@ def cmd_status(args) -> None:
 
 def cmd_study(args) -> None:
     from .study import regime
+    from .weights import chosen_weights, weights
 
-    table = regime(args.profile, args.seeds, args.runs_dir, args.parallel, Path(args.out))
+    study = {"regime": regime, "weights": weights}[args.name]
+    table = study(args.profile, args.seeds, args.runs_dir, args.parallel, Path(args.out))
     print(table.drop(columns="run").round(3).to_string(index=False))
-    print(f"summary: {Path(args.out) / f'regime-{args.profile}.csv'}")
+    if args.name == "weights":
+        print("\nchosen on validation:\n" + chosen_weights(table).round(3).to_string(index=False))
+    print(f"summary: {Path(args.out) / f'{args.name}-{args.profile}.csv'}")
 
 
 def cmd_transfer(args) -> None:
@@ -235,10 +239,17 @@ def add_commands(sub) -> None:
     add_cell_flags(status)
     status.set_defaults(func=cmd_status)
 
-    study = command(sub, "study", "when EGA helps: the regime study (batch size, beta)")
-    study.add_argument("name", choices=["regime"], help="the study: regime (batch size, beta)")
+    study = command(sub, "study", "the studies: when EGA helps, and each method's best weight")
+    study.add_argument(
+        "name",
+        choices=["regime", "weights"],
+        help="regime: batch size and beta (docs/demo.md); weights: each method's weight on a "
+        "log grid, chosen on the validation split",
+    )
     study.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
-    study.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    study.add_argument(
+        "--seeds", type=int, nargs="+", help="default: the profile's (regime) or 0 1 (weights)"
+    )
     study.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     study.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     study.add_argument("--out", default=str(RESULTS), help="where the summary and card go")

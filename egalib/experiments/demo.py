@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import RunConfig, profile_seeds
+from ..config import PROTOCOLS, RunConfig, profile_seeds
 from ..files import atomic_write_text
 from ..methods import METHODS
 from ..models.teachers import teacher_card
 from ..runs import Run
 from .cluster import run_local
+from .compare import claims_table, interval_text, paired, verdict
 from .paper_tables import mean_sd, seed_summary
+from .weights import tuned
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # The kernel's own log at ERROR, on purpose: it would warn, once per notebook, that it runs "over
@@ -76,14 +78,12 @@ def run_demo(
     parallel: int = 2,
 ) -> str:
     """Train every method with every seed of the profile (`parallel` runs at once, one thread
-    each), execute the notebooks, then print and save the table of means over seeds."""
+    each), and EGA with the joint protocol too for the claims table; execute the notebooks, then
+    print and save the table: means over seeds, paired differences with their intervals, the
+    poster's claims."""
     began = time.time()
     seeds = seeds or profile_seeds(profile)
-    configs = [
-        RunConfig.from_profile(profile, method=m, seed=s, runs_dir=runs_dir)
-        for m in methods
-        for s in seeds
-    ]
+    configs = demo_configs(profile, methods, seeds, runs_dir)
     run_local(configs, parallel, threads=1 if parallel > 1 else None)
     trained = time.time() - began
     runs = [(c, Run(Path(runs_dir) / c.run_name).metrics) for c in configs]
@@ -97,54 +97,114 @@ def run_demo(
     return table
 
 
-def results_table(
-    profile: str, runs: list[tuple[RunConfig, dict]], trained_s: float, wall_s: float
-) -> str:
-    """Mean +- sd over seeds per method, and the paired difference to vanilla (same seed)."""
-    config = RunConfig.from_profile(profile)
-    labelled = config.train_size or "all"
-    frame = pd.DataFrame(
-        [
+def demo_configs(profile: str, methods, seeds, runs_dir: str) -> list[RunConfig]:
+    """Each method at each seed, then (with EGA among them) EGA with the other protocol."""
+    make = lambda **values: RunConfig.from_profile(profile, runs_dir=runs_dir, **values)
+    configs = [make(method=m, seed=s) for m in methods for s in seeds]
+    if "ega" in methods:
+        other = next(p for p in PROTOCOLS if p != RunConfig.from_profile(profile).protocol)
+        configs += [make(method="ega", protocol=other, seed=s) for s in seeds]
+    return configs
+
+
+def run_frame(profile: str, runs: list[tuple[RunConfig, dict]]) -> pd.DataFrame:
+    """One row per run: its method (labelled with its protocol where it is not the profile's),
+    seed, test top-1, seconds, teacher head's top-1, and the weight the study tunes."""
+    protocol = RunConfig.from_profile(profile).protocol
+    rows = []
+    for c, m in runs:
+        rows.append(
             {
-                "method": c.method,
+                "method": c.method + ("" if c.protocol == protocol else f" ({c.protocol})"),
                 "seed": c.seed,
                 "top1": m["top1"],
                 "seconds": m["wall_time_s"],
                 "teacher": m["teacher_top1"],
+                "weight": weight_text(c),
             }
-            for c, m in runs
-        ]
-    )
+        )
+    return pd.DataFrame(rows)
+
+
+def weight_text(config: RunConfig) -> str:
+    """'beta 30000 -> 300': the weight the study tunes, and any other that differs from the
+    method table's, as the table has it and as the run used it."""
+    paper, used = METHODS[config.method], config.weights
+    keys = [tuned(config.method)]
+    keys += [k for k in ("gamma", "alpha", "beta") if getattr(paper, k) != getattr(used, k)]
+    keys = list(dict.fromkeys(keys))
+    return ", ".join(f"{k} {getattr(paper, k):g} -> {getattr(used, k):g}" for k in keys)
+
+
+EGA_FAMILY = ("ega", "ega+kd", "ega-node", "ega-edge")
+
+
+def rivals(frame: pd.DataFrame, count: int = 2) -> list[str]:
+    """The `count` methods with the best mean top-1, vanilla and EGA's own variants aside."""
+    others = frame[~frame.method.isin(("vanilla", *EGA_FAMILY)) & ~frame.method.str.contains(" ")]
+    return list(others.groupby("method").top1.mean().nlargest(count).index)
+
+
+def results_table(
+    profile: str, runs: list[tuple[RunConfig, dict]], trained_s: float, wall_s: float
+) -> str:
+    """Mean +- sd over seeds per method, the paired difference to vanilla (same seed) with its
+    95 % interval, EGA against its two closest rivals, and the poster's claims checked."""
+    config = RunConfig.from_profile(profile)
+    labelled = config.train_size or "all"
+    frame = run_frame(profile, runs)
     summary = seed_summary(frame)
     seeds = sorted(frame["seed"].unique())
     probe = frame.dropna(subset=["teacher"]).groupby("seed")["teacher"].first()
     lines = [
-        f"egalib demo ({profile}): {config.dataset}, {labelled} labelled training images, "
-        f"{config.epochs} epochs, batch {config.batch_size}, lr {config.lr:g}, student "
-        f"{config.student}, teacher {config.teacher}, seeds {' '.join(map(str, seeds))}",
+        f"egalib demo ({profile}): {config.dataset}, {labelled} labelled training images "
+        f"({config.val_size} more held out for validation), {config.epochs} epochs, batch "
+        f"{config.batch_size}, lr {config.lr:g}, student {config.student}, teacher "
+        f"{config.teacher}, seeds {' '.join(map(str, seeds))}",
         "",
-        "| model | test top-1 (%), mean ± sd | paired difference to vanilla | seconds per run |",
-        "| --- | ---: | ---: | ---: |",
-        f"| teacher: linear probe, all 60,000 labels (shipped card) | "
-        f"{teacher_card(config.teacher)['linear_probe_top1']:.2f} | | |",
-        f"| teacher: linear probe, {labelled} labels (the runs' head) | "
-        f"{mean_sd(probe.mean(), probe.std(), len(probe))} | | |",
+        "| model | weight: paper -> used | test top-1 (%), mean ± sd | minus vanilla, mean "
+        "[95 % interval] | resolved | seconds per run |",
+        "| --- | --- | ---: | ---: | :---: | ---: |",
+        f"| teacher: linear probe, all 60,000 labels (shipped card) | | "
+        f"{teacher_card(config.teacher)['linear_probe_top1']:.2f} | | | |",
+        f"| teacher: linear probe, {labelled} labels (the runs' head) | | "
+        f"{mean_sd(probe.mean(), probe.std(), len(probe))} | | | |",
     ]
     for method, row in summary.iterrows():
-        difference = (
-            ""
-            if method == "vanilla"
-            else mean_sd(row.difference, row.difference_sd, row.seeds, signed=True)
-        )
-        seconds = frame.loc[frame.method == method, "seconds"].mean()
+        rows = frame[frame.method == method]
+        weight = "" if method == "vanilla" else rows.weight.iloc[0]
+        difference = resolved = ""
+        if method != "vanilla" and "vanilla" in summary.index:
+            interval = paired(frame, method, "vanilla")
+            difference = interval_text(interval)
+            resolved = "yes" if verdict(interval) in ("holds", "reversed") else "no"
         lines.append(
-            f"| student: {method} | {mean_sd(row.top1, row.sd, row.seeds)} | "
-            f"{difference} | {seconds:.0f} |"
+            f"| student: {method} | {weight} | {mean_sd(row.top1, row.sd, row.seeds)} | "
+            f"{difference} | {resolved} | {rows.seconds.mean():.0f} |"
         )
+    if "ega" in summary.index:
+        lines += ["", "| EGA against its closest rivals | mean [95 % interval] | verdict |"]
+        lines += ["| --- | ---: | --- |"]
+        for rival in rivals(frame):
+            interval = paired(frame, "ega", rival)
+            lines.append(f"| ega - {rival} | {interval_text(interval)} | {verdict(interval)} |")
+    claims = claims_table(frame)
+    if len(claims):
+        lines += [
+            "",
+            "| the poster's claim | measured: a - b, mean [95 % interval] | verdict "
+            "| the poster's a - b (CIFAR-100, ViT-B/32 -> resnet8x4) |",
+        ]
+        lines += ["| --- | ---: | --- | ---: |"]
+        for c in claims.to_dict("records"):
+            poster = "" if pd.isna(c["poster"]) else f"{c['poster']:+.2f}"
+            lines.append(f"| {c['claim']} | {interval_text(c)} | {c['verdict']} | {poster} |")
     lines += [
         "",
-        f"sd: sample standard deviation over the {len(seeds)} seeds; differences "
-        "are paired (same seed: same batches and views).",
+        f"sd: sample standard deviation over the {len(seeds)} seeds; differences are paired "
+        "(same seed: same batches and views), their interval Student's t over the seeds; "
+        "resolved: the interval excludes 0. Weights: the method table's (the paper's) and the "
+        "one this profile uses (chosen on the validation split by `study weights`).",
         f"wall time: {wall_s:.0f} s, of which training {trained_s:.0f} s (runs already "
         "finished are reused, not retrained)",
     ]

@@ -78,13 +78,19 @@ def regime(
 ) -> pd.DataFrame:
     """Train what is missing of the study (`parallel` processes at one thread each), then write
     the summary (one row per run) and its card to `out` (None: write nothing)."""
-    began = time.time()
     configs = regime_configs(profile, seeds, runs_dir)
+    return summarize(f"regime-{profile}", configs, run_row, parallel, out)
+
+
+def summarize(name: str, configs, row, parallel: int, out: Path | None) -> pd.DataFrame:
+    """A study's runs trained where missing, one `row(config)` each, written as out/<name>.csv
+    with its card out/<name>.json (None: write nothing)."""
+    began = time.time()
     run_local(configs, parallel, threads=1 if parallel > 1 else None)
-    table = pd.DataFrame([run_row(c) for c in configs])
+    table = pd.DataFrame([row(c) for c in configs])
     if out is not None:
-        atomic_write_text(Path(out) / f"regime-{profile}.csv", table.to_csv(index=False))
-        atomic_write_text(Path(out) / f"regime-{profile}.json", json.dumps(card(began), indent=2))
+        atomic_write_text(Path(out) / f"{name}.csv", table.to_csv(index=False))
+        atomic_write_text(Path(out) / f"{name}.json", json.dumps(card(began), indent=2))
     return table
 
 

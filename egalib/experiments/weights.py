@@ -1,0 +1,106 @@
+"""Each method at its own best weight: the weights study.
+
+The method table's weights are the CRD code base's, tuned for CIFAR-100 at batch 64 on other
+features; at another regime they can be far off (PKT's loss is a mean over the B x B matrix, so
+its effective weight grows as the batch shrinks). The study trains each method with its main
+weight on one log grid, the same for every method: the paper's weight times 0.001, 0.01, 0.1, 1
+and 10, each with the same paired seeds. That weight is beta, and for KD alpha with the CE weight
+gamma at 1, as every other method's (KD's temperature stays 4). It reads only the validation
+split: the chosen weight is the grid point with the best mean last-epoch validation top-1.
+`python -m egalib study weights` writes one row per run to egalib/data/results/
+weights-<profile>.csv, without any test accuracy, and a card (command, commit, date, device).
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import RunConfig
+from ..methods import METHODS
+from ..runs import Run
+from .study import RESULTS, summarize
+
+FACTORS = (0.001, 0.01, 0.1, 1.0, 10.0)  # times the paper's weight: four decades
+SEEDS = (0, 1)  # paired: every grid point of every method sees the same batches and views
+SMOKE_FACTORS = (0.1, 1.0)  # seconds, for the tests
+
+
+def tuned(method: str) -> str:
+    """The weight the study tunes: KD's alpha, every other method's beta."""
+    return "alpha" if method == "kd" else "beta"
+
+
+def grid(method: str, profile: str) -> list[float]:
+    """The method's grid: its paper weight times each factor, to 6 significant digits."""
+    factors = SMOKE_FACTORS if profile == "smoke" else FACTORS
+    paper = getattr(METHODS[method], tuned(method))
+    return [float(f"{paper * factor:.6g}") for factor in factors]
+
+
+def weight_configs(profile: str = "demo", seeds=None, runs_dir: str = "runs") -> list[RunConfig]:
+    """vanilla at each seed, then every other method at each weight of its grid and each seed."""
+    make = lambda **values: RunConfig.from_profile(profile, runs_dir=runs_dir, **values)
+    seeds = seeds or SEEDS
+    configs = [make(method="vanilla", seed=s) for s in seeds]
+    for method in METHODS:
+        if method == "vanilla":
+            continue
+        fixed = {"gamma": 1.0} if method == "kd" else {}
+        for value in grid(method, profile):
+            weight = {tuned(method): value, **fixed}
+            configs += [make(method=method, seed=s, **weight) for s in seeds]
+    return configs
+
+
+def weight_row(config: RunConfig) -> dict:
+    """One finished run of the study: its weight and its validation top-1, nothing of the test."""
+    metrics = Run(Path(config.runs_dir) / config.run_name).metrics
+    key = tuned(config.method)
+    return {
+        "method": config.method,
+        "weight": key,
+        "value": getattr(config.weights, key),
+        "paper": getattr(METHODS[config.method], key),
+        "seed": config.seed,
+        "val_top1": metrics["val_top1"],
+        "run": config.run_name,
+    }
+
+
+def weights(
+    profile: str = "demo",
+    seeds=None,
+    runs_dir: str = "runs",
+    parallel: int = 2,
+    out: Path | None = RESULTS,
+) -> pd.DataFrame:
+    """Train what is missing of the study, then write its summary and card to `out`."""
+    configs = weight_configs(profile, seeds, runs_dir)
+    return summarize(f"weights-{profile}", configs, weight_row, parallel, out)
+
+
+def chosen_weights(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method: the grid point with the best mean validation top-1 over the seeds, that mean,
+    vanilla's, and whether the point is interior to the grid (not its smallest or largest)."""
+    vanilla = table.loc[table.method == "vanilla", "val_top1"].mean()
+    points = table[table.method != "vanilla"].groupby(["method", "weight", "value"], sort=False)
+    means = points.agg(
+        paper=("paper", "first"), val_top1=("val_top1", "mean"), seeds=("seed", "nunique")
+    )
+    rows = []
+    for (method, weight), group in means.reset_index().groupby(["method", "weight"], sort=False):
+        best = group.loc[group.val_top1.idxmax()]
+        interior = group.value.min() < best.value < group.value.max()
+        rows.append(
+            {
+                "method": method,
+                "weight": weight,
+                "paper": best.paper,
+                "chosen": best.value,
+                "val_top1": best.val_top1,
+                "vanilla_val_top1": vanilla,
+                "interior": bool(interior),
+                "seeds": int(best.seeds),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,50 @@
+"""The weights study: one log grid and one rule for every method, read on validation only."""
+
+import json
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from egalib.experiments import weights
+from egalib.methods import METHODS
+
+
+def test_every_method_gets_the_same_grid_around_its_paper_weight_and_the_same_tries():
+    configs = weights.weight_configs("demo")
+    tries = Counter(c.method for c in configs)
+    assert tries.pop("vanilla") == len(weights.SEEDS)
+    assert set(tries) == set(METHODS) - {"vanilla"}
+    assert set(tries.values()) == {len(weights.FACTORS) * len(weights.SEEDS)}
+    pkt = sorted({c.beta for c in configs if c.method == "pkt"})
+    assert pkt == [30.0, 300.0, 3000.0, 30000.0, 300000.0]
+    kd = [c for c in configs if c.method == "kd"]
+    assert {c.gamma for c in kd} == {1.0} and {c.beta for c in kd} == {None}
+    assert sorted({c.alpha for c in kd}) == [0.0009, 0.009, 0.09, 0.9, 9.0]
+    assert len({c.run_name for c in configs}) == len(configs)
+
+
+def test_the_choice_is_the_best_mean_validation_point_and_says_if_it_is_interior():
+    rows = [("vanilla", "beta", 0.0, s, 70.0) for s in (0, 1)]
+    for value, scores in ((1.0, (71, 73)), (10.0, (74, 74)), (100.0, (72, 72))):
+        rows += [("pkt", "beta", value, s, score) for s, score in enumerate(scores)]
+    for value, scores in ((0.1, (71, 71)), (1.0, (72, 73))):
+        rows += [("ega", "beta", value, s, score) for s, score in enumerate(scores)]
+    table = pd.DataFrame(rows, columns=["method", "weight", "value", "seed", "val_top1"])
+    table["paper"] = table.value.max()
+    chosen = weights.chosen_weights(table).set_index("method")
+    assert chosen.loc["pkt", "chosen"] == 10.0 and chosen.loc["pkt", "interior"]
+    assert chosen.loc["pkt", "val_top1"] == 74.0 and chosen.loc["pkt", "vanilla_val_top1"] == 70.0
+    assert chosen.loc["ega", "chosen"] == 1.0 and not chosen.loc["ega", "interior"]
+
+
+@pytest.mark.integration
+def test_the_study_at_smoke_writes_a_summary_without_test_accuracy(tmp_path):
+    table = weights.weights("smoke", [0], str(tmp_path / "runs"), parallel=1, out=tmp_path)
+    written = pd.read_csv(tmp_path / "weights-smoke.csv")
+    assert len(written) == len(table) == 1 + 2 * (len(METHODS) - 1)
+    assert not [c for c in written.columns if "test" in c or c == "top1"]
+    assert written.val_top1.between(0, 100).all()
+    card = json.loads((tmp_path / "weights-smoke.json").read_text())
+    assert {"command", "commit", "date", "device", "wall_s"} <= set(card)
+    assert len(weights.chosen_weights(written)) == len(METHODS) - 1
