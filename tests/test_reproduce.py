@@ -99,3 +99,11 @@ def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch)
     result = transfer(rgb.path, "stl10", epochs=2, device="cpu")
     assert 0 <= result["top1"] <= 100 and (rgb.path / "transfer_stl10.json").is_file()
     assert rgb.metrics["selected_epoch"] is None and rgb.metrics["val_top1"] is None
+
+
+def test_ega_with_the_rn101_teacher_weighs_its_edge_term_as_the_authors_script_does():
+    configs = table_configs("architectures")
+    ega = [c for c in configs if c.method == "ega"]
+    assert {c.options.get("edge_weight") for c in ega if c.teacher == "clip-rn101"} == {0.3}
+    assert all(c.options == {} for c in ega if c.teacher != "clip-rn101")
+    assert all(c.options == {} for c in configs if c.method != "ega")

@@ -65,13 +65,16 @@ def test_node_matrix_stats_on_a_hand_checkable_batch():
 
 
 def test_regime_study_covers_every_batch_method_seed_and_beta():
-    configs = study.regime_configs("demo")
-    assert len(configs) == 4 * 4 * 3 + 3 * 3
+    configs = study.regime_configs("demo", seeds=(0, 1, 2))
+    sweep = [c for c in configs if study.sweeps(c, "demo")]
+    assert len(configs) - len(sweep) == 4 * 4 * 3
     for c in configs:
         assert c.lr == pytest.approx(0.05 * c.batch_size / 64)
-    betas = sorted({c.beta for c in configs if c.beta is not None})
-    assert betas == [0.03, 0.1, 0.3]
-    assert {c.batch_size for c in configs if c.beta is not None} == {64}
+    betas = {c.beta for c in sweep}
+    assert betas == set(study.BETAS) - {study.ega_beta("demo")}
+    assert {c.batch_size for c in sweep} == {64} and len(sweep) == 3 * len(betas)
+    ega = {c.weights.beta for c in configs if c.method == "ega" and c not in sweep}
+    assert ega == {study.ega_beta("demo")}  # the profile's own weight, at every batch size
     assert len({c.run_name for c in configs}) == len(configs)
 
 

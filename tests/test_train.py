@@ -251,3 +251,15 @@ def test_the_selected_epochs_student_is_the_one_tested(smoke):
     nines = (state.data.test_labels == 9).float().mean().item()
     assert tested["acc"] == pytest.approx(nines) and tested["selected_epoch"] == 1
     assert tested["selected_acc"] == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_graph_terms_by_batch_are_the_mean_of_egas_terms_over_whole_batches(dtype):
+    from egalib import losses
+
+    xs, xt = torch.randn(37, 8, dtype=dtype), torch.randn(37, 8, dtype=dtype)
+    terms = train.graph_terms_by_batch(xs, xt, 4)  # 9 batches of 4; the last image is left out
+    each = [losses.ega_terms(xs[i : i + 4], xt[i : i + 4]) for i in range(0, 36, 4)]
+    assert terms["node"] == pytest.approx(sum(n.item() for n, _ in each) / 9, rel=1e-6)
+    assert terms["edge"] == pytest.approx(sum(e.item() for _, e in each) / 9, rel=1e-6)
+    assert train.graph_terms_by_batch(xs[:3], xt[:3], 4) == {}

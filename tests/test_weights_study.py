@@ -30,12 +30,15 @@ def test_the_choice_is_the_best_mean_validation_point_and_says_if_it_is_interior
         rows += [("pkt", "beta", value, s, score) for s, score in enumerate(scores)]
     for value, scores in ((0.1, (71, 71)), (1.0, (72, 73))):
         rows += [("ega", "beta", value, s, score) for s, score in enumerate(scores)]
+    for value, scores in ((0.1, (71, 71)), (1.0, (75, 76)), (10.0, (76, float("nan")))):
+        rows += [("irg", "beta", value, s, score) for s, score in enumerate(scores)]
     table = pd.DataFrame(rows, columns=["method", "weight", "value", "seed", "val_top1"])
     table["paper"] = table.value.max()
     chosen = weights.chosen_weights(table).set_index("method")
     assert chosen.loc["pkt", "chosen"] == 10.0 and chosen.loc["pkt", "interior"]
     assert chosen.loc["pkt", "val_top1"] == 74.0 and chosen.loc["pkt", "vanilla_val_top1"] == 70.0
     assert chosen.loc["ega", "chosen"] == 1.0 and not chosen.loc["ega", "interior"]
+    assert chosen.loc["irg", "chosen"] == 1.0  # 10 diverged in one seed: never chosen
 
 
 @pytest.mark.integration
@@ -48,3 +51,33 @@ def test_the_study_at_smoke_writes_a_summary_without_test_accuracy(tmp_path):
     card = json.loads((tmp_path / "weights-smoke.json").read_text())
     assert {"command", "commit", "date", "device", "wall_s"} <= set(card)
     assert len(weights.chosen_weights(written)) == len(METHODS) - 1
+
+
+def test_the_demo_profile_uses_the_weights_the_shipped_study_chose():
+    from egalib.config import RunConfig
+    from egalib.experiments.study import RESULTS
+
+    table = pd.read_csv(RESULTS / "weights-demo.csv")
+    chosen = weights.chosen_weights(table)
+    assert len(chosen) == len(METHODS) - 1
+    for row in chosen.itertuples():
+        config = RunConfig.from_profile("demo", method=row.method)
+        assert getattr(config.weights, row.weight) == row.chosen, row.method
+        if row.method == "kd":
+            assert config.weights.gamma == 1.0  # as the study trained it
+    assert json.loads((RESULTS / "weights-demo.json").read_text())["command"].endswith(
+        "study weights --profile demo --parallel 2"
+    )
+    assert RunConfig.from_profile("smoke", method="pkt").weights.beta == 30000.0  # the table's
+
+
+@pytest.mark.integration
+def test_a_weight_that_diverges_is_a_result_of_the_study_not_its_end(smoke, tmp_path):
+    from egalib.experiments.study import summarize
+
+    configs = [smoke(method="ega", beta=1e39), smoke(method="ega")]
+    table = summarize("t", configs, weights.weight_row, 1, tmp_path, weights.diverged)
+    assert table.diverged.tolist() == [True, False]
+    assert table.val_top1.isna().tolist() == [True, False]
+    with pytest.raises(RuntimeError, match="diverged"):  # without may_fail it is an error
+        summarize("t", configs[:1], weights.weight_row, 1, None)

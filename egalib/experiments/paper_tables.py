@@ -213,18 +213,21 @@ def write_tables(runs_dir: str | Path, epochs: int = 240) -> tuple[Path, Path]:
     return md, csv
 
 
-def seed_summary(runs: pd.DataFrame, by=("method",), baseline: str = "vanilla") -> pd.DataFrame:
-    """Per group of `by`: the top-1 mean and sample sd over seeds, and the paired difference to
-    `baseline` (its run with the same seed and the same other keys), mean and sd. An sd needs
-    two seeds: with one it is NaN, and `mean_sd` says so in words."""
+def seed_summary(
+    runs: pd.DataFrame, by=("method",), baseline: str = "vanilla", score: str = "top1"
+) -> pd.DataFrame:
+    """Per group of `by`: the mean and sample sd over seeds of `score` (a column of `runs`, also
+    the mean's column), and the paired difference to `baseline` (its run with the same seed and
+    the same other keys), mean and sd. An sd needs two seeds: with one it is NaN, and `mean_sd`
+    says so in words."""
     keys = [k for k in by if k != "method"]
-    base = runs[runs["method"] == baseline].set_index([*keys, "seed"])["top1"].rename("base")
+    base = runs[runs["method"] == baseline].set_index([*keys, "seed"])[score].rename("base")
     joined = runs.join(base, on=[*keys, "seed"])
-    joined["difference"] = joined["top1"] - joined["base"]
+    joined["difference"] = joined[score] - joined["base"]
     return joined.groupby(list(by), sort=False).agg(
         seeds=("seed", "nunique"),
-        top1=("top1", "mean"),
-        sd=("top1", "std"),
+        **{score: (score, "mean")},
+        sd=(score, "std"),
         difference=("difference", "mean"),
         difference_sd=("difference", "std"),
     )

@@ -11,6 +11,7 @@ split: the chosen weight is the grid point with the best mean last-epoch validat
 weights-<profile>.csv, without any test accuracy, and a card (command, commit, date, device).
 """
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,8 @@ import pandas as pd
 from ..config import RunConfig
 from ..methods import METHODS
 from ..runs import Run
-from .study import RESULTS, summarize
+from .cluster import ERROR
+from .study import RESULTS, finished, run_path, summarize
 
 FACTORS = (0.001, 0.01, 0.1, 1.0, 10.0)  # times the paper's weight: four decades
 SEEDS = (0, 1)  # paired: every grid point of every method sees the same batches and views
@@ -52,9 +54,16 @@ def weight_configs(profile: str = "demo", seeds=None, runs_dir: str = "runs") ->
     return configs
 
 
+def diverged(config: RunConfig) -> bool:
+    """Whether the run stopped on a non-finite loss (`train.DivergenceError`)."""
+    error = run_path(config) / ERROR
+    return error.is_file() and "DivergenceError" in error.read_text(errors="replace")
+
+
 def weight_row(config: RunConfig) -> dict:
-    """One finished run of the study: its weight and its validation top-1, nothing of the test."""
-    metrics = Run(Path(config.runs_dir) / config.run_name).metrics
+    """One run of the study: its weight and its validation top-1 (NaN where it diverged),
+    nothing of the test."""
+    metrics = Run(run_path(config)).metrics if finished(config) else {"val_top1": math.nan}
     key = tuned(config.method)
     return {
         "method": config.method,
@@ -63,6 +72,7 @@ def weight_row(config: RunConfig) -> dict:
         "paper": getattr(METHODS[config.method], key),
         "seed": config.seed,
         "val_top1": metrics["val_top1"],
+        "diverged": not finished(config),
         "run": config.run_name,
     }
 
@@ -76,16 +86,18 @@ def weights(
 ) -> pd.DataFrame:
     """Train what is missing of the study, then write its summary and card to `out`."""
     configs = weight_configs(profile, seeds, runs_dir)
-    return summarize(f"weights-{profile}", configs, weight_row, parallel, out)
+    return summarize(f"weights-{profile}", configs, weight_row, parallel, out, diverged)
 
 
 def chosen_weights(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method: the grid point with the best mean validation top-1 over the seeds, that mean,
-    vanilla's, and whether the point is interior to the grid (not its smallest or largest)."""
+    """Per method: the grid point with the best mean validation top-1 over the seeds (a point
+    where a seed diverged has no mean and is never chosen), that mean, vanilla's, and whether
+    the point is interior to the grid (not its smallest or largest)."""
     vanilla = table.loc[table.method == "vanilla", "val_top1"].mean()
     points = table[table.method != "vanilla"].groupby(["method", "weight", "value"], sort=False)
+    mean = lambda scores: scores.mean(skipna=False)
     means = points.agg(
-        paper=("paper", "first"), val_top1=("val_top1", "mean"), seeds=("seed", "nunique")
+        paper=("paper", "first"), val_top1=("val_top1", mean), seeds=("seed", "nunique")
     )
     rows = []
     for (method, weight), group in means.reset_index().groupby(["method", "weight"], sort=False):
