@@ -306,6 +306,22 @@ PAPER_SETTING = dict(
     val_size=5000,  # 50 per class held out of the 50,000 (the authors trained on all of them)
     seeds=(0,),
 )
+# chosen on the validation split by `python -m egalib study weights` (docs/demo.md#the-weights)
+DEMO_WEIGHTS = {
+    "kd": {"gamma": 1.0, "alpha": 0.9},
+    "fitnet": {"beta": 10.0},
+    "pkt": {"beta": 300.0},
+    "rkd": {"beta": 0.1},
+    "nce": {"beta": 1.0},
+    "irg": {"beta": 0.1},
+    "sp": {"beta": 30.0},
+    "crd": {"beta": 0.08},
+    "ccl": {"beta": 1.0},
+    "ega": {"beta": 1.0},
+    "ega+kd": {"beta": 0.1},
+    "ega-node": {"beta": 10.0},
+    "ega-edge": {"beta": 1.0},
+}
 PROFILES = {
     # each profile: its data and sizes | its schedule and seeds
     # seconds: what CI and the notebook tests run
@@ -313,9 +329,10 @@ PROFILES = {
         train_size=256, val_size=256, test_size=256, batch_size=32, embed_dim=64, device="cpu"
     )
     | dict(epochs=1, probe_epochs=2, seeds=(0,)),
-    # minutes on 2 CPU cores, `make demo`: batch 16, lr 0.05 x 16 / 64, as notebook 06 picks
+    # minutes on 2 CPU cores, `make demo`: batch 16, lr 0.05 x 16 / 64, as notebook 06 picks,
+    # and each method's weight as `study weights` chose it (weights-demo.csv; a test checks)
     "demo": dict(train_size=4000, val_size=10000, batch_size=16, embed_dim=128, teacher_table=True)
-    | dict(epochs=6, lr=0.0125, probe_epochs=60, seeds=(0, 1, 2)),
+    | dict(epochs=6, lr=0.0125, probe_epochs=60, seeds=(0, 1, 2, 3, 4), weights=DEMO_WEIGHTS),
     # hours on a CUDA GPU: docs/method.md's CIFAR-100 recipe; `reproduce` sets each cell's choices
     "paper": PAPER_SETTING | dict(epochs=240, probe_epochs=240, teacher_table=True),
     # about an hour of notebook 02 on a Colab T4 (an estimate, docs/colab.md): the paper's
