@@ -332,7 +332,7 @@ PROFILES = {
     # minutes on 2 CPU cores, `make demo`: batch 16, lr 0.05 x 16 / 64, as notebook 06 picks,
     # and each method's weight as `study weights` chose it (weights-demo.csv; a test checks)
     "demo": dict(train_size=4000, val_size=10000, batch_size=16, embed_dim=128, teacher_table=True)
-    | dict(epochs=6, lr=0.0125, probe_epochs=60, seeds=(0, 1, 2), weights=DEMO_WEIGHTS),
+    | dict(epochs=6, lr=0.0125, probe_epochs=60, seeds=(0, 1, 2, 3, 4), weights=DEMO_WEIGHTS),
     # hours on a CUDA GPU: docs/method.md's CIFAR-100 recipe; `reproduce` sets each cell's choices
     "paper": PAPER_SETTING | dict(epochs=240, probe_epochs=240, teacher_table=True),
     # about an hour of notebook 02 on a Colab T4 (an estimate, docs/colab.md): the paper's
