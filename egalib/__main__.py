@@ -14,6 +14,7 @@ from . import methods, models
 from .config import NO_TEACHER, PROFILES, PROTOCOLS, RunConfig
 from .datasets import DATASETS
 from .experiments.commands import add_speed_flags, speed_overrides
+from .plugins import PluginError, load_plugins
 
 # RunConfig fields that `train` takes as flags, --name-with-dashes, typed as the field is
 TRAIN_FLAGS = (
@@ -137,10 +138,26 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     add_speed_flags(p)
 
 
+def plugin_parser() -> argparse.ArgumentParser:
+    """The flag read before the others: the plugins' methods and datasets become choices."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so that the methods and datasets it registers are known "
+        "(repeatable; also the EGALIB_PLUGINS variable and the egalib.plugins entry points)",
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .experiments import commands
 
-    parser = argparse.ArgumentParser(prog="python -m egalib", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m egalib", description=__doc__, parents=[plugin_parser()]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="the known methods, teachers, students, datasets")
     listing.add_argument("--options", action="store_true", help="also each method's options")
@@ -164,6 +181,11 @@ def terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        load_plugins(plugin_parser().parse_known_args(argv)[0].plugin)
+    except PluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():

@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 import urllib.request
 import warnings
@@ -20,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import REPO_DATA, atomic_write, first_line, is_plain_name, load_pickle
+from . import image_folders
+from .files import REPO_DATA, atomic_write, first_line, load_pickle
 
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
 DEBIAN_DATASETS = Path("/usr/share/datasets")  # where Debian's dataset-* packages put theirs
@@ -220,8 +220,8 @@ class Source:
         fix = f"delete it and it is rebuilt from {where / self.folder} on the next load"
         with self.reading(where, cache, fix), np.load(cache, allow_pickle=False) as z:
             classes = tuple(str(c) for c in z["classes"])
-            train = _checked(z["train_images"], z["train_labels"], len(classes))
-            test = _checked(z["test_images"], z["test_labels"], len(classes))
+            train = as_tensors(z["train_images"], z["train_labels"], len(classes))
+            test = as_tensors(z["test_images"], z["test_labels"], len(classes))
         return Dataset(self.name, *train, *test, classes)
 
     def write_cache(self, data: Dataset, path: Path) -> None:
@@ -238,7 +238,7 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
 
 
-def _checked(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def as_tensors(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -281,7 +281,7 @@ class FashionMNIST(Source):
             with self.reading(where, f"{split}-images-idx3-ubyte") as path:
                 images = _read_idx(path)[:, None].copy()  # a copy: the cached array is read-only
             with self.reading(where, f"{split}-labels-idx1-ubyte") as path:
-                splits.append(_checked(images, _read_idx(path), len(FASHION_MNIST_CLASSES)))
+                splits.append(as_tensors(images, _read_idx(path), len(FASHION_MNIST_CLASSES)))
         return Dataset(self.name, *splits[0], *splits[1], FASHION_MNIST_CLASSES)
 
 
@@ -303,7 +303,7 @@ class CIFAR100(Source):
             with self.reading(where, split) as path, open(path, "rb") as f:
                 entry = load_pickle(f)
                 images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-                splits.append(_checked(images, entry["fine_labels"], len(classes)))
+                splits.append(as_tensors(images, entry["fine_labels"], len(classes)))
         return Dataset(self.name, *splits[0], *splits[1], classes)
 
 
@@ -324,7 +324,7 @@ class STL10(Source):
                 images = np.fromfile(path, np.uint8).reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
             with self.reading(where, f"{split}_y.bin") as path:
                 labels = np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1  # 1..10 on disk
-                splits.append(_checked(images, labels, len(classes)))
+                splits.append(as_tensors(images, labels, len(classes)))
         return Dataset(self.name, *splits[0], *splits[1], classes)
 
 
@@ -362,56 +362,15 @@ class TinyImageNet(Source):
             classes = tuple(words[w].split(",")[0].strip() for w in wnids)
         base = where / self.folder
         with self.reading(where, base / "val" / "val_annotations.txt"):
-            self.sort_val_by_class(base)
-        train, test = (self.read_jpegs(where, base / split, wnids) for split in ("train", "val"))
+            image_folders.sort_by_class(base / "val", "val_annotations.txt")
+        train, test = (self.read_classes(where, base / split, wnids) for split in ("train", "val"))
         return Dataset(self.name, *train, *test, classes)
 
-    def sort_val_by_class(self, base: Path) -> None:
-        """val/images/*.JPEG -> val/<wnid>/images/*.JPEG, like train/: built as val.tmp, swapped
-        in by two renames. A run stopped while building is redone, one between them finished."""
-        val, new, old = base / "val", base / "val.tmp", base / "val.old"
-        if old.exists():
-            if not val.exists():
-                os.replace(new, val)  # val.tmp was complete before val was moved aside
-            shutil.rmtree(old)
-        if not (val / "images").is_dir():
-            return
-        shutil.rmtree(new, ignore_errors=True)
-        try:
-            lines = (val / "val_annotations.txt").read_text().splitlines()
-            for name, wnid in [tuple(line.split("\t")[:2]) for line in lines if line.strip()]:
-                if not (is_plain_name(name) and is_plain_name(wnid)):
-                    raise ValueError(f"{name!r} or {wnid!r} is not a plain file or folder name")
-                (new / wnid / "images").mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(val / "images" / name, new / wnid / "images" / name)
-            shutil.copyfile(val / "val_annotations.txt", new / "val_annotations.txt")
-        except BaseException:
-            shutil.rmtree(new, ignore_errors=True)
-            raise
-        os.replace(val, old)
-        os.replace(new, val)
-        shutil.rmtree(old)
-
-    def read_jpegs(self, where: Path, folder: Path, wnids: list[str]):
-        """Decode folder/<wnid>/**/*.JPEG for every class, labelled by the wnid's index."""
-        from PIL import Image
-
-        paths, labels = [], []
-        for label, wnid in enumerate(wnids):
-            with self.reading(where, folder / wnid):
-                in_class = sorted((folder / wnid).rglob("*.JPEG"))
-                if not in_class:
-                    raise FileNotFoundError("no JPEG images for this class")
-            paths += in_class
-            labels += [label] * len(in_class)
-        images = np.empty((len(paths), 3, 64, 64), dtype=np.uint8)
-        for i, path in enumerate(paths):
-            with self.reading(where, path), Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"))  # a few are greyscale
-                if array.shape[:2] != (64, 64):
-                    raise ValueError(f"image is {array.shape[1]}x{array.shape[0]}, expected 64x64")
-                images[i] = array.transpose(2, 0, 1)
-        return _checked(images, labels, len(wnids))
+    def read_classes(self, where: Path, folder: Path, wnids: list[str]):
+        """Decode folder/<wnid>/**/<image> for every class, labelled by the wnid's index."""
+        reading = functools.partial(self.reading, where)
+        paths, labels = image_folders.class_images(folder, wnids, reading)
+        return as_tensors(image_folders.decode(paths, reading, size=64), labels, len(wnids))
 
 
 DATASETS = {s.name: s for s in (FashionMNIST(), CIFAR100(), STL10(), TinyImageNet())}

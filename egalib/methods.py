@@ -20,7 +20,8 @@ from . import losses
 
 @dataclass
 class DistillInputs:
-    """What a distillation term may look at: embeddings, logits, labels, dataset indices."""
+    """What a distillation term may look at: embeddings, logits, labels, dataset indices, and
+    the features the two heads take."""
 
     xs: torch.Tensor  # student embeddings (B, D)
     xt: torch.Tensor  # teacher embeddings (B, D), no gradient to the teacher
@@ -30,6 +31,8 @@ class DistillInputs:
     index: torch.Tensor  # position of each sample in the training set
     module: nn.Module | None = None  # the method's own module, if its loss is one
     generator: torch.Generator | None = None  # for any sampling the method does
+    features_s: torch.Tensor | None = None  # the student backbone's features, before its head
+    features_t: torch.Tensor | None = None  # the frozen teacher's features, no gradient
 
 
 Terms = dict[str, torch.Tensor]

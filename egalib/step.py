@@ -100,9 +100,10 @@ class Networks(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k.startswith(student)}
 
     def student_outputs(self, images: torch.Tensor, precision: Precision):
+        """The student head's (embeddings, logits), and the backbone's features they come from."""
         with precision.autocast(images.device):
-            features = self.student(images)
-        return self.student_head(features.float())
+            features = self.student(images).float()
+        return (*self.student_head(features), features)
 
 
 @dataclass
@@ -154,13 +155,14 @@ class TrainState:
         return self.config.teacher_in_step
 
     def teacher_outputs(self, images: torch.Tensor, index: torch.Tensor):
-        """The teacher head's (embeddings, logits) of the batch's teacher view; None when the
-        step runs no teacher."""
+        """The teacher head's (embeddings, logits) of the batch's teacher view, and the frozen
+        encoder's features they come from; None when the step runs no teacher."""
         if not self.teacher_in_step:
             return None
         padding, device = self.config.padding, images.device
         views = draw_views(len(images), padding, self.streams["teacher_view"], device)
-        return self.networks.teacher_head(self.teacher.of_batch(images, index, views))
+        features = self.teacher.of_batch(images, index, views)
+        return (*self.networks.teacher_head(features), features)
 
     def state_dict(self) -> dict:
         """The checkpoint: weights, optimisers, schedule, scaler and random streams."""
@@ -213,11 +215,13 @@ def train_step(state: TrainState, index: torch.Tensor) -> Terms:
     with record_function("teacher"):
         teacher = state.teacher_outputs(images, index)
     with record_function("student"):
-        xs, logits_s = nets.student_outputs(student_in, state.precision)
+        xs, logits_s, features_s = nets.student_outputs(student_in, state.precision)
     with record_function("loss"):
-        xt, logits_t = (None, None) if teacher is None else (t.detach() for t in teacher)
+        no_teacher = (None, None, None)
+        xt, logits_t, features_t = no_teacher if teacher is None else (t.detach() for t in teacher)
+        method_state = (nets.method_module, state.streams["method"])
         inputs = DistillInputs(
-            xs, xt, logits_s, logits_t, labels, index, nets.method_module, state.streams["method"]
+            xs, xt, logits_s, logits_t, labels, index, *method_state, features_s, features_t
         )
         terms = state.method.loss_terms(inputs, state.config.kd_temperature)
         measured = measurements(logits_s, teacher, labels)

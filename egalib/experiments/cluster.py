@@ -88,8 +88,10 @@ class CellJob:
         return Path(self.config.runs_dir) / self.config.run_name
 
     def __call__(self) -> str:
+        from ..plugins import load_plugins
         from ..train import fit
 
+        load_plugins()  # in a worker or a Slurm job: the plugins that its parent imported
         (self.path / ERROR).unlink(missing_ok=True)
         done, epochs = epochs_done(self.path), self.config.epochs
         start = f"resuming after epoch {done}" if done else "starting"

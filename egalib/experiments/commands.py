@@ -6,6 +6,7 @@ it runs. The benchmark is not one of them: it lives beside the library, as
 import argparse
 import json
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
 from .. import methods
@@ -102,12 +103,18 @@ def cmd_study(args) -> None:
     from .study import regime
     from .weights import chosen_weights, weights
 
-    study = {"regime": regime, "weights": weights}[args.name]
-    table = study(args.profile, args.seeds, args.runs_dir, args.parallel, Path(args.out))
+    if args.methods and args.name != "weights":
+        raise ValueError(
+            "--methods is for `study weights`; the regime study trains ega and vanilla."
+        )
+    # a study of some methods only is yours: its summary goes beside its runs by default
+    out = Path(args.out or (args.runs_dir if args.methods else RESULTS))
+    study = {"regime": regime, "weights": partial(weights, methods=args.methods)}[args.name]
+    table = study(args.profile, args.seeds, args.runs_dir, args.parallel, out)
     print(table.drop(columns="run").round(3).to_string(index=False))
     if args.name == "weights":
         print("\nchosen on validation:\n" + chosen_weights(table).round(3).to_string(index=False))
-    print(f"summary: {Path(args.out) / f'{args.name}-{args.profile}.csv'}")
+    print(f"summary: {out / f'{args.name}-{args.profile}.csv'}")
 
 
 def cmd_transfer(args) -> None:
@@ -252,7 +259,17 @@ def add_commands(sub) -> None:
     )
     study.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     study.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
-    study.add_argument("--out", default=str(RESULTS), help="where the summary and card go")
+    study.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(methods.METHODS),
+        metavar="METHOD",
+        help="weights only: tune these methods (default: all; vanilla is always trained)",
+    )
+    study.add_argument(
+        "--out",
+        help=f"where the summary and card go (default: {RESULTS}, or --runs-dir with --methods)",
+    )
     study.set_defaults(func=cmd_study)
 
     move = command(sub, "transfer", "linear classifier on a frozen student (CRD protocol)")

@@ -39,12 +39,15 @@ def grid(method: str, profile: str) -> list[float]:
     return [float(f"{paper * factor:.6g}") for factor in factors]
 
 
-def weight_configs(profile: str = "demo", seeds=None, runs_dir: str = "runs") -> list[RunConfig]:
-    """vanilla at each seed, then every other method at each weight of its grid and each seed."""
+def weight_configs(
+    profile: str = "demo", seeds=None, runs_dir: str = "runs", methods=None
+) -> list[RunConfig]:
+    """vanilla at each seed, then every other method (or those of `methods`) at each weight of
+    its grid and each seed."""
     make = lambda **values: RunConfig.from_profile(profile, runs_dir=runs_dir, **values)
     seeds = seeds or SEEDS
     configs = [make(method="vanilla", seed=s) for s in seeds]
-    for method in METHODS:
+    for method in methods or METHODS:
         if method == "vanilla":
             continue
         fixed = {"gamma": 1.0} if method == "kd" else {}
@@ -83,9 +86,11 @@ def weights(
     runs_dir: str = "runs",
     parallel: int = 2,
     out: Path | None = RESULTS,
+    methods=None,
 ) -> pd.DataFrame:
-    """Train what is missing of the study, then write its summary and card to `out`."""
-    configs = weight_configs(profile, seeds, runs_dir)
+    """Train what is missing of the study (every method, or those of `methods`), then write its
+    summary and card to `out`."""
+    configs = weight_configs(profile, seeds, runs_dir, methods)
     return summarize(f"weights-{profile}", configs, weight_row, parallel, out, diverged)
 
 

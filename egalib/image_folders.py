@@ -1,0 +1,91 @@
+"""Images kept as files, one folder per class (Tiny-ImageNet's and torchvision's ImageFolder
+layout), decoded once into uint8 arrays."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .files import is_plain_name
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def class_names(folder: Path) -> list[str]:
+    """The class folders inside `folder`, sorted: a label is the index of its folder's name."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+
+
+def class_images(folder: Path, classes, reading) -> tuple[list[Path], list[int]]:
+    """Every image file under folder/<class>/ (any depth), in order, with its class's index.
+    `reading(path)` is a context that turns a failure into one sentence naming that path."""
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        with reading(folder / name):
+            found = sorted(p for p in (folder / name).rglob("*") if is_image(p))
+            if not found:
+                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in it")
+        paths += found
+        labels += [label] * len(found)
+    return paths, labels
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def decode(paths: list[Path], reading, size: int | None = None, mode: str = "RGB") -> np.ndarray:
+    """The images as uint8 (N, C, H, W) in PIL `mode` ("RGB": 3 channels, "L": 1). All of them
+    square and of one size: the first image's, or `size` x `size` when given."""
+    from PIL import Image
+
+    if not paths:
+        raise ValueError("no images to decode")
+    images = None
+    for i, path in enumerate(paths):
+        with reading(path), Image.open(path) as image:
+            array = np.asarray(image.convert(mode)).reshape(image.height, image.width, -1)
+            if images is None:
+                height, width = (size, size) if size else array.shape[:2]
+                if height != width:
+                    raise ValueError(f"image is {width}x{height}: crop or resize to square images")
+                images = np.empty((len(paths), array.shape[2], height, width), dtype=np.uint8)
+            if array.shape[:2] != images.shape[2:]:
+                expected = f"{images.shape[3]}x{images.shape[2]}"
+                raise ValueError(
+                    f"image is {array.shape[1]}x{array.shape[0]}, expected {expected} like the "
+                    "others: resize the images to one size"
+                )
+            images[i] = array.transpose(2, 0, 1)
+    return images
+
+
+def sort_by_class(folder: Path, annotations: str) -> None:
+    """folder/images/* -> folder/<class>/images/*, as `annotations` (file, tab, class per line)
+    says: built as <folder>.tmp and swapped in by two renames. A run stopped while building is
+    redone; one stopped between the renames is finished."""
+    new, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    if old.exists():
+        if not folder.exists():
+            os.replace(new, folder)  # the new folder was complete before the old moved aside
+        shutil.rmtree(old)
+    if not (folder / "images").is_dir():
+        return
+    shutil.rmtree(new, ignore_errors=True)
+    try:
+        lines = (folder / annotations).read_text().splitlines()
+        for name, label in [tuple(line.split("\t")[:2]) for line in lines if line.strip()]:
+            if not (is_plain_name(name) and is_plain_name(label)):
+                raise ValueError(f"{name!r} or {label!r} is not a plain file or folder name")
+            (new / label / "images").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / "images" / name, new / label / "images" / name)
+        shutil.copyfile(folder / annotations, new / annotations)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old)

@@ -1,0 +1,91 @@
+"""Your own data as an egalib dataset: a folder of images in the ImageFolder layout, or tensors.
+Register one by name with `egalib.register_dataset`; it then splits, validates and trains as the
+built-in datasets do (uint8 on the device, the same held-out validation split)."""
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from . import image_folders
+from .datasets import Dataset, DatasetCorruptError, DatasetNotFoundError, Source, as_tensors
+from .files import first_line
+
+
+class ImageFolder(Source):
+    """<root>/train/<class>/<images> and <root>/test/<class>/<images>, any depth below a class
+    folder; classes are the sorted folder names of train/. Images are square and of one size;
+    `grey` reads them as one channel. Decoded at each load: nothing is written to your folder."""
+
+    title, folder, layouts = "image folder", "", ("{}",)
+    files = ("train", "test")
+
+    def __init__(self, root, grey: bool = False):
+        self.root, self.mode = Path(root).expanduser().resolve(), "L" if grey else "RGB"
+        self.name = self.root.name
+
+    def folders(self, root: Path | None) -> list[Path]:
+        return [self.root]
+
+    def not_found(self, root: Path | None, error: BaseException | None = None):
+        return DatasetNotFoundError(
+            f"dataset {self.name!r}: {self.root} has no train/ and test/ folders; put each "
+            "class's images in train/<class>/ and test/<class>/ there."
+        )
+
+    @contextlib.contextmanager
+    def reading(self, where: Path, path: Path):
+        """Any failure while `path` is read is one sentence naming it."""
+        try:
+            yield path
+        except Exception as error:
+            raise DatasetCorruptError(
+                f"dataset {self.name!r}: {path}: {first_line(error)}; fix or remove it, then "
+                "load again."
+            ) from None
+
+    def read(self, where: Path) -> Dataset:
+        with self.reading(where, where / "train"):
+            classes = image_folders.class_names(where / "train")
+            if len(classes) < 2:
+                raise ValueError(f"{len(classes)} class folder(s); a classifier needs at least 2")
+        with self.reading(where, where / "test"):
+            missing = set(classes) ^ set(image_folders.class_names(where / "test"))
+            if missing:
+                raise ValueError(f"its class folders differ from train/'s: {sorted(missing)}")
+        train = self.decode(where, where / "train", classes)
+        test = self.decode(where, where / "test", classes, size=train[0].shape[-1])
+        return Dataset(self.name, *train, *test, tuple(classes))
+
+    def decode(self, where: Path, folder: Path, classes, size: int | None = None):
+        reading = lambda path: self.reading(where, path)
+        paths, labels = image_folders.class_images(folder, classes, reading)
+        images = image_folders.decode(paths, reading, size, self.mode)
+        return as_tensors(images, labels, len(classes))
+
+
+class TensorSource(Source):
+    """Images already in memory: uint8 (N, C, H, W) tensors or arrays, int labels 0..C-1."""
+
+    title, files = "tensor dataset", ()
+
+    def __init__(self, train_images, train_labels, test_images, test_labels, classes):
+        self.name, self.classes = "tensors", tuple(str(c) for c in classes)
+        self.parts = (train_images, train_labels, test_images, test_labels)
+
+    def load(self, root: Path | None = None, download: bool = False) -> Dataset:
+        splits = []
+        for images, labels in (self.parts[:2], self.parts[2:]):
+            images, labels = np.asarray(images), np.asarray(labels)
+            if images.dtype != np.uint8 or images.ndim != 4:
+                raise ValueError(
+                    f"dataset {self.name!r}: images are {images.dtype} with shape "
+                    f"{images.shape}; expected uint8 (N, C, H, W), e.g. (x * 255).to(torch.uint8)."
+                )
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(f"dataset {self.name!r}: labels are {labels.dtype}, not integers.")
+            try:
+                splits.append(as_tensors(images, labels, len(self.classes)))
+            except ValueError as error:
+                raise ValueError(f"dataset {self.name!r}: {error}.") from None
+        return Dataset(self.name, *splits[0], *splits[1], self.classes)

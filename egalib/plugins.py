@@ -1,0 +1,82 @@
+"""Methods and datasets from your own code: `register_method`, `register_dataset`, and plugin
+modules that call them, named by `--plugin` or by the `egalib.plugins` entry-point group.
+
+A plugin is a module that registers when it is imported. The command line imports the plugins
+first, and records them in EGALIB_PLUGINS, so that the processes it starts (local workers,
+Slurm jobs) import them too before they train. docs/extending.md shows one."""
+
+import importlib
+import importlib.metadata
+import os
+
+from .datasets import DATASETS, Source
+from .methods import METHODS, Method
+
+ENV = "EGALIB_PLUGINS"  # comma-separated module names, imported by `load_plugins()`
+ENTRY_POINTS = "egalib.plugins"
+BUILT_IN_METHODS = frozenset(METHODS)
+BUILT_IN_DATASETS = frozenset(DATASETS)
+
+
+class PluginError(ValueError):
+    """A plugin could not be imported, or registered a name that is taken."""
+
+
+def register_method(name: str, method: Method) -> Method:
+    """Make `method` known as `name` to egalib's runs, tables and command line."""
+    if not isinstance(method, Method):
+        raise PluginError(
+            f"method {name!r} is a {type(method).__name__}, not an egalib.methods.Method; "
+            "wrap your loss as Method(loss, beta=...)."
+        )
+    return _register(METHODS, BUILT_IN_METHODS, "method", name, method)
+
+
+def register_dataset(name: str, source: Source) -> Source:
+    """Make `source` (an ImageFolder, a TensorSource or your own Source) known as `name`."""
+    if not isinstance(source, Source):
+        raise PluginError(
+            f"dataset {name!r} is a {type(source).__name__}, not an egalib.datasets.Source; "
+            "use egalib.ImageFolder(folder) or egalib.TensorSource(...)."
+        )
+    source.name = name
+    return _register(DATASETS, BUILT_IN_DATASETS, "dataset", name, source)
+
+
+def _register(table: dict, built_in: frozenset, kind: str, name: str, value):
+    if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
+        raise PluginError(f"a {kind} name must be one word without spaces, got {name!r}.")
+    if name in built_in:
+        raise PluginError(
+            f"{kind} {name!r} is one of egalib's own and cannot be replaced; register yours "
+            "under another name."
+        )
+    if name in table and table[name] is not value and table[name] != value:
+        raise PluginError(
+            f"{kind} {name!r} is already registered by another plugin; give one of them "
+            "another name."
+        )
+    table[name] = value
+    return value
+
+
+def load_plugins(modules=()) -> list[str]:
+    """Import `modules`, those already in EGALIB_PLUGINS and those of the entry-point group;
+    record them all in EGALIB_PLUGINS for the processes this one starts. Returns them."""
+    named = [m for m in os.environ.get(ENV, "").split(",") if m] + list(modules)
+    points = importlib.metadata.entry_points(group=ENTRY_POINTS)
+    named += [point.value.split(":")[0] for point in points]
+    named = list(dict.fromkeys(m.strip() for m in named))
+    for module in named:
+        try:
+            importlib.import_module(module)
+        except PluginError:
+            raise
+        except Exception as error:
+            raise PluginError(
+                f"plugin {module!r} failed to import ({type(error).__name__}: {error}); fix it, "
+                "or make it importable here (installed, or its folder on PYTHONPATH)."
+            ) from None
+    if named:
+        os.environ[ENV] = ",".join(named)
+    return named

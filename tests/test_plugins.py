@@ -1,0 +1,169 @@
+"""Methods from your own code: registration, plugin modules, entry points, worker processes."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import egalib
+from egalib import plugins
+from egalib.config import RunConfig
+from egalib.methods import METHODS, DistillInputs
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+# the plugin module that docs/extending.md shows: the tests train that very code
+PLUGIN = next(
+    block
+    for block in re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
+    if "register_method" in block
+)
+
+
+def cosine(xs, xt, scale: float = 1.0):
+    return scale * (1 - F.cosine_similarity(xs, xt, dim=1)).mean()
+
+
+@pytest.fixture
+def method():
+    registered = egalib.register_method("cosine", egalib.Method(cosine, beta=2.0))
+    yield registered
+    METHODS.pop("cosine")
+
+
+def test_a_registered_method_reads_its_options_and_weights_as_the_built_ins_do(method):
+    assert method.option_types == {"scale": float} and method.defaults == {"scale": 1.0}
+    config = RunConfig.from_profile("smoke", method="cosine", options={"scale": 3.0})
+    assert config.resolved() == {"gamma": 1.0, "alpha": 0.0, "beta": 2.0, "options": {"scale": 3.0}}
+    xs, xt = torch.randn(4, 8), torch.randn(4, 8)
+    inputs = DistillInputs(
+        xs, xt, torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4).long(), None
+    )
+    terms = method.loss_terms(inputs, kd_temperature=4.0)
+    expected = (1 - F.cosine_similarity(xs, xt, dim=1)).mean()
+    assert torch.allclose(terms["distill"], expected)
+    assert torch.allclose(terms["loss"], terms["ce"] + 2.0 * expected)
+    with pytest.raises(ValueError, match="unknown option"):
+        RunConfig.from_profile("smoke", method="cosine", options={"sharpness": 1.0})
+
+
+def test_a_name_is_refused_in_one_sentence_when_it_is_taken_or_not_a_method(method):
+    with pytest.raises(plugins.PluginError, match=r"^method 'ega' is one of egalib's own"):
+        egalib.register_method("ega", egalib.Method(cosine))
+    with pytest.raises(plugins.PluginError, match="already registered by another plugin"):
+        egalib.register_method("cosine", egalib.Method(cosine, beta=5.0))
+    assert egalib.register_method("cosine", egalib.Method(cosine, beta=2.0)) == method  # again
+    with pytest.raises(plugins.PluginError, match="not an egalib.methods.Method; wrap"):
+        egalib.register_method("plain", cosine)
+    with pytest.raises(plugins.PluginError, match="one word without spaces"):
+        egalib.register_method("two words", egalib.Method(cosine))
+    assert METHODS["ega"].loss.__name__ == "ega_with_terms" and "plain" not in METHODS
+
+
+def egalib_cli(args, folder, env=None, timeout=600):
+    """`python -m egalib ARGS` with `folder` on PYTHONPATH, run in `folder`."""
+    env = {**os.environ, "PYTHONPATH": str(folder), **(env or {})}
+    env.pop(plugins.ENV, None)
+    return subprocess.run(
+        [sys.executable, "-m", "egalib", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_the_command_line_lists_a_plugin_s_method_with_its_options(tmp_path):
+    (tmp_path / "my_methods.py").write_text(PLUGIN)
+    done = egalib_cli(["--plugin", "my_methods", "list", "--options"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "cosine: scale=1.0 (float); gamma 1, alpha 0, beta 2" in done.stdout
+    plain = egalib_cli(["list"], tmp_path)
+    assert plain.returncode == 0 and "cosine" not in plain.stdout
+
+
+def test_an_entry_point_plugin_is_imported_without_a_flag(tmp_path):
+    (tmp_path / "my_methods.py").write_text(PLUGIN)
+    info = tmp_path / "my_methods-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-methods\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[egalib.plugins]\nmine = my_methods\n")
+    done = egalib_cli(["list"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "cosine" in done.stdout.split("methods:")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("raise ZeroDivisionError('no')", "failed to import (ZeroDivisionError: no); fix it"),
+        (PLUGIN.replace('"cosine"', '"kd"'), "method 'kd' is one of egalib's own"),
+    ],
+)
+def test_a_plugin_that_fails_is_one_sentence_and_exit_2(tmp_path, source, words):
+    (tmp_path / "broken.py").write_text(source)
+    done = egalib_cli(["--plugin", "broken", "list"], tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and words in done.stderr
+    assert done.stderr.count("\n") == 1
+    missing = egalib_cli(["--plugin", "not_there", "list"], tmp_path)
+    assert missing.returncode == 2 and "plugin 'not_there' failed to import" in missing.stderr
+
+
+@pytest.mark.integration
+def test_worker_processes_train_a_plugin_s_method(tmp_path):
+    """`demo --parallel 2` spawns two workers; each imports the plugin before it trains."""
+    (tmp_path / "my_methods.py").write_text(PLUGIN)
+    args = ["--plugin", "my_methods", "demo", "--profile", "smoke", "--methods", "cosine"]
+    args += ["vanilla", "--seeds", "0", "1", "--parallel", "2", "--runs-dir", "runs"]
+    done = egalib_cli(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| student: cosine | " in done.stdout and "notebooks not executed" in done.stdout
+    finished = sorted(p.parent.name for p in (tmp_path / "runs").glob("*/metrics.json"))
+    assert len(finished) == 4 and sum("_cosine_" in name for name in finished) == 2
+    pids = {line.split("(pid ")[1] for line in done.stdout.splitlines() if "starting of" in line}
+    assert len(pids) == 2  # two worker processes, neither of them this command's own
+
+
+@pytest.mark.integration
+def test_the_weights_study_tunes_a_plugin_s_method_and_writes_beside_its_runs(tmp_path):
+    (tmp_path / "my_methods.py").write_text(PLUGIN)
+    args = ["--plugin", "my_methods", "study", "weights", "--profile", "smoke"]
+    args += ["--methods", "cosine", "--seeds", "0", "--runs-dir", "runs"]
+    done = egalib_cli(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = (tmp_path / "runs" / "weights-smoke.csv").read_text()
+    assert "cosine" in summary and "\nega," not in summary and "chosen on validation" in done.stdout
+
+
+def test_a_method_may_take_the_features_before_each_head(smoke):
+    """`features_s` and `features_t`: the student backbone's output with its gradient, and the
+    frozen teacher's features without one."""
+    from egalib import train
+    from egalib.step import TrainState, train_step
+
+    seen = {}
+
+    def feature_norms(features_s, features_t):
+        seen.update(student=features_s, teacher=features_t)
+        return (features_s.norm(dim=1).mean() - features_t.norm(dim=1).mean()) ** 2
+
+    egalib.register_method(
+        "feature-norms", egalib.Method(feature_norms, ("features_s", "features_t"), beta=1.0)
+    )
+    try:
+        config = smoke(method="feature-norms")
+        state = TrainState.build(config, train.prepare_data(config, torch.device("cpu")))
+        terms = train_step(state, torch.arange(config.batch_size))
+    finally:
+        METHODS.pop("feature-norms")
+    student, teacher = seen["student"], seen["teacher"]
+    assert student.shape == (config.batch_size, state.networks.student.feature_dim)
+    assert teacher.shape == (config.batch_size, state.networks.teacher.feature_dim)
+    assert student.requires_grad and not teacher.requires_grad
+    assert torch.isfinite(terms["distill"]) and terms["distill"] > 0
