@@ -8,12 +8,12 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.egalib-installed
 FMNIST := train-images-idx3-ubyte.gz
 
-.PHONY: demo test test-fast data browser publish lint clean
+.PHONY: demo test test-fast data browser slurm publish lint clean
 
 demo: $(STAMP) data
 	$(PY) -m egalib demo
 
-test: $(STAMP) data browser
+test: $(STAMP) data browser slurm
 	$(PY) -m ruff check egalib tests benchmarks
 	$(PY) -m ruff format --check egalib tests benchmarks
 	$(PY) -m pytest
@@ -56,6 +56,16 @@ browser:
 	  apt-get update -qq && apt-get install -y -qq chromium; \
 	else \
 	  echo "chromium: not installed, so the browser test skips (apt-get install chromium)"; \
+	fi
+
+# Debian's Slurm and munge for the one-node cluster that tests/test_slurm.py starts (as root).
+slurm:
+	@if command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then \
+	  echo "slurm: found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq slurm-wlm munge; \
+	else \
+	  echo "slurm: not installed, so the Slurm tests skip (apt-get install slurm-wlm munge)"; \
 	fi
 
 clean:

@@ -49,3 +49,67 @@ def test_differences_pair_by_seed_and_verdicts_follow_the_interval():
 def test_interval_text_says_when_there_is_no_interval():
     assert compare.interval_text(compare.paired_interval([1.0, 2.0, 3.0])) == "+2.00 [-0.48, +4.48]"
     assert compare.interval_text(compare.paired_interval([1.5])) == "+1.50 (1 seed, no interval)"
+
+
+def finished_run(runs_dir, method, seed, top1, **given):
+    """A run folder as `fit` leaves it, as far as `load_runs` and `status` read it."""
+    import json
+
+    from egalib.config import RunConfig
+
+    config = RunConfig.from_profile(
+        "smoke", method=method, seed=seed, runs_dir=str(runs_dir), **given
+    )
+    folder = runs_dir / config.run_name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    metrics = {"top1": top1, "selected_top1": top1 - 1, "val_top1": top1 + 1}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_compare_pairs_each_setting_s_runs_by_seed_against_the_chosen_method(tmp_path):
+    from egalib.runs import load_runs
+
+    for seed, (v, e) in enumerate([(70.0, 71.0), (72.0, 74.0), (71.0, 72.5)]):
+        finished_run(tmp_path, "vanilla", seed, v)
+        finished_run(tmp_path, "ega", seed, e)
+        finished_run(tmp_path, "ega", seed, e - 3, beta=2.0)  # another weight: its own row
+    finished_run(tmp_path, "vanilla", 0, 60.0, batch_size=8)  # another setting: its own table
+    lines = compare.compare_runs(load_runs(tmp_path))
+    ega = next(line for line in lines if line.startswith("| ega | "))
+    interval = compare.paired_interval([1.0, 2.0, 1.5])
+    assert ega == (f"| ega | 0 1 2 | 72.50 ± 1.50 | {compare.interval_text(interval)} | holds |")
+    assert any(line.startswith("| ega (beta 2) | 0 1 2 | 69.50 ± 1.50 | -1.50") for line in lines)
+    assert sum("batch_size 8" in line for line in lines) == 1
+    assert sum(line.startswith("| vanilla | ") for line in lines) == 2
+    by_val = compare.compare_runs(load_runs(tmp_path), score="val_top1")
+    assert any(line.startswith("| ega | 0 1 2 | 73.50 ± 1.50") for line in by_val)
+
+
+def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    finished_run(tmp_path, "vanilla", 0, 70.0)
+    broken = tmp_path / "not-a-run"
+    broken.mkdir()
+    (broken / "config.json").write_text("[1, 2]")
+    cli = lambda *args: subprocess.run(
+        [sys.executable, "-m", "egalib", *args, "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    status = cli("status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == f"run folders under {tmp_path}:"
+    assert any(
+        line.startswith("finished  fashion-mnist_") and "top-1 70.00 %" in line for line in lines
+    )
+    assert any(line.startswith("failed    not-a-run config.json not readable") for line in lines)
+    assert lines[-1] == "1 finished, 0 running, 1 failed, 0 missing"
+    compared = cli("compare")
+    assert compared.returncode == 0 and "| vanilla | 0 | 70.00 (1 seed, no sd) |" in compared.stdout
+    nothing = cli("compare", "--methods", "ega")
+    assert nothing.returncode == 2 and nothing.stderr.startswith("error: no finished runs under")

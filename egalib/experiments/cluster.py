@@ -301,6 +301,23 @@ def cell_status(configs: list[RunConfig]):
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def folder_status(runs_dir: str | Path) -> list[str]:
+    """One line per run folder under `runs_dir` (any folder with a config.json: trained here,
+    by a study, by `reproduce` or on Slurm): its state, name and detail; then the counts."""
+    lines, counts = [], dict.fromkeys(STATES, 0)
+    for path in sorted(Path(runs_dir).glob("*/config.json")):
+        folder = path.parent
+        try:
+            config = RunConfig.from_dict(Run(folder).config)
+            config = replace(config, runs_dir=str(runs_dir), name=folder.name)
+            [(state, detail)] = cell_states([config])
+        except (ValueError, TypeError) as error:  # another egalib's config, a plugin not loaded
+            state, detail = "failed", f"config.json not readable here: {error}"
+        counts[state] += 1
+        lines.append(f"{state:9} {folder.name} {detail}".rstrip())
+    return lines + [", ".join(f"{n} {s}" for s, n in counts.items())]
+
+
 def status_lines(frame) -> list[str]:
     """The status table as text lines, with a count of each state at the end."""
     lines = [

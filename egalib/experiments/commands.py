@@ -1,6 +1,6 @@
 """The experiments' commands of `python -m egalib`: pretrain-teacher, train-teacher, demo,
-colab-cell, publish, reproduce, status, study and transfer. Each imports what it runs only when
-it runs. The benchmark is not one of them: it lives beside the library, as
+colab-cell, compare, publish, reproduce, status, study and transfer. Each imports what it runs
+only when it runs. The benchmark is not one of them: it lives beside the library, as
 `python benchmarks/bench.py`."""
 
 import argparse
@@ -89,14 +89,33 @@ def cmd_reproduce(args) -> None:
 
 
 def cmd_status(args) -> None:
-    from .cluster import cell_status, status_lines
+    from .cluster import cell_status, folder_status, status_lines
     from .reproduce import table_configs
 
+    if not args.table:
+        print(f"run folders under {args.runs_dir}:")
+        print("\n".join(folder_status(args.runs_dir)))
+        return
     overrides = {"runs_dir": args.runs_dir, "epochs": args.epochs}
-    for table in args.table or TABLES:
+    for table in TABLES if "all" in args.table else args.table:
         frame = cell_status(table_configs(table, args.protocol, args.only, args.seeds, **overrides))
         print(f"table {table!r}: {len(frame)} cells, run folders under {args.runs_dir}")
         print("\n".join(status_lines(frame)))
+
+
+def cmd_compare(args) -> None:
+    from ..runs import load_runs
+    from .compare import compare_runs
+
+    runs = load_runs(args.runs_dir)
+    if args.methods is not None:
+        runs = runs[runs.method.isin(args.methods)]
+    if runs.empty:
+        raise ValueError(
+            f"no finished runs under {args.runs_dir} (of {', '.join(args.methods or ['any'])} "
+            "method); train some first, or give --runs-dir."
+        )
+    print("\n".join(compare_runs(runs, args.against, args.score)))
 
 
 def cmd_study(args) -> None:
@@ -241,10 +260,27 @@ def add_commands(sub) -> None:
         slurm.add_argument(flag, dest=field, type=kind, default=default, help=text)
     reproduce.set_defaults(func=cmd_reproduce)
 
-    status = command(sub, "status", "each cell: finished, running, failed or missing")
-    status.add_argument("--table", nargs="+", choices=TABLES, help="these tables (default: all)")
+    status = command(sub, "status", "each run folder or cell: finished, running, failed, missing")
+    status.add_argument(
+        "--table",
+        nargs="+",
+        choices=[*TABLES, "all"],
+        help="the cells of these paper tables (all: every one); default: the run folders there",
+    )
     add_cell_flags(status)
     status.set_defaults(func=cmd_status)
+
+    compare = command(sub, "compare", "your finished runs side by side, paired by seed")
+    compare.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
+    compare.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods")
+    compare.add_argument("--against", default="vanilla", help="the method differences are to")
+    compare.add_argument(
+        "--score",
+        default="top1",
+        choices=["top1", "selected_top1", "val_top1"],
+        help="last-epoch test top-1, the validation-selected epoch's, or validation top-1",
+    )
+    compare.set_defaults(func=cmd_compare)
 
     study = command(sub, "study", "the studies: when EGA helps, and each method's best weight")
     study.add_argument(

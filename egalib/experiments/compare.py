@@ -92,3 +92,51 @@ def interval_text(interval: dict) -> str:
     if interval["seeds"] < 2:
         return f"{mean} (1 seed, no interval)"
     return f"{mean} [{interval['low']:+.2f}, {interval['high']:+.2f}]"
+
+
+# what makes runs comparable: they differ only in method, weights, options, protocol and seed
+SETTING = ("dataset", "teacher", "student", "epochs", "batch_size", "lr", "embed_dim")
+SETTING += ("train_size", "val_size", "test_size")
+SCORES = ("top1", "selected_top1", "val_top1")
+
+
+def run_label(row: dict, protocols: int) -> str:
+    """The method, with the weights and options given in place of its defaults, and its protocol
+    where runs of both are compared."""
+    given = [f"{k} {row[k]:g}" for k in ("gamma", "alpha", "beta") if pd.notna(row.get(k))]
+    options = row.get("options")
+    given += [f"{k} {v:g}" for k, v in (options if isinstance(options, dict) else {}).items()]
+    label = row["method"] + (f" ({', '.join(given)})" if given else "")
+    return label + (f" [{row['protocol']}]" if protocols > 1 else "")
+
+
+def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top1") -> list[str]:
+    """Markdown lines: per setting, each method's mean ± sd over its seeds and its paired
+    difference to `against` (a method of the same setting) with its 95 % interval."""
+    from .paper_tables import mean_sd
+
+    lines = []
+    for setting, group in runs.groupby(list(SETTING), dropna=False, sort=False):
+        protocols = group.protocol.nunique()
+        labels = [run_label(row, protocols) for row in group.to_dict("records")]
+        group = group.assign(method=labels).drop_duplicates(["method", "seed"], keep="last")
+        named = ", ".join(f"{k} {'all' if pd.isna(v) else v}" for k, v in zip(SETTING, setting))
+        lines += [
+            "",
+            named,
+            "",
+            f"| run | seeds | {score}, mean ± sd | minus {against} | verdict |",
+        ]
+        lines += ["| --- | --- | ---: | ---: | --- |"]
+        reference = [m for m in group.method.unique() if m.split(" ")[0] == against][:1]
+        for method, runs_of in group.groupby("method", sort=False):
+            values = runs_of[score].astype(float)
+            seeds = " ".join(map(str, sorted(runs_of.seed)))
+            difference = verdict_text = ""
+            if reference and method != reference[0]:
+                interval = paired(group, method, reference[0], score)
+                if interval["seeds"]:
+                    difference, verdict_text = interval_text(interval), verdict(interval)
+            row = f"| {method} | {seeds} | {mean_sd(values.mean(), values.std(), len(values))} |"
+            lines.append(f"{row} {difference} | {verdict_text} |")
+    return lines[1:]

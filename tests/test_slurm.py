@@ -1,0 +1,148 @@
+"""A real Slurm: one node on this machine (Debian's slurm-wlm and munge, which `make test`
+installs as root), its controller and node daemons started for these tests. Cells are submitted
+through submitit's Slurm executor exactly as on a cluster; a requeued job resumes its run.
+
+This small cluster keeps no accounting (no slurmdbd), so sacct answers nothing: the cells'
+states come from their files and submitit's outcome file, as `status` does when sacct fails."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from egalib.config import RunConfig
+from egalib.experiments import cluster
+from egalib.runs import Run
+
+pytestmark = pytest.mark.integration
+DAEMONS = ("slurmctld", "slurmd")
+OPTIONS = cluster.SlurmOptions(partition="debug", gpus=0, cpus=1, mem_gb=1, time_min=10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_munge() -> None:
+    """munged, as the munge user, unless it already answers."""
+    if subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
+        return
+    Path("/run/munge").mkdir(exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True)
+
+
+def slurm_conf(folder: Path) -> str:
+    host, cpus = socket.gethostname(), os.cpu_count()
+    lines = [
+        "ClusterName=egalibtest",
+        f"SlurmctldHost={host}",
+        "SlurmUser=root",
+        "AuthType=auth/munge",
+        f"StateSaveLocation={folder / 'state'}",
+        f"SlurmdSpoolDir={folder / 'spool'}",
+        *(f"{d.capitalize()}PidFile={folder / d}.pid" for d in DAEMONS),
+        *(f"{d.capitalize()}LogFile={folder / d}.log" for d in DAEMONS),
+        f"SlurmctldPort={free_port()}",
+        f"SlurmdPort={free_port()}",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        "ReturnToService=2",
+        f"NodeName={host} CPUs={cpus} RealMemory=4000 State=UNKNOWN",
+        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """SLURM_CONF of a running one-node cluster; its daemons stop when the module ends."""
+    if not all(shutil.which(b) for b in (*DAEMONS, "sbatch", "munged")) or os.geteuid() != 0:
+        pytest.skip("needs root and Debian's slurm-wlm and munge (make test installs them)")
+    folder = tmp_path_factory.mktemp("slurm")
+    for sub in ("state", "spool"):
+        (folder / sub).mkdir()
+    conf = folder / "slurm.conf"
+    conf.write_text(slurm_conf(folder))
+    start_munge()
+    previous, os.environ["SLURM_CONF"] = os.environ.get("SLURM_CONF"), str(conf)
+    for daemon in DAEMONS:
+        subprocess.run([daemon, "-f", str(conf)], check=True)
+    try:
+        deadline = time.time() + 60
+        while "idle" not in sinfo():
+            assert time.time() < deadline, f"the node never became idle: {sinfo()}"
+            time.sleep(0.5)
+        yield conf
+    finally:
+        subprocess.run(["scancel", "--user", "root"], capture_output=True)
+        for daemon in DAEMONS:
+            pid = folder / f"{daemon}.pid"
+            if pid.is_file():
+                os.kill(int(pid.read_text()), signal.SIGTERM)
+        os.environ.pop("SLURM_CONF")
+        if previous is not None:
+            os.environ["SLURM_CONF"] = previous
+
+
+def sinfo() -> str:
+    return subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout
+
+
+def cell(tmp_path: Path, **overrides) -> RunConfig:
+    values = dict(method="ega", train_size=64, test_size=64, runs_dir=str(tmp_path / "runs"))
+    return RunConfig.from_profile("smoke", **{**values, **overrides})
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_cell_submitted_to_slurm_trains_and_reads_finished(slurm, tmp_path):
+    config = cell(tmp_path)
+    [job] = cluster.dispatch([config], "slurm", options=OPTIONS)
+    path = Path(config.runs_dir) / config.run_name
+    marker = json.loads((path / "job.json").read_text())
+    assert marker["executor"] == "slurm" and marker["job_id"] == job.job_id
+    script = (path / "slurm" / f"{job.job_id}_submission.sh").read_text()
+    assert "#SBATCH --partition=debug" in script and "#SBATCH --signal=USR2@90" in script
+    assert job.result() == str(path)  # submitit's own outcome, from the Slurm job
+    [(state, detail)] = cluster.cell_states([config])
+    assert state == "finished" and detail == f"top-1 {Run(path).metrics['top1']:.2f} %"
+    log = (path / "slurm" / f"{job.job_id}_0_log.out").read_text()
+    assert f"{config.run_name}: finished" in log
+    assert cluster.dispatch([config], "slurm", options=OPTIONS) == []  # finished: not again
+
+
+def test_a_job_signalled_for_its_time_limit_requeues_and_resumes_its_run(slurm, tmp_path):
+    """USR2, the signal Slurm sends 90 s before the time limit (`--signal=USR2@90`), after the
+    first epoch: submitit checkpoints and requeues the job, which resumes from checkpoint.pt to
+    the same history as a job that ran straight through."""
+    config = cell(tmp_path / "signalled", train_size=3000, epochs=5)
+    straight = cell(tmp_path / "straight", train_size=3000, epochs=5)
+    [job] = cluster.dispatch([config], "slurm", options=OPTIONS)
+    path = Path(config.runs_dir) / config.run_name
+    wait_until(lambda: cluster.epochs_done(path) >= 1, 180, "the first epoch")
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True)
+    [reference] = cluster.dispatch([straight], "slurm", options=OPTIONS)
+    assert job.result() == str(path) and reference.result()
+    log = (path / "slurm" / f"{job.job_id}_0_log.out").read_text()
+    assert "resuming after epoch" in log
+    timing = ["seconds", "images_per_s", "wall_s"]
+    resumed = Run(path).history.drop(columns=timing)
+    expected = Run(Path(straight.runs_dir) / straight.run_name).history.drop(columns=timing)
+    assert len(resumed) == 5 and resumed.equals(expected)
