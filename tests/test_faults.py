@@ -4,6 +4,7 @@ sentence with nothing half-written left, durable writes, and one trainer per run
 import errno
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -109,12 +110,20 @@ def test_a_runs_folder_that_is_a_file_is_one_sentence(tmp_path, capsys):
 
 
 def test_an_unwritable_runs_folder_is_one_sentence(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders; the file-as-folder case covers this")
+    """As root, the command runs without the capability to write anywhere (`setpriv`)."""
     folder = tmp_path / "ro"
     folder.mkdir(mode=0o500)
-    with pytest.raises(files.WriteError, match="permission denied"):
-        Run.open(RunConfig(runs_dir=str(folder)))
+    command = [sys.executable, "-m", "egalib", "train", "--profile", "smoke"]
+    command += ["--runs-dir", str(folder)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root writes into read-only folders, and setpriv is missing")
+        no_override = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--bounding-set={no_override}", "--"] + command
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "permission denied" in done.stderr.lower()
+    assert str(folder) in done.stderr and not any(folder.iterdir())
 
 
 def test_a_corrupt_config_json_names_the_file(tmp_path):

@@ -302,3 +302,45 @@ def test_a_damaged_card_is_one_sentence_naming_the_file(teacher, cache, damage):
         _open(teacher, images, 1)
     message = str(caught.value)
     assert str(_built(cache)) in message and "delete" in message and "\n" not in message
+
+
+READ_AS_ANOTHER_USER = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from test_teacher_table import _images, _open
+from egalib.models.teachers import ssl_fmnist
+features = _open(ssl_fmnist(), _images(), 2).features
+torch.save(features, sys.argv[2])
+"""
+
+
+def test_a_valid_table_in_a_cache_that_cannot_be_written_is_read_without_a_lock(teacher, cache):
+    """Root writes anywhere; the reader runs as root without the capability that lets it
+    (`setpriv`), on a cache whose folders are read-only, as another user's cache would be."""
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv, to read the cache without the right to write it")
+    built = _open(teacher, _images(), 2).features
+    tables = cache / "tables"
+    for lock in tables.glob("*.lock"):
+        lock.unlink()
+    before = sorted(p.name for p in tables.iterdir())
+    for folder in (tables, cache):
+        folder.chmod(0o555)
+    out = cache.parent / "features.pt"
+    no_override = "-dac_override,-dac_read_search"
+    command = ["setpriv", f"--bounding-set={no_override}", f"--inh-caps={no_override}", "--"]
+    command += [sys.executable, "-c", READ_AS_ANOTHER_USER, str(Path(__file__).parent), str(out)]
+    try:
+        read = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        probe = subprocess.run([*command[:4], "touch", str(tables / "x")], capture_output=True)
+    finally:
+        for folder in (cache, tables):
+            folder.chmod(0o755)
+    assert read.returncode == 0, read.stderr[-2000:]
+    assert torch.equal(torch.load(out), built)
+    assert sorted(p.name for p in tables.iterdir()) == before  # no lock, nothing written
+    assert probe.returncode != 0  # the check can fail: that process could not write there
