@@ -24,6 +24,12 @@ from egalib import datasets as data
 # Fake copies in the on-disk formats
 
 
+@pytest.fixture(autouse=True)
+def trust_fake_copies(monkeypatch):
+    """The fake CIFAR-100 pickles are not the published files: read them anyway."""
+    monkeypatch.setenv("EGALIB_TRUST_DATA", "1")
+
+
 def write_cifar100(where, train=6, test=4):
     """cifar-100-python/{meta,train,test} as Python pickles; returns the raw (N, 3072) rows."""
     folder = where / "cifar-100-python"
@@ -477,3 +483,23 @@ def test_tinyimagenet_download_with_wrong_md5_leaves_nothing(tmp_path, monkeypat
     with pytest.raises(data.DatasetNotFoundError, match="download failed.*MD5"):
         data.load_dataset("tinyimagenet", root, download=True)
     assert not root.exists()
+
+
+def test_a_cifar100_file_that_is_not_the_published_one_is_refused_before_it_is_unpickled(
+    tmp_path, monkeypatch
+):
+    write_cifar100(tmp_path)
+    meta, marker = tmp_path / "cifar-100-python" / "meta", tmp_path / "pwned"
+    meta.write_bytes(pickle.dumps({"fine_label_names": Crafted(marker)}, protocol=2))
+    monkeypatch.delenv("EGALIB_TRUST_DATA")
+    with pytest.raises(data.DatasetCorruptError) as error:
+        data.load_dataset("cifar100", tmp_path)
+    message = str(error.value)
+    assert not marker.exists() and "\n" not in message and str(meta) in message
+    assert "not the published 7973b15100ade9c7d40fb424638fde48" in message
+    assert "EGALIB_TRUST_DATA=1" in message
+    # a file whose digest is the published one is read: here, digests of fake files stand in
+    meta.write_bytes(pickle.dumps({"fine_label_names": [f"f{i}" for i in range(100)]}))
+    digest = lambda name: hashlib.md5((meta.parent / name).read_bytes()).hexdigest()
+    monkeypatch.setattr(data.CIFAR100, "md5", {n: digest(n) for n in ("train", "test", "meta")})
+    assert data.load_dataset("cifar100", tmp_path).classes[:2] == ("f0", "f1")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from test_datasets import write_cifar100
+from test_datasets import trust_fake_copies, write_cifar100  # noqa: F401 (autouse)
 
 from egalib import datasets as data
 from egalib import models
