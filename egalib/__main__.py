@@ -11,7 +11,7 @@ import typing
 from dataclasses import fields, replace
 
 from . import methods, models
-from .config import NO_TEACHER, PROFILES, PROTOCOLS, RunConfig
+from .config import PROFILES, RunConfig, choices
 from .datasets import DATASETS
 from .experiments.commands import add_speed_flags, speed_overrides
 from .plugins import PluginError, load_plugins
@@ -100,13 +100,6 @@ TRAIN_HELP = {
     "runs_dir": "the folder of the run folders",
     "name": "a run folder name instead of the derived one",
 }
-CHOICES = {
-    "method": methods.METHODS,
-    "teacher": [*models.TEACHERS, NO_TEACHER],
-    "student": models.STUDENTS,
-    "dataset": DATASETS,
-    "protocol": PROTOCOLS,
-}
 
 
 def flag_default(name: str) -> str:
@@ -118,13 +111,13 @@ def flag_default(name: str) -> str:
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
-    types = {f.name: f.type for f in fields(RunConfig)}
+    types, named = {f.name: f.type for f in fields(RunConfig)}, choices()
     p.add_argument("--profile", default="demo", help="base values: " + ", ".join(PROFILES))
     for name in TRAIN_FLAGS:
         flag, kind = "--" + name.replace("_", "-"), flag_type(types[name])
         text = f"{TRAIN_HELP[name]} (default: {flag_default(name)})"
-        if name in CHOICES:  # checked by RunConfig, which names them in its one sentence
-            text += "; one of: " + ", ".join(CHOICES[name])
+        if name in named:  # checked by RunConfig, which names them in its one sentence
+            text += "; one of: " + ", ".join(named[name])
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument(
         "--option",

@@ -38,6 +38,17 @@ OPTIONAL = ("train_size", "test_size", "gamma", "alpha", "beta")  # None: all, o
 NO_TEACHER = "none"  # plain supervised training: no teacher is built (methods without one)
 
 
+def choices() -> dict[str, list[str]]:
+    """The names each named field of a run takes, registered methods and datasets included."""
+    return {
+        "method": list(methods.METHODS),
+        "teacher": [*models.TEACHERS, NO_TEACHER],
+        "student": list(models.STUDENTS),
+        "dataset": list(DATASETS),
+        "protocol": list(PROTOCOLS),
+    }
+
+
 @dataclass(frozen=True)
 class RunConfig:
     method: str = "ega"
@@ -77,14 +88,7 @@ class RunConfig:
     name: str | None = None  # run folder name; None: derived from the config
 
     def __post_init__(self):
-        known = {
-            "method": methods.METHODS,
-            "teacher": [*models.TEACHERS, NO_TEACHER],
-            "student": models.STUDENTS,
-            "dataset": DATASETS,
-            "protocol": PROTOCOLS,
-        }
-        for key, names in known.items():
+        for key, names in choices().items():
             value = getattr(self, key)
             if not isinstance(value, str) or value not in names:
                 raise ValueError(

@@ -15,9 +15,15 @@ GRAPH_TITLES = {
 }
 
 
-def graph_heatmaps(graphs: Graphs, title: str = "", size: float = 4.0) -> plt.Figure:
-    """E_t, E_s and N_st side by side, on one colour scale from -1 to 1."""
-    fig, axes = plt.subplots(1, 3, figsize=(3 * size + 1, size), constrained_layout=True)
+def graph_heatmaps(
+    graphs: Graphs, title: str = "", size: float = 4.0, labels: list[str] | None = None
+) -> plt.Figure:
+    """E_t, E_s and N_st side by side, on one colour scale from -1 to 1; with `labels` (one per
+    image, a batch sorted by class) each class is named once, at the start of its block."""
+    fig, axes = plt.subplots(1, 3, figsize=(3 * size + 2, size), constrained_layout=True)
+    ticks = False
+    if labels is not None:
+        ticks = [name if i == 0 or name != labels[i - 1] else "" for i, name in enumerate(labels)]
     for ax, (key, matrix) in zip(axes, graphs._asdict().items()):
         sns.heatmap(
             matrix.detach().cpu().numpy(),
@@ -26,11 +32,15 @@ def graph_heatmaps(graphs: Graphs, title: str = "", size: float = 4.0) -> plt.Fi
             vmax=1,
             cmap="vlag",
             square=True,
-            xticklabels=False,
-            yticklabels=False,
+            xticklabels=ticks,
+            yticklabels=ticks if key == "teacher" else False,
             cbar=key == "node",
+            cbar_kws={"label": "Pearson correlation"},
         )
         ax.set_title(GRAPH_TITLES[key])
+        ax.tick_params(length=0, labelsize=8)
+        ax.set_xlabel("image j" + (" (student)" if key == "node" else ""))
+        ax.set_ylabel("image i" + (" (teacher)" if key == "node" else ""))
     if title:
         fig.suptitle(title)
     return fig

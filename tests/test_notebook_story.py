@@ -116,7 +116,11 @@ def test_05_tables_are_empty_at_smoke_size_and_list_the_runs(story):
     html, markdown = _html(nb), _markdown(nb)
     assert "clip-vit-b32 / resnet8x4" in html and "supervised-rn50" in html
     assert "stl10" in html and "<b>" not in html  # nothing filled, nothing marked best
-    assert markdown.count("the table is empty") == len(tables.TABLE_LAYOUTS)
+    assert markdown.count("no finished 240-epoch run matches its cells") == len(
+        tables.TABLE_LAYOUTS
+    )
+    for table, protocol, _ in tables.TABLE_LAYOUTS:  # each says how to fill it
+        assert f"reproduce --table {table} --protocol {protocol}` trains them" in markdown
     assert "assumed" in html  # the supervised table's method names
     for header in ("<th>method</th>", "<th>top1</th>", "<th>selected_top1</th>", "<th>epochs</th>"):
         assert header in html

@@ -167,3 +167,18 @@ def test_a_method_may_take_the_features_before_each_head(smoke):
     assert teacher.shape == (config.batch_size, state.networks.teacher.feature_dim)
     assert student.requires_grad and not teacher.requires_grad
     assert torch.isfinite(terms["distill"]) and terms["distill"] > 0
+
+
+def test_the_teacher_snippet_of_the_extending_page_gives_the_features_the_step_uses():
+    from egalib.views import eval_view
+
+    blocks = re.findall(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S)
+    [snippet] = [block for block in blocks if "teacher.encode" in block]
+    scope = {}
+    exec(snippet, scope)
+    teacher, images = scope["teacher"], scope["images"]
+    assert scope["features"].shape == (256, teacher.feature_dim)
+    assert scope["features"].dtype == torch.float32
+    unnormalised = teacher.encode(images.float())
+    assert not torch.allclose(unnormalised, scope["features"])  # why the view matters
+    assert torch.equal(scope["features"], teacher.encode(eval_view(images, teacher.view)))

@@ -263,3 +263,49 @@ def test_graph_terms_by_batch_are_the_mean_of_egas_terms_over_whole_batches(dtyp
     assert terms["node"] == pytest.approx(sum(n.item() for n, _ in each) / 9, rel=1e-6)
     assert terms["edge"] == pytest.approx(sum(e.item() for _, e in each) / 9, rel=1e-6)
     assert train.graph_terms_by_batch(xs[:3], xt[:3], 4) == {}
+
+
+def _interrupt_when(command, line_part, env=None, timeout=300):
+    """Start `command`, send SIGINT when a line of its output holds `line_part`; its stderr and
+    exit status."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if line_part in line:
+            process.send_signal(signal.SIGINT)
+            break
+    rest, _ = process.communicate(timeout=timeout)
+    assert any(line_part in line for line in seen), "".join(seen)[-2000:]
+    return "".join(seen) + rest, process.returncode
+
+
+@pytest.mark.integration
+def test_ctrl_c_during_a_teacher_table_build_is_one_line_and_leaves_no_temporary_file(tmp_path):
+    """The demo profile builds its teacher table (tens of seconds here) before the first epoch."""
+    import os
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "EGALIB_CACHE": str(cache)}
+    command = [sys.executable, "-m", "egalib", "train", "--profile", "demo", "--method", "ega"]
+    command += ["--epochs", "1", "--runs-dir", str(tmp_path / "runs")]
+    output, code = _interrupt_when(command, "building the teacher table", env)
+    assert code == 130 and "Traceback" not in output
+    assert "interrupted" in output.splitlines()[-1] and output.count("interrupted") == 1
+    tables = sorted(p.name for p in (cache / "tables").iterdir())
+    assert not [name for name in tables if name.endswith(".tmp")], tables
+    assert not [name for name in tables if name.endswith(".bin")], tables  # nothing half-built
+
+
+@pytest.mark.integration
+def test_ctrl_c_during_a_study_with_workers_is_one_line_and_the_study_resumes(tmp_path):
+    command = [sys.executable, "-m", "egalib", "study", "weights", "--profile", "smoke"]
+    command += ["--methods", "ega", "--seeds", "0", "--parallel", "2"]
+    command += ["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path)]
+    output, code = _interrupt_when(command, "starting of")
+    assert code == 130 and "Traceback" not in output, output[-3000:]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "weights-smoke.csv").is_file()

@@ -1,5 +1,6 @@
 """`make demo`: the embedded default end to end, and notebook execution with papermill."""
 
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,9 +18,11 @@ from .paper_tables import mean_sd, seed_summary
 from .weights import tuned
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-# The kernel's own log at ERROR, on purpose: it would warn, once per notebook, that it runs "over
-# TCP without encryption", but papermill's kernel listens on 127.0.0.1 only, for this process.
-KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]
+# The kernel's own log at CRITICAL, on purpose: it would warn, once per notebook, that it runs
+# "over TCP without encryption" (papermill's kernel listens on 127.0.0.1 only, for this process),
+# and log "KeyboardInterrupt caught in kernel" when it is stopped. A failing cell is reported by
+# papermill, with the executed copy that holds its traceback.
+KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class NotebookError(RuntimeError):
@@ -63,7 +66,8 @@ def run_notebooks(profile: str, runs_dir: str = "runs", parallel: int = 1) -> li
     parameters = {"profile": profile, "runs_dir": str(runs)}
 
     def execute(path: Path) -> Path:
-        print(f"executing {path.name} ({profile}) ...", flush=True)
+        sys.stdout.write(f"executing {path.name} ({profile}) ...\n")  # one write: two threads
+        sys.stdout.flush()
         return execute_notebook(path.name, parameters, runs / "notebooks")
 
     with ThreadPoolExecutor(parallel) as pool:  # the work is in the kernels' processes

@@ -84,16 +84,25 @@ def code_cells(path: Path) -> list[str]:
     ]
 
 
-def for_readers(notebook):
+def for_readers(notebook, runs_dir: Path | None = None):
     """An executed notebook without what a reader does not need: widget state and views (their
-    text form stays), and papermill's and the kernel's per-cell timings."""
+    text form stays), papermill's and the kernel's per-cell timings, and the executing machine's
+    absolute `runs_dir` (shown as the notebooks' own default, ../runs)."""
     notebook["metadata"].pop("widgets", None)
     notebook["metadata"].pop("papermill", None)
+    local = (lambda text: text.replace(str(runs_dir), "../runs")) if runs_dir else (lambda t: t)
     for cell in notebook["cells"]:
         for key in ("papermill", "execution"):
             cell.get("metadata", {}).pop(key, None)
+        cell["source"] = local(cell["source"])
         for output in cell.get("outputs", []):
-            output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
+            data = output.get("data", {})
+            data.pop("application/vnd.jupyter.widget-view+json", None)
+            for kind, text in data.items():
+                if isinstance(text, str) and kind.startswith("text/"):
+                    data[kind] = local(text)
+            if isinstance(output.get("text"), str):
+                output["text"] = local(output["text"])
     return notebook
 
 
@@ -103,7 +112,8 @@ def publish(executed: list[Path], out: Path = PUBLISHED) -> list[Path]:
 
     written = []
     for path in executed:
-        target = out / Path(path).name
-        atomic_write_text(target, nbformat.writes(for_readers(nbformat.read(path, 4))) + "\n")
+        target, runs_dir = out / Path(path).name, Path(path).resolve().parents[1]
+        readable = for_readers(nbformat.read(path, 4), runs_dir)
+        atomic_write_text(target, nbformat.writes(readable) + "\n")
         written.append(target)
     return written
