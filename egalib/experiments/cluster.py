@@ -449,19 +449,34 @@ def train_in_workers(configs: list[RunConfig], parallel: int, threads: int | Non
     workers = [
         context.Process(target=worker, args=(queue, results, threads)) for _ in range(parallel)
     ]
-    for process in workers:
-        process.start()
+    try:
+        for process in workers:
+            process.start()
+        failures = collect_reports(workers, results)
+    except BaseException:  # Ctrl-C or SIGTERM to this process: its workers stop with it
+        for process in workers:
+            if process.pid is not None and process.is_alive():
+                process.terminate()  # its files are whole or absent; the run resumes
+        raise
+    finally:
+        for process in workers:
+            if process.pid is not None:
+                process.join()
+    return failures
+
+
+def collect_reports(workers, results) -> list[str]:
+    """Each worker's failures, as it reports them when its queue runs out."""
     failures, reported = [], 0
-    while reported < parallel:
+    while reported < len(workers):
         try:
             failures += results.get(timeout=2)
             reported += 1
         except queue_module.Empty:
             if not any(process.is_alive() for process in workers) and results.empty():
-                failures.append(f"{parallel - reported} worker process(es) died without a report")
+                missing = len(workers) - reported
+                failures.append(f"{missing} worker process(es) died without a report")
                 break
-    for process in workers:
-        process.join()
     return failures
 
 
