@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.egalib-installed
 FMNIST := train-images-idx3-ubyte.gz
 
-.PHONY: demo test test-fast data browser slurm publish lint clean
+.PHONY: demo test test-fast data browser slurm publish docs lint clean
 
 demo: $(STAMP) data
 	$(PY) -m egalib demo
@@ -26,6 +26,11 @@ test-fast: $(STAMP) data
 # The executed demo notebooks for readers, in docs/notebooks/ (the demo's runs are reused).
 publish: $(STAMP) data
 	$(PY) -m egalib publish
+
+# The documentation site, from README, docs/ and the executed notebooks (nothing is executed).
+docs: $(STAMP)
+	$(PY) -m sphinx -q -b html docs docs/_build/html
+	@echo "site: docs/_build/html/index.html"
 
 lint: $(STAMP)
 	$(PY) -m ruff check egalib tests benchmarks

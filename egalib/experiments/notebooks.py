@@ -84,10 +84,14 @@ def code_cells(path: Path) -> list[str]:
     ]
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
 def for_readers(notebook, runs_dir: Path | None = None):
-    """An executed notebook without what a reader does not need: widget state and views (their
-    text form stays), papermill's and the kernel's per-cell timings, and the executing machine's
-    absolute `runs_dir` (shown as the notebooks' own default, ../runs)."""
+    """An executed notebook without what a reader does not need: widget state and widget outputs
+    (their text form is a repr such as `VBox(children=...)`; the notebooks print their choices
+    as text beside them), papermill's and the kernel's per-cell timings, and the executing
+    machine's absolute `runs_dir` (shown as the notebooks' own default, ../runs)."""
     notebook["metadata"].pop("widgets", None)
     notebook["metadata"].pop("papermill", None)
     local = (lambda text: text.replace(str(runs_dir), "../runs")) if runs_dir else (lambda t: t)
@@ -95,9 +99,10 @@ def for_readers(notebook, runs_dir: Path | None = None):
         for key in ("papermill", "execution"):
             cell.get("metadata", {}).pop(key, None)
         cell["source"] = local(cell["source"])
+        if "outputs" in cell:
+            cell["outputs"] = [o for o in cell["outputs"] if WIDGET not in o.get("data", {})]
         for output in cell.get("outputs", []):
             data = output.get("data", {})
-            data.pop("application/vnd.jupyter.widget-view+json", None)
             for kind, text in data.items():
                 if isinstance(text, str) and kind.startswith("text/"):
                     data[kind] = local(text)
