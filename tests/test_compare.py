@@ -111,5 +111,12 @@ def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_l
     assert lines[-1] == "1 finished, 0 running, 1 failed, 0 missing"
     compared = cli("compare")
     assert compared.returncode == 0 and "| vanilla | 0 | 70.00 (1 seed, no sd) |" in compared.stdout
-    nothing = cli("compare", "--methods", "ega")
+    assert "| vanilla | 0 | 70.00" in (tmp_path / "compare.md").read_text()
+    assert "vanilla" in (tmp_path / "compare.csv").read_text().splitlines()[1]
+    (tmp_path / "empty").mkdir()
+    nothing = subprocess.run(
+        [sys.executable, "-m", "egalib", "compare", "--runs-dir", str(tmp_path / "empty")],
+        capture_output=True,
+        text=True,
+    )
     assert nothing.returncode == 2 and nothing.stderr.startswith("error: no finished runs under")

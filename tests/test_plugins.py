@@ -82,9 +82,12 @@ def test_the_command_line_lists_a_plugin_s_method_with_its_options(tmp_path):
     (tmp_path / "my_methods.py").write_text(PLUGIN)
     done = egalib_cli(["--plugin", "my_methods", "list", "--options"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "cosine: scale=1.0 (float); gamma 1, alpha 0, beta 2" in done.stdout
+    assert (
+        "ega-cosine: node_weight=0.8 (float) edge_weight=0.24 (float); gamma 1, alpha 0, beta 1"
+        in done.stdout
+    )
     plain = egalib_cli(["list"], tmp_path)
-    assert plain.returncode == 0 and "cosine" not in plain.stdout
+    assert plain.returncode == 0 and "ega-cosine" not in plain.stdout
 
 
 def test_an_entry_point_plugin_is_imported_without_a_flag(tmp_path):
@@ -95,14 +98,14 @@ def test_an_entry_point_plugin_is_imported_without_a_flag(tmp_path):
     (info / "entry_points.txt").write_text("[egalib.plugins]\nmine = my_methods\n")
     done = egalib_cli(["list"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "cosine" in done.stdout.split("methods:")[1].splitlines()[0]
+    assert "ega-cosine" in done.stdout.split("methods:")[1].splitlines()[0]
 
 
 @pytest.mark.parametrize(
     "source, words",
     [
         ("raise ZeroDivisionError('no')", "failed to import (ZeroDivisionError: no); fix it"),
-        (PLUGIN.replace('"cosine"', '"kd"'), "method 'kd' is one of egalib's own"),
+        (PLUGIN.replace('"ega-cosine"', '"kd"'), "method 'kd' is one of egalib's own"),
     ],
 )
 def test_a_plugin_that_fails_is_one_sentence_and_exit_2(tmp_path, source, words):
@@ -119,13 +122,13 @@ def test_a_plugin_that_fails_is_one_sentence_and_exit_2(tmp_path, source, words)
 def test_worker_processes_train_a_plugin_s_method(tmp_path):
     """`demo --parallel 2` spawns two workers; each imports the plugin before it trains."""
     (tmp_path / "my_methods.py").write_text(PLUGIN)
-    args = ["--plugin", "my_methods", "demo", "--profile", "smoke", "--methods", "cosine"]
+    args = ["--plugin", "my_methods", "demo", "--profile", "smoke", "--methods", "ega-cosine"]
     args += ["vanilla", "--seeds", "0", "1", "--parallel", "2", "--runs-dir", "runs"]
     done = egalib_cli(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| student: cosine | " in done.stdout and "notebooks not executed" in done.stdout
+    assert "| student: ega-cosine | " in done.stdout and "notebooks not executed" in done.stdout
     finished = sorted(p.parent.name for p in (tmp_path / "runs").glob("*/metrics.json"))
-    assert len(finished) == 4 and sum("_cosine_" in name for name in finished) == 2
+    assert len(finished) == 4 and sum("_ega-cosine_" in name for name in finished) == 2
     pids = {line.split("(pid ")[1] for line in done.stdout.splitlines() if "starting of" in line}
     assert len(pids) == 2  # two worker processes, neither of them this command's own
 
@@ -134,11 +137,15 @@ def test_worker_processes_train_a_plugin_s_method(tmp_path):
 def test_the_weights_study_tunes_a_plugin_s_method_and_writes_beside_its_runs(tmp_path):
     (tmp_path / "my_methods.py").write_text(PLUGIN)
     args = ["--plugin", "my_methods", "study", "weights", "--profile", "smoke"]
-    args += ["--methods", "cosine", "--seeds", "0", "--runs-dir", "runs"]
+    args += ["--methods", "ega-cosine", "--seeds", "0", "--runs-dir", "runs"]
     done = egalib_cli(args, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = (tmp_path / "runs" / "weights-smoke.csv").read_text()
-    assert "cosine" in summary and "\nega," not in summary and "chosen on validation" in done.stdout
+    assert (
+        "ega-cosine" in summary
+        and "\nega," not in summary
+        and "chosen on validation" in done.stdout
+    )
 
 
 def test_a_method_may_take_the_features_before_each_head(smoke):
@@ -182,3 +189,47 @@ def test_the_teacher_snippet_of_the_extending_page_gives_the_features_the_step_u
     unnormalised = teacher.encode(images.float())
     assert not torch.allclose(unnormalised, scope["features"])  # why the view matters
     assert torch.equal(scope["features"], teacher.encode(eval_view(images, teacher.view)))
+
+
+@pytest.mark.integration
+def test_compare_trains_a_plugin_s_method_paired_with_vanilla_and_prints_the_table(tmp_path):
+    """The issue's own check: a plugin outside the repository, compared with vanilla at smoke."""
+    (tmp_path / "my_methods.py").write_text(PLUGIN)
+    args = ["--plugin", "my_methods", "compare", "--methods", "vanilla", "ega-cosine"]
+    args += ["--seeds", "0", "1", "--profile", "smoke", "--runs-dir", "runs"]
+    done = egalib_cli(args, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = next(
+        line for line in done.stdout.splitlines() if line.startswith("| student: ega-cosine")
+    )
+    assert "[" in row and row.count("|") == 7  # the paired difference with its interval
+    assert "executing" not in done.stdout  # no notebook
+    finished = list((tmp_path / "runs").glob("*/metrics.json"))
+    assert len(finished) == 4
+    assert "| student: ega-cosine" in (tmp_path / "runs" / "compare.md").read_text()
+    assert (tmp_path / "runs" / "compare.csv").read_text().count("ega-cosine") == 2
+
+
+def test_the_guide_s_ega_on_cosine_graphs_matches_its_formula():
+    """The worked example of docs/extending.md, against a float64 loop on random inputs, on the
+    hand case where student and teacher agree, and in half precision."""
+    scope = {}
+    exec(PLUGIN.replace("egalib.register_method(", "print("), scope)  # the loss, not registered
+    loss = scope["ega_cosine"]
+    xs, xt = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    unit = lambda x: [[v / sum(w * w for w in row) ** 0.5 for v in row] for row in x.tolist()]
+    s, t = unit(xs), unit(xt)
+    dot = lambda a, b: sum(p * q for p, q in zip(a, b))
+    node = sum((dot(t[i], s[j]) - (i == j)) ** 2 for i in range(6) for j in range(6)) ** 0.5
+    edge = sum((dot(t[i], t[j]) - dot(s[i], s[j])) ** 2 for i in range(6) for j in range(6)) ** 0.5
+    out = loss(xs, xt)
+    assert out["node"].item() == pytest.approx(node) and out["edge"].item() == pytest.approx(edge)
+    assert out["loss"].item() == pytest.approx(0.8 * node + 0.24 * edge)
+    same = loss(xs, xs.clone())
+    assert same["edge"].item() == pytest.approx(0.0, abs=1e-6)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = loss(xs.to(dtype).requires_grad_(), xt.to(dtype))
+        half["loss"].backward()
+        assert torch.isfinite(half["loss"])
+    with pytest.raises(ValueError, match="ega_cosine needs as many student rows"):
+        loss(xs, xt[:3])

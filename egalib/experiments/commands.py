@@ -104,18 +104,37 @@ def cmd_status(args) -> None:
 
 
 def cmd_compare(args) -> None:
+    """With --methods: train what is missing of them at the profile's settings and seeds, paired,
+    and print the demo's table; without: every finished run under --runs-dir, per setting."""
+    import time
+
+    from ..config import RunConfig, profile_seeds
+    from ..files import atomic_write_text
     from ..runs import load_runs
     from .compare import compare_runs
+    from .demo import results_table, run_frame, train_paired
 
-    runs = load_runs(args.runs_dir)
-    if args.methods is not None:
-        runs = runs[runs.method.isin(args.methods)]
-    if runs.empty:
-        raise ValueError(
-            f"no finished runs under {args.runs_dir} (of {', '.join(args.methods or ['any'])} "
-            "method); train some first, or give --runs-dir."
+    began = time.time()
+    if args.methods:
+        seeds = args.seeds or profile_seeds(args.profile)
+        make = lambda m, s: RunConfig.from_profile(
+            args.profile, method=m, seed=s, runs_dir=args.runs_dir
         )
-    print("\n".join(compare_runs(runs, args.against, args.score)))
+        runs = train_paired([make(m, s) for m in args.methods for s in seeds], args.parallel)
+        frame = run_frame(args.profile, runs)
+        table = results_table(args.profile, runs, time.time() - began, time.time() - began)
+    else:
+        frame = load_runs(args.runs_dir)
+        if frame.empty:
+            raise ValueError(
+                f"no finished runs under {args.runs_dir}; train some first, give --runs-dir, "
+                "or name --methods to train."
+            )
+        table = "\n".join(compare_runs(frame, args.against, args.score))
+    out = Path(args.out or args.runs_dir)
+    atomic_write_text(out / "compare.md", table + "\n")
+    atomic_write_text(out / "compare.csv", frame.to_csv(index=False))
+    print(f"{table}\n\nwritten: {out / 'compare.md'} and {out / 'compare.csv'}")
 
 
 def cmd_study(args) -> None:
@@ -270,15 +289,29 @@ def add_commands(sub) -> None:
     add_cell_flags(status)
     status.set_defaults(func=cmd_status)
 
-    compare = command(sub, "compare", "your finished runs side by side, paired by seed")
+    compare = command(sub, "compare", "methods side by side, paired by seed, with intervals")
+    compare.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(methods.METHODS),
+        metavar="METHOD",
+        help="train what is missing of these at --profile and --seeds (no notebooks) and print "
+        "the demo's table; without it: every finished run under --runs-dir, per setting",
+    )
+    compare.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
+    compare.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    compare.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     compare.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
-    compare.add_argument("--methods", nargs="+", metavar="METHOD", help="only these methods")
-    compare.add_argument("--against", default="vanilla", help="the method differences are to")
+    compare.add_argument("--out", help="where compare.md and compare.csv go (default: --runs-dir)")
+    compare.add_argument(
+        "--against", default="vanilla", help="without --methods: the method differences are to"
+    )
     compare.add_argument(
         "--score",
         default="top1",
         choices=["top1", "selected_top1", "val_top1"],
-        help="last-epoch test top-1, the validation-selected epoch's, or validation top-1",
+        help="without --methods: last-epoch test top-1, the validation-selected epoch's, or "
+        "validation top-1",
     )
     compare.set_defaults(func=cmd_compare)
 

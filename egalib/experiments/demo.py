@@ -87,10 +87,8 @@ def run_demo(
     poster's claims. With some methods or seeds only, the notebooks are left out."""
     began = time.time()
     seeds = seeds or profile_seeds(profile)
-    configs = demo_configs(profile, methods, seeds, runs_dir)
-    run_local(configs, parallel, threads=1 if parallel > 1 else None)
+    runs = train_paired(demo_configs(profile, methods, seeds, runs_dir), parallel)
     trained = time.time() - began
-    runs = [(c, Run(Path(runs_dir) / c.run_name).metrics) for c in configs]
     # the notebooks read runs of every method at seed 0: with fewer, they would train the rest
     if set(METHODS) <= set(methods) and 0 in seeds:
         run_notebooks(profile, runs_dir, parallel)
@@ -103,6 +101,13 @@ def run_demo(
     atomic_write_text(Path(runs_dir).resolve() / f"{profile}_results.md", table + "\n")
     print(table)
     return table
+
+
+def train_paired(configs: list[RunConfig], parallel: int) -> list[tuple[RunConfig, dict]]:
+    """Train what is missing of `configs` (`parallel` runs at once, one thread each); each
+    config with its run's metrics."""
+    run_local(configs, parallel, threads=1 if parallel > 1 else None)
+    return [(c, Run(Path(c.runs_dir) / c.run_name).metrics) for c in configs]
 
 
 def demo_configs(profile: str, methods, seeds, runs_dir: str) -> list[RunConfig]:
