@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from .paper import paper_top1
+from .paper_tables import mean_sd
 
 LEVEL = 0.95
 # the poster's claims that the embedded default can test: (claim, method a, method b), each
@@ -97,7 +98,6 @@ def interval_text(interval: dict) -> str:
 # what makes runs comparable: they differ only in method, weights, options, protocol and seed
 SETTING = ("dataset", "teacher", "student", "epochs", "batch_size", "lr", "embed_dim")
 SETTING += ("train_size", "val_size", "test_size")
-SCORES = ("top1", "selected_top1", "val_top1")
 
 
 def run_label(row: dict, protocols: int) -> str:
@@ -113,8 +113,6 @@ def run_label(row: dict, protocols: int) -> str:
 def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top1") -> list[str]:
     """Markdown lines: per setting, each method's mean ± sd over its seeds and its paired
     difference to `against` (a method of the same setting) with its 95 % interval."""
-    from .paper_tables import mean_sd
-
     lines = []
     for setting, group in runs.groupby(list(SETTING), dropna=False, sort=False):
         protocols = group.protocol.nunique()
