@@ -146,3 +146,20 @@ def test_a_job_signalled_for_its_time_limit_requeues_and_resumes_its_run(slurm, 
     resumed = Run(path).history.drop(columns=timing)
     expected = Run(Path(straight.runs_dir) / straight.run_name).history.drop(columns=timing)
     assert len(resumed) == 5 and resumed.equals(expected)
+
+
+def test_a_cancelled_job_reads_cancelled_and_the_next_dispatch_resubmits_it(slurm, tmp_path):
+    """`scancel` after the first epoch: `status` shows the job CANCELLED (squeue, as sacct has
+    no accounting here) and failed; dispatching again submits a new job, which resumes."""
+    config = cell(tmp_path, train_size=3000, epochs=5)
+    [job] = cluster.dispatch([config], "slurm", options=OPTIONS)
+    path = Path(config.runs_dir) / config.run_name
+    wait_until(lambda: cluster.epochs_done(path) >= 1, 180, "the first epoch")
+    subprocess.run(["scancel", job.job_id], check=True)
+    wait_until(lambda: cluster.cell_states([config])[0][0] == "failed", 60, "the cancel")
+    [(state, detail)] = cluster.cell_states([config])
+    assert state == "failed" and "CANCELLED" in detail, detail
+    [again] = cluster.dispatch([config], "slurm", options=OPTIONS)
+    assert again.job_id != job.job_id and again.result() == str(path)
+    log = (path / "slurm" / f"{again.job_id}_0_log.out").read_text()
+    assert "resuming after epoch" in log and Run(path).metrics["epochs"] == 5

@@ -24,6 +24,7 @@ import os
 import queue as queue_module
 import shutil
 import socket
+import subprocess
 import time
 import traceback
 from collections.abc import Callable
@@ -191,8 +192,9 @@ def pid_alive(pid: int, start: str | None = None) -> bool:
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """Slurm's state of each job, asked once through submitit's sacct watcher; {} where sacct
-    cannot be asked (no Slurm on this machine)."""
+    """Slurm's state of each job, asked once through submitit's sacct watcher, then of those
+    sacct cannot tell (a cluster without accounting) through squeue, which keeps a finished job
+    for a few minutes; {} where Slurm cannot be asked (no Slurm on this machine)."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
     import submitit
@@ -201,7 +203,22 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     for job_id in job_ids:
         watcher.register_job(str(job_id))
     watcher.update()
-    return {job_id: watcher.get_state(str(job_id), mode="cache") for job_id in job_ids}
+    states = {job_id: watcher.get_state(str(job_id), mode="cache") for job_id in job_ids}
+    unknown = [job_id for job_id, state in states.items() if state == "UNKNOWN"]
+    return {**states, **squeue_states(unknown)}
+
+
+def squeue_states(job_ids: list[str]) -> dict[str, str]:
+    """{job id: state} of the jobs squeue still lists; nothing where it cannot be asked."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    ask = ["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)]
+    try:
+        listed = subprocess.run(ask, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    pairs = (line.split() for line in listed.splitlines())
+    return {fields[0]: fields[1] for fields in pairs if len(fields) == 2 and fields[0] in job_ids}
 
 
 def _job_paths(marker: dict):
