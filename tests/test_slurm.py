@@ -156,7 +156,9 @@ def test_a_cancelled_job_reads_cancelled_and_the_next_dispatch_resubmits_it(slur
     path = Path(config.runs_dir) / config.run_name
     wait_until(lambda: cluster.epochs_done(path) >= 1, 180, "the first epoch")
     subprocess.run(["scancel", job.job_id], check=True)
-    wait_until(lambda: cluster.cell_states([config])[0][0] == "failed", 60, "the cancel")
+    # Slurm sends SIGTERM, which submitit's job lets pass, then SIGKILL after KillWait (30 s)
+    seen = lambda: cluster.cell_states([config])[0]
+    wait_until(lambda: seen()[0] == "failed", 240, "the cancel to show")
     [(state, detail)] = cluster.cell_states([config])
     assert state == "failed" and "CANCELLED" in detail, detail
     [again] = cluster.dispatch([config], "slurm", options=OPTIONS)
