@@ -233,3 +233,20 @@ def test_the_guide_s_ega_on_cosine_graphs_matches_its_formula():
         assert torch.isfinite(half["loss"])
     with pytest.raises(ValueError, match="ega_cosine needs as many student rows"):
         loss(xs, xt[:3])
+
+
+@pytest.mark.integration
+def test_notebook_02_trains_a_plugin_s_method_named_by_the_environment(tmp_path, monkeypatch):
+    """A kernel papermill starts imports the plugins of EGALIB_PLUGINS, as a worker does."""
+    from egalib.experiments.demo import execute_notebook
+
+    (tmp_path / "my_methods.py").write_text(PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv(plugins.ENV, "my_methods")
+    parameters = {"profile": "smoke", "methods": ["vanilla", "ega-cosine"], "seeds": [0]}
+    out = execute_notebook(
+        "02_distillation.ipynb", {**parameters, "runs_dir": str(tmp_path)}, tmp_path
+    )
+    finished = [p.parent.name for p in tmp_path.glob("*/metrics.json")]
+    assert sorted("_ega-cosine_" in name for name in finished) == [False, True], finished
+    assert "ega-cosine" in out.read_text()

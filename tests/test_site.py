@@ -60,3 +60,20 @@ def test_the_site_follows_the_tutorial_s_path_and_shows_every_notebook_s_figures
         page.goto((site / "glossary.html").as_uri())
         assert "Pearson correlation" in page.inner_text("body")
         browser.close()
+
+
+def test_the_formulas_are_typeset_offline(site):
+    """MathJax ships inside the site: no CDN, so a reader offline sees formulas, not TeX."""
+    from playwright.sync_api import sync_playwright
+
+    html = (site / "notebooks" / "01_graph_building.html").read_text()
+    assert "\\(E_t = " in html and "cdn." not in html.split("MathJax.js")[0][-200:]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.route("http*://**", lambda route: route.abort())  # offline, as in CI
+        page.goto((site / "notebooks" / "01_graph_building.html").as_uri())
+        typeset = "document.querySelectorAll('.MathJax, .MathJax_Display').length"
+        page.wait_for_function(f"{typeset} > 0", timeout=60_000)
+        page.wait_for_function("!document.body.innerText.includes('\\\\(E_t')", timeout=60_000)
+        browser.close()

@@ -3,10 +3,12 @@ installs as root), its controller and node daemons started for these tests. Cell
 through submitit's Slurm executor exactly as on a cluster; a requeued job resumes its run.
 
 This small cluster keeps no accounting (no slurmdbd), so sacct answers nothing: the cells'
-states come from their files and submitit's outcome file, as `status` does when sacct fails."""
+states come from squeue, which keeps an ended job for a few minutes, and from their files and
+submitit's outcome file, as `status` does on a cluster without accounting."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,8 +16,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from egalib.__main__ import main
 from egalib.config import RunConfig
 from egalib.experiments import cluster
 from egalib.runs import Run
@@ -59,6 +63,7 @@ def slurm_conf(folder: Path) -> str:
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core",
         "ReturnToService=2",
+        "KillWait=2",  # SIGKILL 2 s after a cancel's SIGTERM (30 s by default)
         f"NodeName={host} CPUs={cpus} RealMemory=4000 State=UNKNOWN",
         "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
     ]
@@ -100,15 +105,21 @@ def sinfo() -> str:
     return subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout
 
 
+def squeue(job_id: str) -> str:
+    ask = ["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", job_id]
+    return subprocess.run(ask, capture_output=True, text=True).stdout.strip()
+
+
 def cell(tmp_path: Path, **overrides) -> RunConfig:
     values = dict(method="ega", train_size=64, test_size=64, runs_dir=str(tmp_path / "runs"))
     return RunConfig.from_profile("smoke", **{**values, **overrides})
 
 
-def wait_until(condition, seconds: float, what: str) -> None:
+def wait_until(condition, seconds: float, what: str, seen=lambda: "") -> None:
+    """Poll `condition` until it holds; the failure says what `seen` returned last."""
     deadline = time.time() + seconds
     while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}; last seen: {seen()}"
         time.sleep(0.5)
 
 
@@ -151,17 +162,62 @@ def test_a_job_signalled_for_its_time_limit_requeues_and_resumes_its_run(slurm, 
 def test_a_cancelled_job_reads_cancelled_and_the_next_dispatch_resubmits_it(slurm, tmp_path):
     """`scancel` after the first epoch: `status` shows the job CANCELLED (squeue, as sacct has
     no accounting here) and failed; dispatching again submits a new job, which resumes."""
-    config = cell(tmp_path, train_size=3000, epochs=5)
+    config = cell(tmp_path, train_size=3000, epochs=12)
     [job] = cluster.dispatch([config], "slurm", options=OPTIONS)
     path = Path(config.runs_dir) / config.run_name
     wait_until(lambda: cluster.epochs_done(path) >= 1, 180, "the first epoch")
     subprocess.run(["scancel", job.job_id], check=True)
-    # Slurm sends SIGTERM, which submitit's job lets pass, then SIGKILL after KillWait (30 s)
-    seen = lambda: cluster.cell_states([config])[0]
-    wait_until(lambda: seen()[0] == "failed", 240, "the cancel to show")
+    # Slurm sends SIGTERM, which submitit's job lets pass, then SIGKILL after KillWait (2 s):
+    # far too soon for the 11 epochs left, so the run cannot finish in between
+    seen = lambda: (cluster.cell_states([config])[0], squeue(job.job_id))
+    wait_until(lambda: seen()[0][0] == "failed", 120, "the cancel to show", seen)
     [(state, detail)] = cluster.cell_states([config])
     assert state == "failed" and "CANCELLED" in detail, detail
     [again] = cluster.dispatch([config], "slurm", options=OPTIONS)
     assert again.job_id != job.job_id and again.result() == str(path)
     log = (path / "slurm" / f"{again.job_id}_0_log.out").read_text()
-    assert "resuming after epoch" in log and Run(path).metrics["epochs"] == 5
+    assert "resuming after epoch" in log and Run(path).metrics["epochs"] == 12
+
+
+def slurm_flags(runs_dir: Path) -> list[str]:
+    """What a user types to train on this one-node cluster."""
+    return [
+        *("--executor", "slurm", "--partition", "debug", "--gpus", "0", "--cpus", "1"),
+        *("--mem", "1", "--runs-dir", str(runs_dir)),
+    ]
+
+
+def slurm_markers(runs_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*/job.json"))]
+
+
+def test_compare_on_slurm_submits_each_run_waits_and_prints_the_table(slurm, tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    argv = ["compare", "--methods", "vanilla", "ega", "--seeds", "0", "--profile", "smoke"]
+    assert main([*argv, *slurm_flags(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    markers = slurm_markers(runs_dir)
+    assert [m["executor"] for m in markers] == ["slurm", "slurm"], markers
+    assert len({m["job_id"] for m in markers}) == 2 and out.count("submitted ") == 2
+    assert "waiting for 2 cell(s): 2 finished" in out
+    assert "| student: ega |" in out and (runs_dir / "compare.md").is_file()
+    assert main([*argv, *slurm_flags(runs_dir)]) == 0  # all finished: nothing submitted again
+    assert "submitted " not in capsys.readouterr().out
+
+
+def test_a_study_on_slurm_waits_for_its_jobs_and_names_a_failed_run(slurm, tmp_path, capsys):
+    """`study weights` trains vanilla and kd's grid as Slurm jobs and writes its summary; a run
+    that fails in its job is named in one sentence, after the others have finished."""
+    runs_dir = tmp_path / "runs"
+    argv = ["study", "weights", "--methods", "kd", "--seeds", "0", "--profile", "smoke"]
+    assert main([*argv, *slurm_flags(runs_dir)]) == 0
+    out = capsys.readouterr().out
+    summary = pd.read_csv(runs_dir / "weights-smoke.csv")
+    assert len(summary) == len(slurm_markers(runs_dir)) == out.count("submitted ")
+    assert set(summary["method"]) == {"vanilla", "kd"} and summary["val_top1"].notna().all()
+    bad = RunConfig.from_profile("smoke", method="ega", beta=1e39, runs_dir=str(runs_dir))
+    with pytest.raises(
+        RuntimeError,
+        match=rf"1 cell\(s\) failed: {re.escape(bad.run_name)}: failed, .*diverged in epoch 1",
+    ):
+        cluster.Launcher("slurm", options=OPTIONS).train([bad])

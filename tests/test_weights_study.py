@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from egalib.experiments import weights
+from egalib.experiments.cluster import Launcher
 from egalib.methods import METHODS
 
 
@@ -43,7 +44,9 @@ def test_the_choice_is_the_best_mean_validation_point_and_says_if_it_is_interior
 
 @pytest.mark.integration
 def test_the_study_at_smoke_writes_a_summary_without_test_accuracy(tmp_path):
-    table = weights.weights("smoke", [0], str(tmp_path / "runs"), parallel=1, out=tmp_path)
+    table = weights.weights(
+        "smoke", [0], str(tmp_path / "runs"), Launcher(parallel=1), out=tmp_path
+    )
     written = pd.read_csv(tmp_path / "weights-smoke.csv")
     assert len(written) == len(table) == 1 + 2 * (len(METHODS) - 1)
     assert not [c for c in written.columns if "test" in c or c == "top1"]
@@ -76,8 +79,10 @@ def test_a_weight_that_diverges_is_a_result_of_the_study_not_its_end(smoke, tmp_
     from egalib.experiments.study import summarize
 
     configs = [smoke(method="ega", beta=1e39), smoke(method="ega")]
-    table = summarize("t", configs, weights.weight_row, 1, tmp_path, weights.diverged)
+    table = summarize(
+        "t", configs, weights.weight_row, Launcher(parallel=1), tmp_path, weights.diverged
+    )
     assert table.diverged.tolist() == [True, False]
     assert table.val_top1.isna().tolist() == [True, False]
     with pytest.raises(RuntimeError, match="diverged"):  # without may_fail it is an error
-        summarize("t", configs[:1], weights.weight_row, 1, None)
+        summarize("t", configs[:1], weights.weight_row, Launcher(parallel=1), None)

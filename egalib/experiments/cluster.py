@@ -2,7 +2,8 @@
 
 `dispatch(configs, "local" | "slurm")` starts one job per cell that is neither finished nor
 running: `local` trains them here (`parallel` at a time), `slurm` submits one submitit job per
-cell (`submit_cells`), with its logs in runs/<name>/slurm/.
+cell (`submit_cells`), with its logs in runs/<name>/slurm/. A `Launcher` does the same and waits
+until every cell is over, for the commands that read the runs afterwards (study, compare).
 
 Every dispatched cell gets a marker, runs/<name>/job.json (executor, job id, host, submit
 time); a job that raises writes its traceback to runs/<name>/error.txt. A cell is then
@@ -17,6 +18,7 @@ submitit's `checkpoint()`, so submitit requeues the same callable, and `fit` res
 checkpoint.pt.
 """
 
+import collections
 import contextlib
 import json
 import multiprocessing
@@ -192,33 +194,37 @@ def pid_alive(pid: int, start: str | None = None) -> bool:
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """Slurm's state of each job, asked once through submitit's sacct watcher, then of those
-    sacct cannot tell (a cluster without accounting) through squeue, which keeps a finished job
-    for a few minutes; {} where Slurm cannot be asked (no Slurm on this machine)."""
+    """Slurm's state of each job: sacct's, read by submitit's parser; for those sacct cannot
+    tell (a cluster without accounting), squeue's, which keeps an ended job a few minutes.
+    {} where Slurm cannot be asked (not on this machine)."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
-    import submitit
+    from submitit.slurm.slurm import SlurmInfoWatcher  # a fresh one: nothing cached
 
-    watcher = submitit.SlurmJob.watcher
-    for job_id in job_ids:
-        watcher.register_job(str(job_id))
-    watcher.update()
-    states = {job_id: watcher.get_state(str(job_id), mode="cache") for job_id in job_ids}
+    listed = ask(["sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", ",".join(job_ids)])
+    info = SlurmInfoWatcher().read_info(listed) if listed else {}
+    states = {job_id: info.get(job_id, {}).get("State", "UNKNOWN") for job_id in job_ids}
     unknown = [job_id for job_id, state in states.items() if state == "UNKNOWN"]
     return {**states, **squeue_states(unknown)}
 
 
 def squeue_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: state} of the jobs squeue still lists; nothing where it cannot be asked."""
-    if not job_ids or shutil.which("squeue") is None:
+    """{job id: state} of the jobs squeue still lists."""
+    if not job_ids:
         return {}
-    ask = ["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)]
-    try:
-        listed = subprocess.run(ask, capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
+    listed = ask(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)])
     pairs = (line.split() for line in listed.splitlines())
     return {fields[0]: fields[1] for fields in pairs if len(fields) == 2 and fields[0] in job_ids}
+
+
+def ask(command: list[str]) -> str:
+    """A Slurm command's output; "" where it fails or is missing (its complaint is not shown:
+    a cluster without accounting answers every sacct with one)."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout if done.returncode == 0 else ""
 
 
 def _job_paths(marker: dict):
@@ -504,6 +510,53 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """Where a command trains the runs it then reads: here, `parallel` processes at one thread
+    each (one process at torch's threads), or one Slurm job per run, waited for."""
+
+    executor: str = "local"
+    parallel: int = 2
+    options: SlurmOptions | None = None
+
+    def train(self, configs: list[RunConfig]) -> None:
+        """Train what is missing of `configs`; return when every one is over. A failed run
+        raises RuntimeError naming it, after the others have finished."""
+        if self.executor == "local":
+            run_local(configs, self.parallel, threads=1 if self.parallel > 1 else None)
+            return
+        dispatch(configs, self.executor, options=self.options)
+        wait_for(configs)
+
+
+LOCAL = Launcher()  # two processes here, one thread each: the best use of a 2-core CPU
+
+
+def wait_for(configs: list[RunConfig], longest_poll_s: float = 30.0) -> None:
+    """Block until no cell of `configs` is running, asking at growing intervals (1 s, 2 s, ...
+    up to `longest_poll_s`) and printing the counts when they change; raise RuntimeError
+    naming the cells that failed. Interrupted, the jobs go on: `status` shows them."""
+    poll, said = 1.0, ""
+    while True:
+        states = cell_states(configs)
+        counts = collections.Counter(state for state, _ in states)
+        line = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
+        if line != said:
+            print(f"waiting for {len(configs)} cell(s): {line}", flush=True)
+            said = line
+        if not counts["running"]:
+            break
+        time.sleep(poll)
+        poll = min(2 * poll, longest_poll_s)
+    failures = [
+        f"{c.run_name}: {state}, {detail}"
+        for c, (state, detail) in zip(configs, states)
+        if state != "finished"
+    ]
+    if failures:
+        raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
 
 
 def dispatch(

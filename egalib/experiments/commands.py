@@ -13,7 +13,7 @@ from .. import methods
 from ..config import PROFILES, PROTOCOLS
 from ..datasets import DATASETS
 from ..models.teachers import TEACHER_DIR
-from .cluster import EXECUTORS, SlurmOptions
+from .cluster import EXECUTORS, Launcher, SlurmOptions
 from .pretrain import PretrainConfig
 from .reproduce import TABLES
 from .study import RESULTS
@@ -84,8 +84,16 @@ def cmd_reproduce(args) -> None:
     print(f"{len(configs)} cells of table {args.table!r}")
     if args.dry_run:
         return
-    options = SlurmOptions(**{field: getattr(args, field) for field, _, _ in SLURM_FLAGS.values()})
-    dispatch(configs, args.executor, args.parallel, options)
+    dispatch(configs, args.executor, args.parallel, slurm_options(args))
+
+
+def slurm_options(args) -> SlurmOptions:
+    return SlurmOptions(**{field: getattr(args, field) for field, _, _ in SLURM_FLAGS.values()})
+
+
+def launcher(args) -> Launcher:
+    """Where `study` and `compare` train: here, --parallel at once, or on Slurm, waited for."""
+    return Launcher(args.executor, args.parallel, slurm_options(args))
 
 
 def cmd_status(args) -> None:
@@ -120,7 +128,7 @@ def cmd_compare(args) -> None:
         make = lambda m, s: RunConfig.from_profile(
             args.profile, method=m, seed=s, runs_dir=args.runs_dir
         )
-        runs = train_paired([make(m, s) for m in args.methods for s in seeds], args.parallel)
+        runs = train_paired([make(m, s) for m in args.methods for s in seeds], launcher(args))
         frame = run_frame(args.profile, runs)
         table = results_table(args.profile, runs, time.time() - began, time.time() - began)
     else:
@@ -148,7 +156,7 @@ def cmd_study(args) -> None:
     # a study of some methods only is yours: its summary goes beside its runs by default
     out = Path(args.out or (args.runs_dir if args.methods else RESULTS))
     study = {"regime": regime, "weights": partial(weights, methods=args.methods)}[args.name]
-    table = study(args.profile, args.seeds, args.runs_dir, args.parallel, out)
+    table = study(args.profile, args.seeds, args.runs_dir, launcher(args), out)
     print(table.drop(columns="run").round(3).to_string(index=False))
     if args.name == "weights":
         print("\nchosen on validation:\n" + chosen_weights(table).round(3).to_string(index=False))
@@ -266,17 +274,7 @@ def add_commands(sub) -> None:
     reproduce.add_argument("--parallel", type=int, default=1, help="cells trained at once")
     add_speed_flags(reproduce)
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
-    reproduce.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="local: train here, --parallel at a time; slurm: one job per "
-        "cell, logs in runs/<name>/slurm/",
-    )
-    slurm = reproduce.add_argument_group("Slurm jobs (--executor slurm)")
-    for flag, (field, kind, text) in SLURM_FLAGS.items():
-        default = getattr(SlurmOptions, field)
-        slurm.add_argument(flag, dest=field, type=kind, default=default, help=text)
+    add_executor_flags(reproduce, "submitted, not waited for")
     reproduce.set_defaults(func=cmd_reproduce)
 
     status = command(sub, "status", "each run folder or cell: finished, running, failed, missing")
@@ -302,6 +300,7 @@ def add_commands(sub) -> None:
     compare.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
     compare.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     compare.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
+    add_executor_flags(compare, "waited for, then the table")
     compare.add_argument("--out", help="where compare.md and compare.csv go (default: --runs-dir)")
     compare.add_argument(
         "--against", default="vanilla", help="without --methods: the method differences are to"
@@ -339,6 +338,7 @@ def add_commands(sub) -> None:
         "--out",
         help=f"where the summary and card go (default: {RESULTS}, or --runs-dir with --methods)",
     )
+    add_executor_flags(study, "waited for, then the summary")
     study.set_defaults(func=cmd_study)
 
     move = command(sub, "transfer", "linear classifier on a frozen student (CRD protocol)")
@@ -347,6 +347,21 @@ def add_commands(sub) -> None:
     move.add_argument("--epochs", type=int, default=240, help="epochs of the linear classifier")
     move.add_argument("--device", default="auto", help=DEVICE_HELP)
     move.set_defaults(func=cmd_transfer)
+
+
+def add_executor_flags(p: argparse.ArgumentParser, then: str) -> None:
+    """--executor, and the Slurm jobs' flags in a group of their own."""
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: train here, --parallel at a time; slurm: one job per run (--parallel "
+        f"unused), logs in runs/<name>/slurm/; {then}",
+    )
+    slurm = p.add_argument_group("Slurm jobs (--executor slurm)")
+    for flag, (field, kind, text) in SLURM_FLAGS.items():
+        default = getattr(SlurmOptions, field)
+        slurm.add_argument(flag, dest=field, type=kind, default=default, help=text)
 
 
 def add_cell_flags(p: argparse.ArgumentParser) -> None:

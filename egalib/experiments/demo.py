@@ -12,7 +12,7 @@ from ..files import atomic_write_text
 from ..methods import METHODS
 from ..models.teachers import teacher_card
 from ..runs import Run
-from .cluster import run_local
+from .cluster import Launcher
 from .compare import claims_table, interval_text, paired, verdict
 from .paper_tables import mean_sd, seed_summary
 from .weights import tuned
@@ -87,7 +87,9 @@ def run_demo(
     poster's claims. With some methods or seeds only, the notebooks are left out."""
     began = time.time()
     seeds = seeds or profile_seeds(profile)
-    runs = train_paired(demo_configs(profile, methods, seeds, runs_dir), parallel)
+    runs = train_paired(
+        demo_configs(profile, methods, seeds, runs_dir), Launcher(parallel=parallel)
+    )
     trained = time.time() - began
     # the notebooks read runs of every method at seed 0: with fewer, they would train the rest
     if set(METHODS) <= set(methods) and 0 in seeds:
@@ -103,10 +105,10 @@ def run_demo(
     return table
 
 
-def train_paired(configs: list[RunConfig], parallel: int) -> list[tuple[RunConfig, dict]]:
-    """Train what is missing of `configs` (`parallel` runs at once, one thread each); each
-    config with its run's metrics."""
-    run_local(configs, parallel, threads=1 if parallel > 1 else None)
+def train_paired(configs: list[RunConfig], launcher: Launcher) -> list[tuple[RunConfig, dict]]:
+    """Train what is missing of `configs` by `launcher` (here or on Slurm); each config with
+    its run's metrics."""
+    launcher.train(configs)
     return [(c, Run(Path(c.runs_dir) / c.run_name).metrics) for c in configs]
 
 

@@ -24,7 +24,7 @@ from ..analysis import node_matrix_stats
 from ..config import RunConfig, profile_seeds
 from ..files import PACKAGE_DATA, atomic_write_text, device_name, git_commit
 from ..runs import Run
-from .cluster import run_local
+from .cluster import LOCAL, Launcher
 from .paper_tables import seed_summary
 
 BATCHES = (8, 16, 32, 64)
@@ -93,25 +93,25 @@ def regime(
     profile: str = "demo",
     seeds=None,
     runs_dir: str = "runs",
-    parallel: int = 2,
+    launcher: Launcher = LOCAL,
     out: Path | None = RESULTS,
 ) -> pd.DataFrame:
-    """Train what is missing of the study (`parallel` processes at one thread each), then write
-    the summary (one row per run) and its card to `out` (None: write nothing)."""
+    """Train what is missing of the study (by `launcher`: here or on Slurm), then write the
+    summary (one row per run) and its card to `out` (None: write nothing)."""
     configs = regime_configs(profile, seeds, runs_dir)
     row = lambda config: {**run_row(config), "sweep": sweeps(config, profile)}
-    return summarize(f"regime-{profile}", configs, row, parallel, out)
+    return summarize(f"regime-{profile}", configs, row, launcher, out)
 
 
 def summarize(
-    name: str, configs, row, parallel: int, out: Path | None, may_fail=None
+    name: str, configs, row, launcher: Launcher, out: Path | None, may_fail=None
 ) -> pd.DataFrame:
     """A study's runs trained where missing, one `row(config)` each, written as out/<name>.csv
     with its card out/<name>.json (None: write nothing). `may_fail(config)` says whether a run
     that did not finish is a result (a weight that diverges) rather than an error."""
     began = time.time()
     try:
-        run_local(configs, parallel, threads=1 if parallel > 1 else None)
+        launcher.train(configs)
     except RuntimeError:
         if may_fail is None or not all(finished(c) or may_fail(c) for c in configs):
             raise

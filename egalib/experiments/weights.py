@@ -19,7 +19,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..methods import METHODS
 from ..runs import Run
-from .cluster import ERROR
+from .cluster import ERROR, LOCAL, Launcher
 from .study import RESULTS, finished, run_path, summarize
 
 FACTORS = (0.001, 0.01, 0.1, 1.0, 10.0)  # times the paper's weight: four decades
@@ -84,14 +84,14 @@ def weights(
     profile: str = "demo",
     seeds=None,
     runs_dir: str = "runs",
-    parallel: int = 2,
+    launcher: Launcher = LOCAL,
     out: Path | None = RESULTS,
     methods=None,
 ) -> pd.DataFrame:
     """Train what is missing of the study (every method, or those of `methods`), then write its
     summary and card to `out`."""
     configs = weight_configs(profile, seeds, runs_dir, methods)
-    return summarize(f"weights-{profile}", configs, weight_row, parallel, out, diverged)
+    return summarize(f"weights-{profile}", configs, weight_row, launcher, out, diverged)
 
 
 def chosen_weights(table: pd.DataFrame) -> pd.DataFrame:
