@@ -23,10 +23,15 @@ class TeacherMemo:
     """Results that depend only on what they are made of (the teacher's weights, the images, a
     probe's recipe), kept for reuse by the runs of one command: a demo's runs of one seed share
     their probe, and every run its test features. A command makes one and passes it to each
-    `fit`; a `fit` without one shares nothing. Keeps the last `size` results."""
+    `fit`; a `fit` without one shares nothing.
 
-    def __init__(self, size: int = 8):
-        self.size, self.results = size, OrderedDict()
+    It keeps the newest results whose tensors fit in `max_bytes` together, and always the newest
+    one. A bound by count would not do: the demo's workers take the seeds in turn, and each seed
+    brings its own training features and probe, so a memo of a few entries would drop each one
+    just before it is needed again."""
+
+    def __init__(self, max_bytes: int = 2**30):
+        self.max_bytes, self.results = max_bytes, OrderedDict()
 
     def get(self, key: tuple, make):
         """The result kept under `key`, made by `make()` first if there is none."""
@@ -34,9 +39,15 @@ class TeacherMemo:
             self.results.move_to_end(key)
             return self.results[key]
         self.results[key] = result = make()
-        while len(self.results) > self.size:
+        while len(self.results) > 1 and self.nbytes() > self.max_bytes:
             self.results.popitem(last=False)
         return result
+
+    def nbytes(self) -> int:
+        """The bytes of the tensors kept (a result is a tensor or a dict of them)."""
+        parts = lambda r: r.values() if isinstance(r, dict) else [r]
+        tensors = (t for r in self.results.values() for t in parts(r))
+        return sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
 
 
 class EncodedFeatures:

@@ -51,3 +51,21 @@ def test_whole_sets_are_encoded_once_per_memo_and_keyed_by_weights_and_images():
     assert again.of_images(other) is not first
     random = EncodedFeatures(models.teacher("ssl-fmnist", pretrained=False), 4, memo)
     assert not torch.equal(random.of_images(images), first)  # other weights: other features
+
+
+def test_the_memo_keeps_results_within_its_bytes_however_many_there_are():
+    """A demo worker takes seeds 0-4 in turn: each seed's features and probe must still be kept
+    when its turn comes again, so the bound is on bytes, not on a count of results."""
+    memo, made = TeacherMemo(max_bytes=10 * 4000), []
+    make = lambda i: lambda: made.append(i) or torch.zeros(1000)  # 4,000 bytes each
+    for _ in range(2):
+        for i in range(10):
+            memo.get(("seed", i), make(i))
+    assert made == list(range(10)) and memo.nbytes() == 40_000  # every one made once
+    memo.get(("seed", 10), make(10))  # one too many: the oldest one goes
+    assert ("seed", 0) not in memo.results and len(memo.results) == 10
+    big = TeacherMemo(max_bytes=100)
+    assert big.get("x", lambda: torch.zeros(1000)).numel() == 1000 and "x" in big.results
+    probe = {"weight": torch.zeros(10, 4), "bias": torch.zeros(10)}  # a probe: a state dict
+    assert TeacherMemo().get("probe", lambda: probe) is probe and big.get("p", lambda: probe)
+    assert list(big.results) == ["p"]  # the newest is kept even over the bound
