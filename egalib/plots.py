@@ -156,7 +156,7 @@ def learning_dynamics(histories: dict, size: float = 4.0, title: str = "") -> pl
         "generalisation gap: validation - train error (%)",
         colors,
     )
-    axes[2].axhline(0, color="gray", linewidth=0.8)
+    axes[2].axhline(0, color="gray", linewidth=0.8, label="no gap")
     for ax, name in zip(axes, ("train error", "validation error", "generalisation gap")):
         ax.set_title(name)
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
@@ -194,7 +194,7 @@ def ours_vs_paper(cells, size: float = 5.0) -> plt.Figure:
     sns.scatterplot(data=cells, x="paper", y="ours", hue="protocol", style="method", s=60, ax=ax)
     low = min(cells["paper"].min(), cells["ours"].min()) - 1
     high = max(cells["paper"].max(), cells["ours"].max()) + 1
-    ax.plot([low, high], [low, high], color="gray", linewidth=0.8, linestyle="--")
+    ax.plot([low, high], [low, high], "--", color="gray", linewidth=0.8, label="ours = paper")
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
     ax.set_xlabel("paper top-1 (%)")

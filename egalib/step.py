@@ -99,10 +99,11 @@ class Networks(nn.Module):
         student = ("student.", "student_head.")
         return {k: v for k, v in self.state_dict().items() if k.startswith(student)}
 
-    def student_outputs(self, images: torch.Tensor, precision: Precision):
-        """The student head's (embeddings, logits), and the backbone's features they come from."""
+    def student_outputs(self, images: torch.Tensor, precision: Precision, backbone=None):
+        """The student head's (embeddings, logits), and the backbone's features they come from;
+        `backbone` stands in for the student's (its copy with folded batch norms, to evaluate)."""
         with precision.autocast(images.device):
-            features = self.student(images).float()
+            features = (backbone or self.student)(images).float()
         return (*self.student_head(features), features)
 
 

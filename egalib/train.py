@@ -19,6 +19,7 @@ from . import losses
 from .capture import CapturedStep
 from .config import RunConfig, resolve_device
 from .datasets import Dataset, load_dataset
+from .models.students import fold_batch_norms
 from .runs import CheckpointError, Run
 from .step import Terms, TrainState, check_weights, train_step
 from .streams import epoch_batches
@@ -66,8 +67,10 @@ def train_epoch(state: TrainState, step: Step, progress: bool = False) -> dict[s
 def embed(state: TrainState, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Un-augmented embeddings and logits of the student and (if any) the teacher head."""
     nets = state.networks.eval()
+    # a compiled student is evaluated as it is: a folded copy would be compiled anew
+    student = nets.student if state.config.compile else fold_batch_norms(nets.student)
     chunks = [
-        nets.student_outputs(eval_view(chunk, nets.student_view), state.precision)
+        nets.student_outputs(eval_view(chunk, nets.student_view), state.precision, student)
         for chunk in images.split(ENCODE_CHUNK)
     ]
     out = {"xs": torch.cat([c[0] for c in chunks]), "logits_s": torch.cat([c[1] for c in chunks])}

@@ -88,3 +88,25 @@ def test_shufflenet_keeps_pytorchs_default_initialisation():
     conv = next(m for m in models.student("shufflenetv1").modules() if isinstance(m, nn.Conv2d))
     fan_in = conv.weight[0].numel()
     assert conv.weight.abs().max().item() <= (1 / fan_in) ** 0.5 + 1e-6  # kaiming_uniform(a=5**.5)
+
+
+@pytest.mark.parametrize("name", sorted(models.STUDENTS))
+def test_folding_batch_norms_keeps_the_function_and_leaves_the_student_alone(name):
+    """The evaluation passes run a copy with each conv's BatchNorm folded into it: the same
+    features to float rounding, with BatchNorms that have learnt (not their initial 0 and 1)."""
+    torch.manual_seed(0)
+    student = models.student(name, in_channels=3).double().eval()
+    for norm in (m for m in student.modules() if isinstance(m, nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-1, 1)
+        norm.running_var.uniform_(0.5, 2)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.5, 0.5)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    folded = models.students.fold_batch_norms(student)
+    images = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(images), student(images), rtol=1e-9, atol=1e-9)
+    norms = lambda m: sum(isinstance(x, nn.BatchNorm2d) for x in m.modules())
+    assert norms(folded) < norms(student)  # some were folded (not every one follows a conv)
+    assert all(torch.equal(v, before[k]) for k, v in student.state_dict().items())
+    assert norms(models.students.fold_batch_norms(models.student("small-cnn"))) == 0

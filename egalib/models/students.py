@@ -5,8 +5,11 @@ their features they have exactly CRD's parameter counts (tests/test_students.py)
 adaptive, so any input size works (CRD hard-codes pool sizes for 32x32 inputs).
 """
 
+import copy
+
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def he_init(backbone: "Backbone") -> "Backbone":
@@ -200,3 +203,17 @@ STUDENTS = {
     "vgg13": vgg13,
     "wrn-40-2": wrn_40_2,
 }
+
+
+def fold_batch_norms(backbone: nn.Module) -> nn.Module:
+    """An eval-mode copy of `backbone` in which every BatchNorm that directly follows a
+    convolution in an nn.Sequential is folded into that convolution's weights and bias. It
+    computes the same function, to float rounding, with one pass over the activations fewer:
+    for evaluation passes, not for training (a folded BatchNorm no longer learns)."""
+    folded = copy.deepcopy(backbone).eval()
+    for layers in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(layers) - 1):
+            conv, norm = layers[i], layers[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                layers[i], layers[i + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    return folded

@@ -1,0 +1,55 @@
+"""The library's figures: every line drawn has its entry in a legend."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from egalib import plots  # noqa: E402
+
+
+def history(offset: float) -> pd.DataFrame:
+    epochs = [1, 2, 3]
+    return pd.DataFrame(
+        {
+            "epoch": epochs,
+            "train_acc": [0.5 + offset, 0.6 + offset, 0.7 + offset],
+            "val_acc": [0.55, 0.65, 0.7],
+            "val_node": [3.0, 2.5, 2.0],
+            "val_edge": [5.0, 4.5, 4.0],
+        }
+    )
+
+
+def lines_without_entry(fig) -> list[str]:
+    """Labels of the lines drawn with data that no legend of the figure names."""
+    entries = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts}
+    drawn = [line for ax in fig.axes for line in ax.get_lines() if len(line.get_xdata())]
+    return [line.get_label() for line in drawn if line.get_label() not in entries]
+
+
+@pytest.mark.parametrize("draw", [plots.learning_dynamics, plots.graph_terms])
+def test_each_line_of_the_dynamics_figures_is_in_the_legend(draw):
+    fig = draw({"vanilla": history(0.0), "ega": history(0.1)})
+    assert lines_without_entry(fig) == []
+    entries = [t.get_text() for t in fig.axes[-1].get_legend().texts]
+    assert {plots.DYNAMICS_LABELS["vanilla"], plots.DYNAMICS_LABELS["ega"]} <= set(entries)
+
+
+def test_the_paper_comparison_names_its_diagonal():
+    cells = pd.DataFrame(
+        {
+            "teacher": ["t", "t"],
+            "student": ["s", "s"],
+            "dataset": ["d", "d"],
+            "method": ["ega", "kd"],
+            "protocol": ["pretrained", "pretrained"],
+            "paper": [75.0, 73.0],
+            "ours": [74.0, 73.5],
+        }
+    )
+    fig = plots.ours_vs_paper(cells)
+    assert lines_without_entry(fig) == []
+    assert "ours = paper" in [t.get_text() for t in fig.axes[0].get_legend().texts]
