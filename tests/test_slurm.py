@@ -6,6 +6,7 @@ This small cluster keeps no accounting (no slurmdbd), so sacct answers nothing: 
 states come from squeue, which keeps an ended job for a few minutes, and from their files and
 submitit's outcome file, as `status` does on a cluster without accounting."""
 
+import contextlib
 import json
 import os
 import re
@@ -91,14 +92,32 @@ def slurm(tmp_path_factory):
             time.sleep(0.5)
         yield conf
     finally:
-        subprocess.run(["scancel", "--user", "root"], capture_output=True)
-        for daemon in DAEMONS:
-            pid = folder / f"{daemon}.pid"
-            if pid.is_file():
-                os.kill(int(pid.read_text()), signal.SIGTERM)
+        stop_cluster(folder)
         os.environ.pop("SLURM_CONF")
         if previous is not None:
             os.environ["SLURM_CONF"] = previous
+
+
+def stop_cluster(folder: Path) -> None:
+    """Cancel every job and wait until Slurm has ended them (so that no step daemon outlives
+    the cluster), then stop both daemons: SIGTERM, and SIGKILL to one still there after 10 s."""
+    subprocess.run(["scancel", "--user", "root"], capture_output=True)
+    deadline = time.time() + 60
+    while squeue_all() and time.time() < deadline:
+        time.sleep(0.5)
+    pids = [int(p.read_text()) for p in (folder / f"{d}.pid" for d in DAEMONS) if p.is_file()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 10
+    while any(cluster.pid_alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    for pid in filter(cluster.pid_alive, pids):
+        os.kill(pid, signal.SIGKILL)
+
+
+def squeue_all() -> str:
+    return subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()
 
 
 def sinfo() -> str:
