@@ -38,6 +38,25 @@ OPTIONAL = ("train_size", "test_size", "gamma", "alpha", "beta")  # None: all, o
 NO_TEACHER = "none"  # plain supervised training: no teacher is built (methods without one)
 
 
+def check_numbers(config, whole: dict, above_zero=(), at_least_zero=(), optional=()) -> None:
+    """Raise one sentence for the first field of `config` that is not finite or out of range:
+    `whole` maps whole-number fields to their least value; `optional` ones may be None."""
+    for key in [*whole, *above_zero, *at_least_zero]:
+        value, low = getattr(config, key), whole.get(key, 0)
+        if value is None and key in optional:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = number and math.isfinite(value)
+        ok = ok and (value > 0 if key in above_zero else value >= low)
+        expected = "a finite number " + ("> 0" if key in above_zero else ">= 0")
+        if key in whole:
+            ok, expected = ok and value == int(value), f"a whole number >= {low}"
+        if key == "momentum":
+            ok, expected = ok and value < 1, "a number in [0, 1)"
+        if not ok:
+            raise ValueError(f"{key} must be {expected}, got {value!r}; give such a value.")
+
+
 def choices() -> dict[str, list[str]]:
     """The names each named field of a run takes, registered methods and datasets included."""
     return {
@@ -111,20 +130,7 @@ class RunConfig:
     def _check_numbers(self) -> None:
         """Each number finite and in its range, refused here in one sentence rather than by torch
         mid-run (`--lr nan` would train to the end, `--train-size 0` fail deep inside)."""
-        for key in [*WHOLE, *ABOVE_ZERO, *AT_LEAST_ZERO]:
-            value, low = getattr(self, key), WHOLE.get(key, 0)
-            if value is None and key in OPTIONAL:
-                continue
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            ok = number and math.isfinite(value)
-            ok = ok and (value > 0 if key in ABOVE_ZERO else value >= low)
-            expected = "a finite number " + ("> 0" if key in ABOVE_ZERO else ">= 0")
-            if key in WHOLE:
-                ok, expected = ok and value == int(value), f"a whole number >= {low}"
-            if key == "momentum":
-                ok, expected = ok and value < 1, "a number in [0, 1)"
-            if not ok:
-                raise ValueError(f"{key} must be {expected}, got {value!r}; give such a value.")
+        check_numbers(self, WHOLE, ABOVE_ZERO, AT_LEAST_ZERO, OPTIONAL)
 
     def _check_options(self) -> None:
         if not isinstance(self.options, dict):

@@ -65,6 +65,24 @@ def test_command_line_refuses_nan_and_negative_lr_and_an_empty_subset(capsys, tm
     assert not list(tmp_path.iterdir())  # refused before any run folder was made
 
 
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--batch-size", "0"], "batch_size must be a whole number >= 2, got 0"),
+        (["--tau", "0"], "tau must be a finite number > 0"),
+        (["--epochs", "-1"], "epochs must be a whole number >= 1"),
+        (["--batch-size", "300", "--train-size", "100"], "no full batch to train on"),
+    ],
+)
+def test_pretrain_teacher_refuses_a_number_out_of_range_in_one_sentence(
+    flags, words, capsys, tmp_path
+):
+    assert main(["pretrain-teacher", "--out", str(tmp_path / "teacher"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and words in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "teacher").exists()  # nothing written
+
+
 def test_option_values_must_be_finite():
     with pytest.raises(ValueError, match="option tau of method 'nce' must be a finite float"):
         RunConfig(method="nce", options={"tau": math.nan})

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import models
+from ..config import check_numbers
 from ..datasets import Dataset, load_dataset
 from ..files import atomic_torch_save, atomic_write_text
 from ..models import EmbeddingHead, Teacher
@@ -83,6 +84,10 @@ class PretrainConfig:
     train_size: int | None = None
     probe_epochs: int = 30
 
+    def __post_init__(self):
+        whole = {"epochs": 1, "batch_size": 2, "seed": 0, "train_size": 2, "probe_epochs": 1}
+        check_numbers(self, whole, above_zero=("lr", "tau"), optional=("train_size",))
+
 
 def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") -> dict:
     """Pretrain the teacher's encoder with SimCLR, probe it, write `<name>.pt` and `<name>.json`."""
@@ -97,6 +102,12 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
     params = [*encoder.parameters(), *projector.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = len(data.train_labels) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is more than the {len(data.train_labels)} training "
+            "images: no full batch to train on; give a smaller --batch-size or a larger "
+            "--train-size."
+        )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.05
     )
