@@ -117,16 +117,11 @@ def stop_cluster(folder: Path) -> None:
 
 
 def squeue_all() -> str:
-    return subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip()
+    return cluster.ask(["squeue", "-h"]).strip()
 
 
 def sinfo() -> str:
     return subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout
-
-
-def squeue(job_id: str) -> str:
-    ask = ["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", job_id]
-    return subprocess.run(ask, capture_output=True, text=True).stdout.strip()
 
 
 def cell(tmp_path: Path, **overrides) -> RunConfig:
@@ -188,7 +183,7 @@ def test_a_cancelled_job_reads_cancelled_and_the_next_dispatch_resubmits_it(slur
     subprocess.run(["scancel", job.job_id], check=True)
     # Slurm sends SIGTERM, which submitit's job lets pass, then SIGKILL after KillWait (2 s):
     # far too soon for the 11 epochs left, so the run cannot finish in between
-    seen = lambda: (cluster.cell_states([config])[0], squeue(job.job_id))
+    seen = lambda: (cluster.cell_states([config])[0], cluster.squeue_states([job.job_id]))
     wait_until(lambda: seen()[0][0] == "failed", 120, "the cancel to show", seen)
     [(state, detail)] = cluster.cell_states([config])
     assert state == "failed" and "CANCELLED" in detail, detail

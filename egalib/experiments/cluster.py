@@ -438,9 +438,14 @@ def run_local(configs: list[RunConfig], parallel: int = 1, threads: int | None =
         failures = train_cells(todo, threads=None)
     else:
         failures = train_in_workers(todo, parallel, threads)
+    report_failures(failures)
+    return [config.run_name for config in todo]
+
+
+def report_failures(failures: list[str]) -> None:
+    """One RuntimeError naming every failed cell, if any failed."""
     if failures:
         raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
-    return [config.run_name for config in todo]
 
 
 def train_cells(configs, threads: int | None, queue=None) -> list[str]:
@@ -550,13 +555,13 @@ def wait_for(configs: list[RunConfig], longest_poll_s: float = 30.0) -> None:
             break
         time.sleep(poll)
         poll = min(2 * poll, longest_poll_s)
-    failures = [
-        f"{c.run_name}: {state}, {detail}"
-        for c, (state, detail) in zip(configs, states)
-        if state != "finished"
-    ]
-    if failures:
-        raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
+    report_failures(
+        [
+            f"{c.run_name}: {state}, {detail}"
+            for c, (state, detail) in zip(configs, states)
+            if state != "finished"
+        ]
+    )
 
 
 def dispatch(
