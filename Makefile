@@ -18,10 +18,11 @@ test: $(STAMP) data browser slurm
 	$(PY) -m ruff format --check egalib tests benchmarks
 	$(PY) -m pytest
 
-# The unit tests alone, in about a minute: everything but the tests marked `integration`
-# (notebooks, the browser, submitit, the benchmark, the wheel, whole training runs).
+# The unit tests alone: everything but the tests marked `integration` (notebooks, the browser,
+# submitit, the benchmark, the wheel, whole training runs and command-line processes), spread
+# over the cores by pytest-xdist, one torch thread per process (more would compete for them).
 test-fast: $(STAMP) data
-	$(PY) -m pytest -m "not integration"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not integration" -n auto
 
 # The executed demo notebooks for readers, in docs/notebooks/ (the demo's runs are reused).
 publish: $(STAMP) data

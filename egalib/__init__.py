@@ -6,7 +6,8 @@ state it uses), train (the loop and `fit`), streams, views, teacher_features and
 folders of image files), models, runs, config, files; plugins and own_data (your own methods and
 data); for the notebooks: plots, analysis; beside the core, importing it
 and never imported by it: experiments (the paper's tables and their layouts, paper_tables, the
-regime study, transfer, teacher pretraining, the demo). What the library reads at run time
+regime and weights studies, transfer, teacher pretraining, the demo, and the command line that
+`python -m egalib` runs). What the library reads at run time
 (teacher weights, the paper's numbers, shipped results) is package data in egalib/data/."""
 
 __version__ = "0.1.0"

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from egalib import teacher_table
-from egalib.__main__ import build_parser, config_from_args
 from egalib.config import RunConfig
 from egalib.experiments import cluster
+from egalib.experiments.cli import build_parser, config_from_args
 from egalib.runs import Run
 
 FIELDS = [f.name for f in fields(RunConfig)]

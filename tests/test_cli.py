@@ -61,7 +61,7 @@ def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
 
 
 def test_capture_flag_reaches_the_run_config_of_train_and_reproduce():
-    from egalib.__main__ import build_parser, config_from_args
+    from egalib.experiments.cli import build_parser, config_from_args
     from egalib.experiments.reproduce import table_configs
 
     parser = build_parser()
@@ -156,7 +156,7 @@ def test_unknown_arguments_are_an_error():
 
 
 def test_every_flag_of_every_command_has_help_text():
-    from egalib.__main__ import build_parser
+    from egalib.experiments.cli import build_parser
 
     parser = build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

@@ -87,6 +87,7 @@ def test_compare_pairs_each_setting_s_runs_by_seed_against_the_chosen_method(tmp
     assert any(line.startswith("| ega | 0 1 2 | 73.50 ± 1.50") for line in by_val)
 
 
+@pytest.mark.integration
 def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_line(tmp_path):
     import subprocess
     import sys

@@ -58,7 +58,7 @@ def test_the_loop_and_the_command_line_import_no_extra():
         "submitit",
     ]
     code = (
-        "import sys, egalib.train, egalib.__main__ as cli; cli.build_parser(); "
+        "import sys, egalib.train, egalib.experiments.cli as cli; cli.build_parser(); "
         f"print([m for m in {extras!r} if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

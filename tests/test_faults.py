@@ -13,8 +13,8 @@ from dataclasses import fields
 import pytest
 
 from egalib import files
-from egalib.__main__ import main
 from egalib.config import ABOVE_ZERO, AT_LEAST_ZERO, OPTIONAL, WHOLE, RunConfig
+from egalib.experiments.cli import main
 from egalib.runs import Run, RunBusyError
 
 NUMBERS = [*WHOLE, *ABOVE_ZERO, *AT_LEAST_ZERO]
@@ -127,6 +127,7 @@ def test_a_runs_folder_that_is_a_file_is_one_sentence(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and str(blocker) in err and "could not write" in err
 
 
+@pytest.mark.integration
 def test_an_unwritable_runs_folder_is_one_sentence(tmp_path):
     """As root, the command runs without the capability to write anywhere (`setpriv`)."""
     folder = tmp_path / "ro"

@@ -78,6 +78,7 @@ def egalib_cli(args, folder, env=None, timeout=600):
     )
 
 
+@pytest.mark.integration
 def test_the_command_line_lists_a_plugin_s_method_with_its_options(tmp_path):
     (tmp_path / "my_methods.py").write_text(PLUGIN)
     done = egalib_cli(["--plugin", "my_methods", "list", "--options"], tmp_path)
@@ -90,6 +91,7 @@ def test_the_command_line_lists_a_plugin_s_method_with_its_options(tmp_path):
     assert plain.returncode == 0 and "ega-cosine" not in plain.stdout
 
 
+@pytest.mark.integration
 def test_an_entry_point_plugin_is_imported_without_a_flag(tmp_path):
     (tmp_path / "my_methods.py").write_text(PLUGIN)
     info = tmp_path / "my_methods-0.1.dist-info"
@@ -101,6 +103,7 @@ def test_an_entry_point_plugin_is_imported_without_a_flag(tmp_path):
     assert "ega-cosine" in done.stdout.split("methods:")[1].splitlines()[0]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "source, words",
     [

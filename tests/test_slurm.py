@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from egalib.__main__ import main
 from egalib.config import RunConfig
 from egalib.experiments import cluster
+from egalib.experiments.cli import main
 from egalib.runs import Run
 
 pytestmark = pytest.mark.integration

@@ -148,6 +148,7 @@ def test_recorded_step_reads_nothing_on_the_host(method, smoke, monkeypatch):
     assert reads_in_recorded_steps(state, monkeypatch, 16) == []
 
 
+@pytest.mark.integration
 def test_paper_step_with_clip_teacher_reads_nothing_on_the_host(monkeypatch):
     """The benchmark's `paper` preset: CLIP ViT-B/32 in bf16 (random weights), resnet8x4."""
     preset = bench.PRESETS["paper"]

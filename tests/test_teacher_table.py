@@ -13,7 +13,7 @@ import torch
 
 from egalib import teacher_table as table
 from egalib import train
-from egalib.__main__ import build_parser, config_from_args
+from egalib.experiments.cli import build_parser, config_from_args
 from egalib.models.teachers import ssl_fmnist
 from egalib.step import TrainState, train_step
 from egalib.teacher_features import (
@@ -314,6 +314,7 @@ torch.save(features, sys.argv[2])
 """
 
 
+@pytest.mark.integration
 def test_a_valid_table_in_a_cache_that_cannot_be_written_is_read_without_a_lock(teacher, cache):
     """Root writes anywhere; the reader runs as root without the capability that lets it
     (`setpriv`), on a cache whose folders are read-only, as another user's cache would be."""

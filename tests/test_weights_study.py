@@ -44,8 +44,10 @@ def test_the_choice_is_the_best_mean_validation_point_and_says_if_it_is_interior
 
 @pytest.mark.integration
 def test_the_study_at_smoke_writes_a_summary_without_test_accuracy(tmp_path):
-    table = weights.weights(
-        "smoke", [0], str(tmp_path / "runs"), Launcher(parallel=1), out=tmp_path
+    from egalib.experiments import study
+
+    table = study.run(
+        "weights", "smoke", [0], str(tmp_path / "runs"), Launcher(parallel=1), tmp_path
     )
     written = pd.read_csv(tmp_path / "weights-smoke.csv")
     assert len(written) == len(table) == 1 + 2 * (len(METHODS) - 1)

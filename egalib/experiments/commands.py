@@ -6,7 +6,6 @@ only when it runs. The benchmark is not one of them: it lives beside the library
 import argparse
 import json
 from dataclasses import fields
-from functools import partial
 from pathlib import Path
 
 from .. import methods
@@ -147,8 +146,8 @@ def cmd_compare(args) -> None:
 
 
 def cmd_study(args) -> None:
-    from .study import regime
-    from .weights import chosen_weights, weights
+    from .study import run
+    from .weights import chosen_weights
 
     if args.methods and args.name != "weights":
         raise ValueError(
@@ -156,8 +155,9 @@ def cmd_study(args) -> None:
         )
     # a study of some methods only is yours: its summary goes beside its runs by default
     out = Path(args.out or (args.runs_dir if args.methods else RESULTS))
-    study = {"regime": regime, "weights": partial(weights, methods=args.methods)}[args.name]
-    table = study(args.profile, args.seeds, args.runs_dir, launcher(args), out)
+    table = run(
+        args.name, args.profile, args.seeds, args.runs_dir, launcher(args), out, args.methods
+    )
     print(table.drop(columns="run").round(3).to_string(index=False))
     if args.name == "weights":
         print("\nchosen on validation:\n" + chosen_weights(table).round(3).to_string(index=False))

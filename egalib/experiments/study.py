@@ -15,6 +15,7 @@ import datetime
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -89,18 +90,31 @@ def run_row(config: RunConfig) -> dict:
     }
 
 
-def regime(
+def regime_row(config: RunConfig, profile: str) -> dict:
+    return {**run_row(config), "sweep": sweeps(config, profile)}
+
+
+def run(
+    name: str,
     profile: str = "demo",
     seeds=None,
     runs_dir: str = "runs",
     launcher: Launcher = LOCAL,
     out: Path | None = RESULTS,
+    methods=None,
 ) -> pd.DataFrame:
-    """Train what is missing of the study (by `launcher`: here or on Slurm), then write the
-    summary (one row per run) and its card to `out` (None: write nothing)."""
-    configs = regime_configs(profile, seeds, runs_dir)
-    row = lambda config: {**run_row(config), "sweep": sweeps(config, profile)}
-    return summarize(f"regime-{profile}", configs, row, launcher, out)
+    """Train what is missing of study `name`, regime or weights (`methods`: the weights study of
+    those methods only), here or on Slurm by `launcher`, then write its summary (one row per
+    run) and its card to `out` (None: write nothing)."""
+    from . import weights  # it builds on this module
+
+    if name == "regime":
+        configs, may_fail = regime_configs(profile, seeds, runs_dir), None
+        row = partial(regime_row, profile=profile)
+    else:
+        configs = weights.weight_configs(profile, seeds, runs_dir, methods)
+        row, may_fail = weights.weight_row, weights.diverged
+    return summarize(f"{name}-{profile}", configs, row, launcher, out, may_fail)
 
 
 def summarize(

@@ -12,15 +12,14 @@ weights-<profile>.csv, without any test accuracy, and a card (command, commit, d
 """
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
 from ..config import RunConfig
 from ..methods import METHODS
 from ..runs import Run
-from .cluster import ERROR, LOCAL, Launcher
-from .study import RESULTS, finished, run_path, summarize
+from .cluster import ERROR
+from .study import finished, run_path
 
 FACTORS = (0.001, 0.01, 0.1, 1.0, 10.0)  # times the paper's weight: four decades
 SEEDS = (0, 1)  # paired: every grid point of every method sees the same batches and views
@@ -78,20 +77,6 @@ def weight_row(config: RunConfig) -> dict:
         "diverged": not finished(config),
         "run": config.run_name,
     }
-
-
-def weights(
-    profile: str = "demo",
-    seeds=None,
-    runs_dir: str = "runs",
-    launcher: Launcher = LOCAL,
-    out: Path | None = RESULTS,
-    methods=None,
-) -> pd.DataFrame:
-    """Train what is missing of the study (every method, or those of `methods`), then write its
-    summary and card to `out`."""
-    configs = weight_configs(profile, seeds, runs_dir, methods)
-    return summarize(f"weights-{profile}", configs, weight_row, launcher, out, diverged)
 
 
 def chosen_weights(table: pd.DataFrame) -> pd.DataFrame:
