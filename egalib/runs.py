@@ -159,17 +159,27 @@ def _percent(fraction: float) -> float | None:
     return None if math.isnan(fraction) else round(100 * fraction, 2)
 
 
-def load_runs(runs_dir: str | Path = "runs"):
+def load_runs(runs_dir: str | Path = "runs", unreadable: list[str] | None = None):
     """Every finished run under `runs_dir`: one row each, its config, the commit that trained it
     (with `dirty` where the checkout had uncommitted changes; None from an older egalib) and its
-    final metrics."""
+    final metrics. A folder whose config.json or metrics.json cannot be read stops the reading
+    with one sentence naming it; given a list `unreadable`, it is left out and that sentence
+    added to the list."""
     import pandas as pd
 
     rows = []
     for metrics_path in sorted(Path(runs_dir).glob("*/metrics.json")):
-        run = Run(metrics_path.parent)
-        config = run.config
-        made, _ = config.pop("provenance", {}), config.pop("resolved", None)
-        made = {"commit": made.get("commit"), "dirty": made.get("dirty")}
-        rows.append({"run": run.path.name, "path": str(run.path), **config, **made, **run.metrics})
+        try:
+            rows.append(run_row(Run(metrics_path.parent)))
+        except ValueError as error:
+            if unreadable is None:
+                raise
+            unreadable.append(str(error))
     return pd.DataFrame(rows)
+
+
+def run_row(run: Run) -> dict:
+    config = run.config
+    made, _ = config.pop("provenance", {}), config.pop("resolved", None)
+    made = {"commit": made.get("commit"), "dirty": made.get("dirty")}
+    return {"run": run.path.name, "path": str(run.path), **config, **made, **run.metrics}

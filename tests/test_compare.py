@@ -87,6 +87,20 @@ def test_compare_pairs_each_setting_s_runs_by_seed_against_the_chosen_method(tmp
     assert any(line.startswith("| ega | 0 1 2 | 73.50 ± 1.50") for line in by_val)
 
 
+def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by_name(tmp_path):
+    from egalib.runs import load_runs
+
+    finished_run(tmp_path, "vanilla", 0, 70.0)
+    broken = finished_run(tmp_path, "ega", 0, 71.0)
+    (broken / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="does not hold a JSON object"):
+        load_runs(tmp_path)
+    unreadable = []
+    frame = load_runs(tmp_path, unreadable)
+    assert frame.method.tolist() == ["vanilla"]
+    assert len(unreadable) == 1 and str(broken / "config.json") in unreadable[0]
+
+
 @pytest.mark.integration
 def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_line(tmp_path):
     import subprocess
@@ -96,6 +110,8 @@ def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_l
     broken = tmp_path / "not-a-run"
     broken.mkdir()
     (broken / "config.json").write_text("[1, 2]")
+    unreadable = finished_run(tmp_path, "ega", 0, 71.0)
+    (unreadable / "config.json").write_text("{")
     cli = lambda *args: subprocess.run(
         [sys.executable, "-m", "egalib", *args, "--runs-dir", str(tmp_path)],
         capture_output=True,
@@ -109,9 +125,10 @@ def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_l
         line.startswith("finished  fashion-mnist_") and "top-1 70.00 %" in line for line in lines
     )
     assert any(line.startswith("failed    not-a-run config.json not readable") for line in lines)
-    assert lines[-1] == "1 finished, 0 running, 1 failed, 0 missing"
-    compared = cli("compare")
+    assert lines[-1] == "1 finished, 0 running, 2 failed, 0 missing"
+    compared = cli("compare")  # the folder it cannot read is named, the others compared
     assert compared.returncode == 0 and "| vanilla | 0 | 70.00 (1 seed, no sd) |" in compared.stdout
+    assert compared.stderr.startswith(f"left out: {unreadable / 'config.json'} is not valid JSON")
     assert "| vanilla | 0 | 70.00" in (tmp_path / "compare.md").read_text()
     assert "vanilla" in (tmp_path / "compare.csv").read_text().splitlines()[1]
     (tmp_path / "empty").mkdir()

@@ -5,6 +5,7 @@ only when it runs. The benchmark is not one of them: it lives beside the library
 
 import argparse
 import json
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -132,7 +133,9 @@ def cmd_compare(args) -> None:
         elapsed = time.time() - began  # no notebooks: training is the whole wall time
         table = results_table(args.profile, runs, elapsed, elapsed)
     else:
-        frame = load_runs(args.runs_dir)
+        frame = load_runs(args.runs_dir, unreadable := [])
+        for sentence in unreadable:  # as `status` lists them: the others are still compared
+            print(f"left out: {sentence}", file=sys.stderr)
         if frame.empty:
             raise ValueError(
                 f"no finished runs under {args.runs_dir}; train some first, give --runs-dir, "
