@@ -201,6 +201,34 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     )
 
 
+def test_a_job_that_neither_sacct_nor_squeue_lists_is_over(tmp_path, monkeypatch):
+    """A cluster without accounting forgets an ended job after MinJobAge. A killed job writes no
+    outcome, so it read running for ever, and was never dispatched again."""
+    bin_dir, listed, asked = tmp_path / "bin", tmp_path / "squeue-out", tmp_path / "asked"
+    bin_dir.mkdir()
+    scripts = {
+        "sacct": "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1",
+        "squeue": f'echo "$@" >> {asked}; cat {listed}',
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    config = cell(tmp_path, "vanilla")
+    marker = {"executor": "slurm", "job_id": "4243"}
+    (Run.open(config).path / "job.json").write_text(json.dumps(marker))
+    listed.write_text("4243 PENDING\n")
+    assert cluster.cell_states([config])[0][0] == "running"
+    listed.write_text("")
+    state, detail = cluster.cell_states([config])[0]
+    assert state == "failed" and "no longer listed by Slurm" in detail
+    assert cluster.pending([config]) == [config]
+    assert "-j 4243,4243" in asked.read_text()  # squeue fails on one unknown id alone
+    (bin_dir / "squeue").write_text("#!/bin/sh\nexit 1\n")  # squeue cannot be asked
+    state, detail = cluster.cell_states([config])[0]
+    assert state == "running" and "state unknown" in detail
+
+
 @pytest.mark.integration
 def test_a_reused_pid_is_not_the_job_and_an_unknown_executor_is_refused(tmp_path):
     assert cluster.pid_alive(os.getpid())

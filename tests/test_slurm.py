@@ -117,7 +117,7 @@ def stop_cluster(folder: Path) -> None:
 
 
 def squeue_all() -> str:
-    return cluster.ask(["squeue", "-h"]).strip()
+    return (cluster.ask(["squeue", "-h"]) or "").strip()
 
 
 def sinfo() -> str:
@@ -151,6 +151,10 @@ def test_a_cell_submitted_to_slurm_trains_and_reads_finished(slurm, tmp_path):
     log = (path / "slurm" / f"{job.job_id}_0_log.out").read_text()
     assert f"{config.run_name}: finished" in log
     assert cluster.dispatch([config], "slurm", options=OPTIONS) == []  # finished: not again
+    # squeue lists the job (ending, or ended less than MinJobAge ago), and answers without an
+    # id it does not know
+    assert cluster.squeue_states([job.job_id])[job.job_id] in ("RUNNING", "COMPLETING", "COMPLETED")
+    assert cluster.squeue_states(["999999"]) == {"999999": cluster.UNLISTED}
 
 
 def test_a_job_signalled_for_its_time_limit_requeues_and_resumes_its_run(slurm, tmp_path):

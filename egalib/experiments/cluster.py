@@ -40,6 +40,7 @@ from ..runs import Run
 EXECUTORS = ("local", "slurm")
 STATES = ("finished", "running", "failed", "missing")
 MARKER = "job.json"
+UNLISTED = "UNLISTED"  # neither sacct nor squeue lists the job: it is over
 ERROR = "error.txt"
 COLUMNS = ["run_name", "teacher", "student", "dataset", "method", "protocol", "state", "detail"]
 # Slurm states in which a job may still run (submitit's list, and the transient ones).
@@ -195,8 +196,8 @@ def pid_alive(pid: int, start: str | None = None) -> bool:
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
     """Slurm's state of each job: sacct's, read by submitit's parser; for those sacct cannot
-    tell (a cluster without accounting), squeue's, which keeps an ended job a few minutes.
-    {} where Slurm cannot be asked (not on this machine)."""
+    tell (a cluster without accounting), squeue's, which keeps an ended job a few minutes, or
+    UNLISTED once it has forgotten it. {} where Slurm cannot be asked (not on this machine)."""
     if not job_ids or shutil.which("sacct") is None:
         return {}
     from submitit.slurm.slurm import SlurmInfoWatcher  # a fresh one: nothing cached
@@ -209,22 +210,28 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def squeue_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: state} of the jobs squeue still lists."""
+    """{job id: state} of the jobs squeue lists, and UNLISTED for those it answered without (a
+    job that ended longer ago than the cluster's MinJobAge); {} where squeue cannot be asked."""
     if not job_ids:
         return {}
-    listed = ask(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)])
+    # squeue fails on one unknown id, and answers for two: the same id twice does
+    ids = ",".join(job_ids if len(job_ids) > 1 else job_ids * 2)
+    listed = ask(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ids])
+    if listed is None:
+        return {}
     pairs = (line.split() for line in listed.splitlines())
-    return {fields[0]: fields[1] for fields in pairs if len(fields) == 2 and fields[0] in job_ids}
+    states = {fields[0]: fields[1] for fields in pairs if len(fields) == 2}
+    return {job_id: states.get(job_id, UNLISTED) for job_id in job_ids}
 
 
-def ask(command: list[str]) -> str:
-    """A Slurm command's output; "" where it fails or is missing (its complaint is not shown:
+def ask(command: list[str]) -> str | None:
+    """A Slurm command's output; None where it fails or is missing (its complaint is not shown:
     a cluster without accounting answers every sacct with one)."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout if done.returncode == 0 else ""
+        return None
+    return done.stdout if done.returncode == 0 else None
 
 
 def _job_paths(marker: dict):
@@ -247,6 +254,8 @@ def _job_alive(marker: dict, states: dict[str, str]) -> tuple[bool | None, str]:
         return pid_alive(int(job_id), marker.get("pid_start")), ""
     if executor == "slurm":
         state = (states.get(job_id) or "UNKNOWN").split()[0].upper()  # "CANCELLED by 0"
+        if state == UNLISTED:
+            return False, "no longer listed by Slurm"
         if state != "UNKNOWN":
             return state in SLURM_ALIVE, state
     return None, ""
