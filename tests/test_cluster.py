@@ -64,6 +64,17 @@ def without_timing(run: Run) -> list[dict]:
     return run.history.drop(columns=list(TIMING)).to_dict("records")
 
 
+def stand_in_commands(tmp_path: Path, monkeypatch, **bodies: str) -> Path:
+    """Shell scripts named as Slurm's commands, first on PATH; returns their folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in bodies.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
 def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
@@ -204,16 +215,13 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
 def test_a_job_that_neither_sacct_nor_squeue_lists_is_over(tmp_path, monkeypatch):
     """A cluster without accounting forgets an ended job after MinJobAge. A killed job writes no
     outcome, so it read running for ever, and was never dispatched again."""
-    bin_dir, listed, asked = tmp_path / "bin", tmp_path / "squeue-out", tmp_path / "asked"
-    bin_dir.mkdir()
-    scripts = {
-        "sacct": "echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1",
-        "squeue": f'echo "$@" >> {asked}; cat {listed}',
-    }
-    for name, body in scripts.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    listed, asked = tmp_path / "squeue-out", tmp_path / "asked"
+    bin_dir = stand_in_commands(
+        tmp_path,
+        monkeypatch,
+        sacct="echo 'sacct: error: Slurm accounting storage is disabled' >&2; exit 1",
+        squeue=f'echo "$@" >> {asked}; cat {listed}',
+    )
     config = cell(tmp_path, "vanilla")
     marker = {"executor": "slurm", "job_id": "4243"}
     (Run.open(config).path / "job.json").write_text(json.dumps(marker))
@@ -261,17 +269,14 @@ def test_a_failing_local_cell_writes_its_error_and_shows_failed(tmp_path, monkey
 @pytest.mark.integration
 def test_slurm_submission_and_state_through_stand_in_slurm_commands(tmp_path, monkeypatch):
     """submitit's real Slurm executor and sacct watcher, with sbatch/srun/sacct as scripts."""
-    bin_dir, state = tmp_path / "bin", tmp_path / "sacct-state"
-    bin_dir.mkdir()
-    scripts = {
-        "srun": "exit 0",
-        "sbatch": 'echo "Submitted batch job 4242"',
-        "sacct": f'echo "JobID|State|NodeList"; echo "4242|$(cat {state})|gpu-node-1"',
-    }
-    for name, body in scripts.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    state = tmp_path / "sacct-state"
+    stand_in_commands(
+        tmp_path,
+        monkeypatch,
+        srun="exit 0",
+        sbatch='echo "Submitted batch job 4242"',
+        sacct=f'echo "JobID|State|NodeList"; echo "4242|$(cat {state})|gpu-node-1"',
+    )
     config = cell(tmp_path, "ega", epochs=3)
     options = cluster.SlurmOptions(partition="gpu", gpus=1, time_min=90, mem_gb=24)
     [job] = cluster.dispatch([config], "slurm", options=options)
