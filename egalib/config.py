@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import torch
 
@@ -233,6 +234,11 @@ class RunConfig:
         digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
         parts = (self.dataset, self.teacher, self.student, self.method, self.protocol)
         return "_".join([*parts, *self.override_tags(), f"e{self.epochs}", f"s{self.seed}", digest])
+
+    @property
+    def run_path(self) -> Path:
+        """The run's folder: `run_name` inside `runs_dir`."""
+        return Path(self.runs_dir) / self.run_name
 
     def override_tags(self, limit: int = 40) -> list[str]:
         """The weights and options given in place of the method's, as `beta2`, `edge_weight0.3`,

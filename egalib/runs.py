@@ -50,7 +50,7 @@ class Run:
     @classmethod
     def open(cls, config) -> "Run":
         """The folder of `config`; created with its config.json, or checked against it."""
-        run = cls(Path(config.runs_dir) / config.run_name)
+        run = cls(config.run_path)
         wanted = config.shaping()
         if run.config_path.is_file():
             written = run.config  # its resolved weights as they were when it was made
@@ -170,7 +170,7 @@ def load_runs(runs_dir: str | Path = "runs", unreadable: list[str] | None = None
     rows = []
     for metrics_path in sorted(Path(runs_dir).glob("*/metrics.json")):
         try:
-            rows.append(run_row(Run(metrics_path.parent)))
+            rows.append(_row(Run(metrics_path.parent)))
         except ValueError as error:
             if unreadable is None:
                 raise
@@ -178,7 +178,7 @@ def load_runs(runs_dir: str | Path = "runs", unreadable: list[str] | None = None
     return pd.DataFrame(rows)
 
 
-def run_row(run: Run) -> dict:
+def _row(run: Run) -> dict:
     config = run.config
     made, _ = config.pop("provenance", {}), config.pop("resolved", None)
     made = {"commit": made.get("commit"), "dirty": made.get("dirty")}

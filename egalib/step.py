@@ -103,7 +103,7 @@ class Networks(nn.Module):
         """The student head's (embeddings, logits), and the backbone's features they come from;
         `backbone` stands in for the student's (its copy with folded batch norms, to evaluate)."""
         with precision.autocast(images.device):
-            features = (backbone or self.student)(images).float()
+            features = (self.student if backbone is None else backbone)(images).float()
         return (*self.student_head(features), features)
 
 

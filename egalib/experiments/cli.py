@@ -1,6 +1,6 @@
 """egalib's command line: train runs, reproduce the paper's tables, run the demo and the
 studies, list what is known, fetch data. `python -m egalib COMMAND --help` gives every flag with
-its help, default and choices; docs/cli.md describes them. `python -m egalib` runs `main`."""
+its help, default and choices; docs/cli.md describes them."""
 
 import argparse
 import json
@@ -12,10 +12,9 @@ from dataclasses import fields, replace
 
 from .. import methods, models
 from ..config import PROFILES, RunConfig, choices
-from ..datasets import DATASETS
+from ..datasets import DATASETS, load_dataset
 from ..plugins import PluginError, load_plugins
 from . import commands
-from .commands import add_speed_flags, speed_overrides
 
 # RunConfig fields that `train` takes as flags, --name-with-dashes, typed as the field is
 TRAIN_FLAGS = (
@@ -51,7 +50,7 @@ def config_from_args(args) -> RunConfig:
     overrides = {k: getattr(args, k) for k in TRAIN_FLAGS}
     method = args.method or RunConfig.from_profile(args.profile).method
     overrides["options"] = methods.cast_options(method, dict(args.option or [])) or None
-    overrides.update(speed_overrides(args))
+    overrides.update(commands.speed_overrides(args))
     return RunConfig.from_profile(args.profile, **overrides)
 
 
@@ -65,8 +64,6 @@ def cmd_train(args) -> None:
 
 
 def cmd_download(args) -> None:
-    from ..datasets import load_dataset
-
     data, name = load_dataset(args.dataset, download=True), args.dataset
     print(f"{name}: {len(data.train_labels)} training and {len(data.test_labels)} test images")
 
@@ -129,7 +126,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         "(repeatable; `list --options` shows each method's)",
     )
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed (instead of --seed)")
-    add_speed_flags(p)
+    commands.add_speed_flags(p)
 
 
 def plugin_parser() -> argparse.ArgumentParser:

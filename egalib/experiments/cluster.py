@@ -89,7 +89,7 @@ class CellJob:
 
     @property
     def path(self) -> Path:
-        return Path(self.config.runs_dir) / self.config.run_name
+        return self.config.run_path
 
     def __call__(self) -> str:
         from ..plugins import load_plugins
@@ -273,7 +273,7 @@ def _last_line(path: Path | None) -> str | None:
 
 
 def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
-    path = Path(config.runs_dir) / config.run_name
+    path = config.run_path
     if (path / "metrics.json").is_file():
         try:
             return "finished", f"top-1 {Run(path).metrics['top1']:.2f} %"
@@ -305,7 +305,7 @@ def cell_states(configs: list[RunConfig]) -> list[tuple[str, str]]:
     """(state, detail) of each config's cell; Slurm is asked once for all of them."""
     slurm_ids = []
     for config in configs:
-        path = Path(config.runs_dir) / config.run_name
+        path = config.run_path
         marker = None if (path / "metrics.json").is_file() else read_marker(path)
         if marker is not None and marker.get("executor") == "slurm":
             slurm_ids.append(str(marker.get("job_id")))
@@ -421,7 +421,7 @@ def submit_cells(
         )
     for config in todo:
         config = _prepare(config)
-        path = Path(config.runs_dir) / config.run_name
+        path = config.run_path
         folder = path / cluster
         executor = make_executor(folder, cluster, options, config.run_name)
         job = executor.submit(CellJob(config, on_epoch_end))
@@ -442,7 +442,7 @@ def run_local(configs: list[RunConfig], parallel: int = 1, threads: int | None =
     does not stop the others; the failures are reported together at the end."""
     todo = [_prepare(config) for config in pending(configs)]
     for config in todo:
-        write_marker(Path(config.runs_dir) / config.run_name, "local", os.getpid())
+        write_marker(config.run_path, "local", os.getpid())
     if parallel <= 1:
         failures = train_cells(todo, threads=None)
     else:

@@ -109,7 +109,7 @@ def train_paired(configs: list[RunConfig], launcher: Launcher) -> list[tuple[Run
     """Train what is missing of `configs` by `launcher` (here or on Slurm); each config with
     its run's metrics."""
     launcher.train(configs)
-    return [(c, Run(Path(c.runs_dir) / c.run_name).metrics) for c in configs]
+    return [(c, Run(c.run_path).metrics) for c in configs]
 
 
 def demo_configs(profile: str, methods, seeds, runs_dir: str) -> list[RunConfig]:

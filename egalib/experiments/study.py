@@ -55,12 +55,8 @@ def regime_configs(profile: str = "demo", seeds=None, runs_dir: str = "runs") ->
     return configs + sweep
 
 
-def run_path(config: RunConfig) -> Path:
-    return Path(config.runs_dir) / config.run_name
-
-
 def finished(config: RunConfig) -> bool:
-    return (run_path(config) / "metrics.json").is_file()
+    return (config.run_path / "metrics.json").is_file()
 
 
 def ega_beta(profile: str) -> float:
@@ -75,7 +71,7 @@ def sweeps(config: RunConfig, profile: str) -> bool:
 
 def run_row(config: RunConfig) -> dict:
     """One finished run of the study as a row of the summary."""
-    run = Run(Path(config.runs_dir) / config.run_name)
+    run = Run(config.run_path)
     e = run.load_embeddings()
     stats = node_matrix_stats(e["xs"], e["xt"], e["labels"], config.batch_size, config.seed)
     return {

@@ -19,7 +19,7 @@ from ..config import RunConfig
 from ..methods import METHODS
 from ..runs import Run
 from .cluster import ERROR
-from .study import finished, run_path
+from .study import finished
 
 FACTORS = (0.001, 0.01, 0.1, 1.0, 10.0)  # times the paper's weight: four decades
 SEEDS = (0, 1)  # paired: every grid point of every method sees the same batches and views
@@ -58,14 +58,14 @@ def weight_configs(
 
 def diverged(config: RunConfig) -> bool:
     """Whether the run stopped on a non-finite loss (`train.DivergenceError`)."""
-    error = run_path(config) / ERROR
+    error = config.run_path / ERROR
     return error.is_file() and "DivergenceError" in error.read_text(errors="replace")
 
 
 def weight_row(config: RunConfig) -> dict:
     """One run of the study: its weight and its validation top-1 (NaN where it diverged),
     nothing of the test."""
-    metrics = Run(run_path(config)).metrics if finished(config) else {"val_top1": math.nan}
+    metrics = Run(config.run_path).metrics if finished(config) else {"val_top1": math.nan}
     key = tuned(config.method)
     return {
         "method": config.method,
