@@ -274,7 +274,7 @@ def _last_line(path: Path | None) -> str | None:
 
 def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
     path = config.run_path
-    if (path / "metrics.json").is_file():
+    if Run(path).finished:
         try:
             return "finished", f"top-1 {Run(path).metrics['top1']:.2f} %"
         except (OSError, ValueError, KeyError, TypeError):
@@ -306,7 +306,7 @@ def cell_states(configs: list[RunConfig]) -> list[tuple[str, str]]:
     slurm_ids = []
     for config in configs:
         path = config.run_path
-        marker = None if (path / "metrics.json").is_file() else read_marker(path)
+        marker = None if Run(path).finished else read_marker(path)
         if marker is not None and marker.get("executor") == "slurm":
             slurm_ids.append(str(marker.get("job_id")))
     states = slurm_states(slurm_ids)

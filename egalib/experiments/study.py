@@ -25,6 +25,7 @@ from ..analysis import node_matrix_stats
 from ..config import RunConfig, profile_seeds
 from ..files import PACKAGE_DATA, atomic_write_text, device_name, git_commit
 from ..runs import Run
+from . import weights
 from .cluster import LOCAL, Launcher
 from .paper_tables import seed_summary
 
@@ -53,10 +54,6 @@ def regime_configs(profile: str = "demo", seeds=None, runs_dir: str = "runs") ->
         for s in seeds
     ]
     return configs + sweep
-
-
-def finished(config: RunConfig) -> bool:
-    return (config.run_path / "metrics.json").is_file()
 
 
 def ega_beta(profile: str) -> float:
@@ -102,8 +99,6 @@ def run(
     """Train what is missing of study `name`, regime or weights (`methods`: the weights study of
     those methods only), here or on Slurm by `launcher`, then write its summary (one row per
     run) and its card to `out` (None: write nothing)."""
-    from . import weights  # it builds on this module
-
     if name == "regime":
         configs, may_fail = regime_configs(profile, seeds, runs_dir), None
         row = partial(regime_row, profile=profile)
@@ -123,7 +118,7 @@ def summarize(
     try:
         launcher.train(configs)
     except RuntimeError:
-        if may_fail is None or not all(finished(c) or may_fail(c) for c in configs):
+        if may_fail is None or not all(Run(c.run_path).finished or may_fail(c) for c in configs):
             raise
     table = pd.DataFrame([row(c) for c in configs])
     if out is not None:

@@ -19,7 +19,6 @@ from ..config import RunConfig
 from ..methods import METHODS
 from ..runs import Run
 from .cluster import ERROR
-from .study import finished
 
 FACTORS = (0.001, 0.01, 0.1, 1.0, 10.0)  # times the paper's weight: four decades
 SEEDS = (0, 1)  # paired: every grid point of every method sees the same batches and views
@@ -65,7 +64,8 @@ def diverged(config: RunConfig) -> bool:
 def weight_row(config: RunConfig) -> dict:
     """One run of the study: its weight and its validation top-1 (NaN where it diverged),
     nothing of the test."""
-    metrics = Run(config.run_path).metrics if finished(config) else {"val_top1": math.nan}
+    run = Run(config.run_path)
+    metrics = run.metrics if run.finished else {"val_top1": math.nan}
     key = tuned(config.method)
     return {
         "method": config.method,
@@ -74,7 +74,7 @@ def weight_row(config: RunConfig) -> dict:
         "paper": getattr(METHODS[config.method], key),
         "seed": config.seed,
         "val_top1": metrics["val_top1"],
-        "diverged": not finished(config),
+        "diverged": not run.finished,
         "run": config.run_name,
     }
 
