@@ -88,7 +88,7 @@ stage() {  # stage NAME SECONDS COMMAND...: if asked for, run it with a time lim
   echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - began)) s" | tee -a "$RESULTS/gpu.txt"
 }
 
-slug=$("$PY" -c "import sys, torch; sys.path.insert(0, 'benchmarks'); from bench import \
+slug=$("$PY" -c "import sys, torch; sys.path.insert(0, 'benchmarks'); from report import \
 device_slug; from egalib.experiments import device_name; d = torch.device('$DEVICE'); \
 print(device_slug(d.type, device_name(d), torch.get_num_threads()))")
 # The benchmark is a script beside the library, not a command of `python -m egalib`.

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench import synchroniser
+from measure import synchroniser
 from report import RESULTS_DIR, device_slug
 
 from egalib import models

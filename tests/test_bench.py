@@ -2,16 +2,20 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import bench
+import measure
 import numpy as np
+import presets
 import pytest
 import reference
 import report
 import torch
+from report import PARTS
 
 from egalib import models
 from egalib.config import RunConfig
@@ -50,7 +54,7 @@ def test_cpu_demo_run_writes_the_json_and_prints_the_ratio(tmp_path, capsys):
     for loop in (ours, ref):
         assert loop["images_per_s"] > 0 and loop["steps"] == 3
         assert math.isfinite(loop["mean_loss"])
-        assert set(loop["parts"]) == {*bench.PARTS, "total"}
+        assert set(loop["parts"]) == {*PARTS, "total"}
         assert all(math.isfinite(v) for v in loop["parts"].values())
         assert loop["peak_memory"]["mib"] > 0 and "RSS" in loop["peak_memory"]["kind"]
     assert report["ratio"] == pytest.approx(ours["images_per_s"] / ref["images_per_s"])
@@ -66,14 +70,14 @@ def test_cpu_demo_run_writes_the_json_and_prints_the_ratio(tmp_path, capsys):
     assert report["versions"]["torch"] == torch.__version__ and report["date"]
     assert "ratio egalib / reference: " in capsys.readouterr().out
     profile = (tmp_path / "profile.txt").read_text()
-    assert profile.startswith(f"egalib's step, {bench.PROFILE_STEPS} steps of 64 images")
+    assert profile.startswith(f"egalib's step, {measure.PROFILE_STEPS} steps of 64 images")
     assert "by self_cpu_time_total:" in profile and "aten::" in profile
     assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.txt", "r.json"]  # no temp file
 
 
 def test_reference_dataset_gives_normalised_views_of_the_right_shapes():
-    preset = bench.PRESETS["cpu-demo"]
-    data = bench.synthetic_dataset(preset, train=4, test=0)
+    preset = presets.PRESETS["cpu-demo"]
+    data = presets.synthetic_dataset(preset, train=4, test=0)
     data.train_images[0] = 0  # a black image: every pixel (and the crop padding) is 0
     teacher = models.teacher("ssl-fmnist", pretrained=False)
     student_in, teacher_in, label = reference.reference_dataset(data, teacher)[0]
@@ -175,7 +179,7 @@ def test_methods_the_reference_loop_does_not_train_are_refused():
     with pytest.raises(ValueError, match="reference loop trains only vanilla and ega.*'kd'"):
         bench.main(["--device", "cpu", "--accuracy-epochs", "1", "--accuracy-methods", "kd"])
     config = RunConfig.from_profile("smoke", method="crd")
-    data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 32, 8)
+    data = presets.synthetic_dataset(presets.PRESETS["cpu-demo"], 32, 8)
     with pytest.raises(ValueError, match="not 'crd'; compare one of those"):
         reference.ReferenceModel(config, data, torch.device("cpu"), pretrained=False)
 
@@ -266,3 +270,32 @@ def test_a_table_run_reports_the_build_and_the_projected_tables(tmp_path, capsys
 def test_a_table_smaller_than_a_batch_is_refused():
     with pytest.raises(ValueError, match="--teacher-table must hold at least a batch"):
         bench.main(["--device", "cpu", "--teacher-table", "4"])
+
+
+def test_gpu_script_names_its_results_after_the_device(tmp_path):
+    """benchmarks/gpu.sh's dry run on the CPU: a stage runs, and its JSON is named by the device's
+    slug (the name the committed GPU results carry), not left nameless."""
+    env = {
+        **os.environ,
+        "GPU_STAGES": "bench",
+        "BENCH_DEVICE": "cpu",
+        "BENCH_STEPS": "2",
+        "BENCH_WORKERS": "0",
+        "BENCH_PROCESSES": "1",
+        "OUT": str(tmp_path),
+        "PYTHON": sys.executable,
+    }
+    quick = ["--preset", "cpu-demo", "--warmup", "1", "--batch-size", "8", "--part-steps", "1"]
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), *quick, "--eval-images", "16"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "== bench: exit 0" in (tmp_path / "gpu.txt").read_text()
+    (written,) = tmp_path.glob("*.json")
+    report = json.loads(written.read_text())
+    assert written.name == f"{report['device']['slug']}.json"
+    assert report["device"]["slug"].startswith("cpu-") and (tmp_path / "profile.txt").is_file()

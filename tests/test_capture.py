@@ -6,8 +6,8 @@ and training follows the eager step's. The CUDA tests are skipped on CPU-only ma
 
 import contextlib
 
-import bench
 import numpy as np
+import presets
 import pytest
 import torch
 
@@ -37,7 +37,7 @@ def cpu_stand_ins(monkeypatch) -> list[str]:
 def cpu_state(smoke, **overrides) -> TrainState:
     values = {"method": "ega", "protocol": "joint", "batch_size": 16, "device": "cpu", "epochs": 4}
     config = smoke(**{**values, **overrides})
-    data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0)
+    data = presets.synthetic_dataset(presets.PRESETS["cpu-demo"], 48, 24, seed=0)
     return TrainState.build(config, data)
 
 
@@ -159,7 +159,7 @@ def test_cuda_graph_steps_train_like_eager_steps(smoke, tmp_path, method):
 
 def cuda_state(smoke, **overrides) -> TrainState:
     config = smoke(**{"protocol": "joint", "device": "cuda", "batch_size": 16, **overrides})
-    data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0).to("cuda")
+    data = presets.synthetic_dataset(presets.PRESETS["cpu-demo"], 48, 24, seed=0).to("cuda")
     return TrainState.build(config, data)
 
 

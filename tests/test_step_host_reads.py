@@ -8,7 +8,7 @@ SGD with tensor learning rates, stand-ins for the recording)."""
 
 import contextlib
 
-import bench
+import presets
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -143,7 +143,7 @@ def reads_in_recorded_steps(state: TrainState, monkeypatch, batch: int) -> list[
 @pytest.mark.parametrize("method", METHODS)
 def test_recorded_step_reads_nothing_on_the_host(method, smoke, monkeypatch):
     config = smoke(method=method, protocol="joint", batch_size=16, device="cpu")
-    data = bench.synthetic_dataset(bench.PRESETS["cpu-demo"], 48, 24, seed=0)
+    data = presets.synthetic_dataset(presets.PRESETS["cpu-demo"], 48, 24, seed=0)
     state = cuda_like_state(config, data, monkeypatch)
     assert reads_in_recorded_steps(state, monkeypatch, 16) == []
 
@@ -151,9 +151,9 @@ def test_recorded_step_reads_nothing_on_the_host(method, smoke, monkeypatch):
 @pytest.mark.integration
 def test_paper_step_with_clip_teacher_reads_nothing_on_the_host(monkeypatch):
     """The benchmark's `paper` preset: CLIP ViT-B/32 in bf16 (random weights), resnet8x4."""
-    preset = bench.PRESETS["paper"]
-    config = bench.make_config(preset, batch_size=2, device="cpu")
-    data = bench.synthetic_dataset(preset, 8, 4, seed=0)
+    preset = presets.PRESETS["paper"]
+    config = presets.make_config(preset, batch_size=2, device="cpu")
+    data = presets.synthetic_dataset(preset, 8, 4, seed=0)
     state = cuda_like_state(config, data, monkeypatch)
     assert reads_in_recorded_steps(state, monkeypatch, 2) == []
 
