@@ -1,6 +1,18 @@
-"""Helpers shared by the loss tests."""
+"""Helpers shared by the tests: the loss tests' gradient check, and egalib's command line run as
+a user runs it."""
+
+import subprocess
+import sys
 
 import torch
+
+
+def run_egalib(*args: str, cwd=None, env=None, timeout: float = 600):
+    """`python -m egalib ARGS` in a new process, its output captured as text."""
+    command = [sys.executable, "-m", "egalib", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 def finite_with_finite_grads(loss: torch.Tensor, *inputs: torch.Tensor) -> bool:

@@ -29,21 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 def test_cpu_demo_run_writes_the_json_and_prints_the_ratio(tmp_path, capsys):
     out = tmp_path / "r.json"
     argv = [
-        "--preset",
-        "cpu-demo",
-        "--steps",
-        "3",
-        "--warmup",
-        "1",
-        "--workers",
-        "0",
-        "--processes",
-        "1",
-        "--eval-images",
-        "64",
-        "--device",
-        "cpu",
-        "--out",
+        *"--preset cpu-demo --steps 3 --warmup 1 --workers 0 --processes 1".split(),
+        *"--eval-images 64 --device cpu --out".split(),
         str(out),
         "--profile",
         str(tmp_path / "profile.txt"),
@@ -224,25 +211,8 @@ def test_teacher_forward_graph_variants_need_cuda(tmp_path):
 def test_a_table_run_reports_the_build_and_the_projected_tables(tmp_path, capsys):
     out = tmp_path / "t.json"
     argv = [
-        "--preset",
-        "cpu-demo",
-        "--steps",
-        "2",
-        "--warmup",
-        "1",
-        "--workers",
-        "0",
-        "--processes",
-        "1",
-        "--eval-images",
-        "32",
-        "--device",
-        "cpu",
-        "--batch-size",
-        "8",
-        "--teacher-table",
-        "8",
-        "--out",
+        *"--preset cpu-demo --steps 2 --warmup 1 --workers 0 --processes 1".split(),
+        *"--eval-images 32 --device cpu --batch-size 8 --teacher-table 8 --out".split(),
         str(out),
     ]
     assert bench.main(argv) == 0

@@ -5,23 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_egalib
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def egalib(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "egalib", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-    )
-
-
 @pytest.mark.integration
 def test_list_prints_one_line_per_kind():
-    out = egalib("list")
+    out = run_egalib("list")
     assert out.returncode == 0
     lines = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
     assert set(lines) == {"methods", "teachers", "students", "datasets"}  # DESIGN.md's contract
@@ -34,17 +25,8 @@ def test_list_prints_one_line_per_kind():
 
 @pytest.mark.integration
 def test_train_prints_the_final_metrics(tmp_path):
-    out = egalib(
-        "train",
-        "--profile",
-        "smoke",
-        "--method",
-        "ega",
-        "--train-size",
-        "64",
-        "--test-size",
-        "64",
-        "--runs-dir",
+    out = run_egalib(
+        *"train --profile smoke --method ega --train-size 64 --test-size 64 --runs-dir".split(),
         str(tmp_path),
     )
     assert out.returncode == 0, out.stderr
@@ -54,7 +36,7 @@ def test_train_prints_the_final_metrics(tmp_path):
 
 @pytest.mark.integration
 def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
-    out = egalib("train", "--profile", "smoke", "--method", "nope", "--runs-dir", str(tmp_path))
+    out = run_egalib("train", "--profile", "smoke", "--method", "nope", "--runs-dir", str(tmp_path))
     assert out.returncode == 2
     assert out.stderr.startswith("error: unknown method 'nope'; known methods:")
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
@@ -77,46 +59,22 @@ def test_capture_flag_reaches_the_run_config_of_train_and_reproduce():
 
 @pytest.mark.integration
 def test_typed_options_train_crd_and_a_wrong_type_is_one_sentence(tmp_path):
-    out = egalib(
-        "train",
-        "--profile",
-        "smoke",
-        "--method",
-        "crd",
-        "--option",
-        "num_negatives=64",
-        "--train-size",
-        "64",
-        "--test-size",
-        "64",
-        "--runs-dir",
+    out = run_egalib(
+        *"train --profile smoke --method crd --option num_negatives=64 --train-size 64".split(),
+        *"--test-size 64 --runs-dir".split(),
         str(tmp_path),
     )
     assert out.returncode == 0, out.stderr
     config = json.loads(next(tmp_path.glob("*/config.json")).read_text())
     assert config["options"] == {"num_negatives": 64}
-    out = egalib(
-        "train",
-        "--profile",
-        "smoke",
-        "--method",
-        "ega",
-        "--option",
-        "tau=abc",
-        "--runs-dir",
+    out = run_egalib(
+        *"train --profile smoke --method ega --option tau=abc --runs-dir".split(),
         str(tmp_path),
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("error: unknown option(s) tau for method 'ega'")
-    out = egalib(
-        "train",
-        "--profile",
-        "smoke",
-        "--method",
-        "nce",
-        "--option",
-        "tau=abc",
-        "--runs-dir",
+    out = run_egalib(
+        *"train --profile smoke --method nce --option tau=abc --runs-dir".split(),
         str(tmp_path),
     )
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
@@ -125,7 +83,7 @@ def test_typed_options_train_crd_and_a_wrong_type_is_one_sentence(tmp_path):
 
 @pytest.mark.integration
 def test_list_options_shows_each_method_s_options_and_docs_show_the_same():
-    out = egalib("list", "--options")
+    out = run_egalib("list", "--options")
     assert out.returncode == 0
     assert "  crd: embed_dim=128 (int) num_negatives=16384 (int) tau=0.07 (float)" in out.stdout
     assert "  ega-edge: node_weight=0.0 (float) edge_weight=0.24 (float)" in out.stdout
@@ -145,13 +103,13 @@ def test_the_benchmark_is_a_script_beside_the_library_not_a_command_of_it():
     out = bench("--steps", "0", "--device", "cpu")  # refused before any measurement
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("error: ") and "--steps" in out.stderr
-    out = egalib("bench", "--help")
+    out = run_egalib("bench", "--help")
     assert out.returncode == 2 and "invalid choice: 'bench'" in out.stderr
 
 
 @pytest.mark.integration
 def test_unknown_arguments_are_an_error():
-    out = egalib("list", "--no-such-flag")
+    out = run_egalib("list", "--no-such-flag")
     assert out.returncode == 2 and "unrecognized arguments: --no-such-flag" in out.stderr
 
 

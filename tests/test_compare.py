@@ -4,6 +4,7 @@ import math
 
 import pandas as pd
 import pytest
+from helpers import run_egalib
 
 from egalib.experiments import compare
 
@@ -103,20 +104,13 @@ def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by
 
 @pytest.mark.integration
 def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_line(tmp_path):
-    import subprocess
-    import sys
-
     finished_run(tmp_path, "vanilla", 0, 70.0)
     broken = tmp_path / "not-a-run"
     broken.mkdir()
     (broken / "config.json").write_text("[1, 2]")
     unreadable = finished_run(tmp_path, "ega", 0, 71.0)
     (unreadable / "config.json").write_text("{")
-    cli = lambda *args: subprocess.run(
-        [sys.executable, "-m", "egalib", *args, "--runs-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
+    cli = lambda *args: run_egalib(*args, "--runs-dir", str(tmp_path))
     status = cli("status")
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
@@ -132,9 +126,5 @@ def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_l
     assert "| vanilla | 0 | 70.00" in (tmp_path / "compare.md").read_text()
     assert "vanilla" in (tmp_path / "compare.csv").read_text().splitlines()[1]
     (tmp_path / "empty").mkdir()
-    nothing = subprocess.run(
-        [sys.executable, "-m", "egalib", "compare", "--runs-dir", str(tmp_path / "empty")],
-        capture_output=True,
-        text=True,
-    )
+    nothing = run_egalib("compare", "--runs-dir", str(tmp_path / "empty"))
     assert nothing.returncode == 2 and nothing.stderr.startswith("error: no finished runs under")

@@ -2,13 +2,12 @@
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import run_egalib
 
 import egalib
 from egalib import plugins
@@ -68,14 +67,7 @@ def egalib_cli(args, folder, env=None, timeout=600):
     """`python -m egalib ARGS` with `folder` on PYTHONPATH, run in `folder`."""
     env = {**os.environ, "PYTHONPATH": str(folder), **(env or {})}
     env.pop(plugins.ENV, None)
-    return subprocess.run(
-        [sys.executable, "-m", "egalib", *args],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_egalib(*args, cwd=folder, env=env, timeout=timeout)
 
 
 @pytest.mark.integration

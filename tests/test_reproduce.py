@@ -1,10 +1,8 @@
 """The paper's tables as configs, and the supervised WRN-40-2 teacher egalib trains itself."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
+from helpers import run_egalib
 from test_datasets import trust_fake_copies, write_cifar100  # noqa: F401 (autouse)
 
 from egalib import datasets as data
@@ -35,20 +33,9 @@ def test_protocol_and_only_filter_the_cells():
 
 @pytest.mark.integration
 def test_reproduce_dry_run_lists_the_cells_and_trains_nothing(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "egalib",
-            "reproduce",
-            "--table",
-            "datasets",
-            "--dry-run",
-            "--runs-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
+    out = run_egalib(
+        *"reproduce --table datasets --dry-run --runs-dir".split(),
+        str(tmp_path),
         timeout=300,
     )
     assert out.returncode == 0, out.stderr

@@ -1,12 +1,11 @@
 """Comparisons over seeds: paired differences, their spread, and the regime study's measures."""
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
+from helpers import run_egalib
 
 from egalib.analysis import node_matrix_stats
 from egalib.config import RunConfig, profile_seeds
@@ -96,29 +95,10 @@ def test_demo_table_shows_mean_sd_the_paired_interval_the_rivals_and_the_claims(
 
 @pytest.mark.integration
 def test_train_takes_a_list_of_seeds_with_one_run_folder_each(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "egalib",
-            "train",
-            "--profile",
-            "smoke",
-            "--method",
-            "vanilla",
-            "--seeds",
-            "0",
-            "1",
-            "--train-size",
-            "64",
-            "--test-size",
-            "64",
-            "--runs-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = run_egalib(
+        *"train --profile smoke --method vanilla --seeds 0 1 --train-size 64".split(),
+        *"--test-size 64 --runs-dir".split(),
+        str(tmp_path),
     )
     assert out.returncode == 0, out.stderr
     configs = [json.loads(p.read_text()) for p in tmp_path.glob("*/config.json")]
