@@ -273,10 +273,10 @@ def _last_line(path: Path | None) -> str | None:
 
 
 def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
-    path = config.run_path
-    if Run(path).finished:
+    path, run = config.run_path, Run(config.run_path)
+    if run.finished:
         try:
-            return "finished", f"top-1 {Run(path).metrics['top1']:.2f} %"
+            return "finished", f"top-1 {run.metrics['top1']:.2f} %"
         except (OSError, ValueError, KeyError, TypeError):
             return "finished", ""
     done = epochs_done(path)
