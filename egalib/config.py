@@ -322,21 +322,12 @@ PAPER_SETTING = dict(
     val_size=5000,  # 50 per class held out of the 50,000 (the authors trained on all of them)
     seeds=(0,),
 )
-# chosen on the validation split by `python -m egalib study weights` (docs/demo.md#the-weights)
-DEMO_WEIGHTS = {
-    "kd": {"gamma": 1.0, "alpha": 0.9},
-    "fitnet": {"beta": 10.0},
-    "pkt": {"beta": 300.0},
-    "rkd": {"beta": 0.1},
-    "nce": {"beta": 1.0},
-    "irg": {"beta": 0.1},
-    "sp": {"beta": 30.0},
-    "crd": {"beta": 0.08},
-    "ccl": {"beta": 1.0},
-    "ega": {"beta": 1.0},
-    "ega+kd": {"beta": 0.1},
-    "ega-node": {"beta": 10.0},
-    "ega-edge": {"beta": 1.0},
+# chosen on the validation split by `python -m egalib study weights` (docs/demo.md#the-weights):
+# kd's gamma and alpha, and every other method's beta
+BASELINE_BETAS = dict(fitnet=10.0, pkt=300.0, rkd=0.1, nce=1.0, irg=0.1, sp=30.0, crd=0.08, ccl=1.0)
+EGA_BETAS = {"ega": 1.0, "ega+kd": 0.1, "ega-node": 10.0, "ega-edge": 1.0}
+DEMO_WEIGHTS = {"kd": dict(gamma=1.0, alpha=0.9)} | {
+    method: dict(beta=beta) for method, beta in (BASELINE_BETAS | EGA_BETAS).items()
 }
 PROFILES = {
     # each profile: its data and sizes | its schedule and seeds
