@@ -62,12 +62,9 @@ class Dataset:
         return self.train_images.shape[-1]
 
     def to(self, device: torch.device | str) -> "Dataset":
-        moved = {key: getattr(self, key).to(device, non_blocking=True) for key in self.tensors}
+        present = (key for key in (*_TENSORS, *_HELD_OUT) if getattr(self, key) is not None)
+        moved = {key: getattr(self, key).to(device, non_blocking=True) for key in present}
         return replace(self, **moved)
-
-    @property
-    def tensors(self) -> list[str]:
-        return [key for key in (*_TENSORS, *_HELD_OUT) if getattr(self, key) is not None]
 
     def split(
         self, train: int | None = None, val: int = 0, test: int | None = None, seed: int = 0
@@ -240,6 +237,8 @@ def _reason(error: BaseException) -> str:
 
 def as_tensors(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     labels = np.asarray(labels, dtype=np.int64)
+    if np.ndim(images) != 4:
+        raise ValueError(f"images of shape {np.shape(images)}, where (N, C, H, W) was expected")
     if len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
@@ -254,13 +253,12 @@ FASHION_MNIST_CLASSES = tuple(
 
 
 @functools.lru_cache(maxsize=8)
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file, gzipped or not: a 4-byte magic ending in the number of dimensions, each as a
-    big-endian uint32, then uint8 values, row-major. Cached: notebooks reload the same files."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file, gzipped or not: bytes 0, 0, 8 (uint8) and `ndim`, each dimension as a
+    big-endian uint32, then the values, row-major. Cached: notebooks reload the same files."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if raw[:4] != bytes([0, 0, 8, ndim]):
+        raise ValueError(f"it does not begin 0, 0, 8, {ndim} as an IDX file of {ndim}-D uint8 does")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
@@ -279,9 +277,9 @@ class FashionMNIST(Source):
         splits = []
         for split in ("train", "t10k"):
             with self.reading(where, f"{split}-images-idx3-ubyte") as path:
-                images = _read_idx(path)[:, None].copy()  # a copy: the cached array is read-only
+                images = _read_idx(path, 3)[:, None].copy()  # a copy: the cached array is read-only
             with self.reading(where, f"{split}-labels-idx1-ubyte") as path:
-                splits.append(as_tensors(images, _read_idx(path), len(FASHION_MNIST_CLASSES)))
+                splits.append(as_tensors(images, _read_idx(path, 1), len(FASHION_MNIST_CLASSES)))
         return Dataset(self.name, *splits[0], *splits[1], FASHION_MNIST_CLASSES)
 
 

@@ -332,9 +332,23 @@ def test_tinyimagenet_corrupt_jpeg_names_the_file(tmp_path):
     assert not (tmp_path / "tinyimagenet-uint8.npz").exists()
 
 
-def test_tinyimagenet_corrupt_cache_says_delete_it(tmp_path):
+def flat_images_cache(path):
+    """A well-formed npz whose images are (N, H*W*C), not (N, C, H, W)."""
+    images, labels = np.zeros((2, 12), np.uint8), np.zeros(2, np.int64)
+    arrays = dict(train_images=images, train_labels=labels, test_images=images)
+    np.savez(path, classes=np.array(["a"]), test_labels=labels, **arrays)
+
+
+CORRUPT_CACHES = {
+    "truncated": lambda path: path.write_bytes(b"PK\x03\x04 truncated"),
+    "flat images": flat_images_cache,
+}
+
+
+@pytest.mark.parametrize("corrupt", CORRUPT_CACHES)
+def test_tinyimagenet_corrupt_cache_says_delete_it(tmp_path, corrupt):
     write_tinyimagenet(tmp_path)
-    (tmp_path / "tinyimagenet-uint8.npz").write_bytes(b"PK\x03\x04 truncated")
+    CORRUPT_CACHES[corrupt](tmp_path / "tinyimagenet-uint8.npz")
     with pytest.raises(data.DatasetCorruptError, match="delete it and it is rebuilt") as error:
         data.load_dataset("tinyimagenet", tmp_path)
     assert "tinyimagenet-uint8.npz" in str(error.value)

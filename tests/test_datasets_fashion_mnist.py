@@ -49,11 +49,19 @@ def test_fashion_mnist_idx_files_written_here_are_read(tmp_path, monkeypatch, la
     np.testing.assert_array_equal(ds.test_labels.numpy(), written["t10k"][1])
 
 
-def test_fashion_mnist_truncated_idx_is_one_clear_sentence(tmp_path, monkeypatch):
+DAMAGES = {
+    "truncated": lambda folder, raw: gzip.compress(gzip.decompress(raw)[:-9]),
+    "not uint8": lambda folder, raw: gzip.compress(bytes([0, 0, 9]) + gzip.decompress(raw)[3:]),
+    "labels": lambda folder, raw: (folder / "t10k-labels-idx1-ubyte.gz").read_bytes(),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_idx_file_is_one_clear_sentence(tmp_path, monkeypatch, damage):
     monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
     write_fashion_mnist(tmp_path)
     bad = tmp_path / "t10k-images-idx3-ubyte.gz"
-    bad.write_bytes(bad.read_bytes()[:-9])
+    bad.write_bytes(DAMAGES[damage](tmp_path, bad.read_bytes()))
     with pytest.raises(data.DatasetCorruptError) as error:
         data.load_dataset("fashion-mnist", root=tmp_path)
     assert str(bad) in str(error.value) and "\n" not in str(error.value)
