@@ -18,6 +18,10 @@ def _fake_capability(monkeypatch, capability):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
 
 
+# a float16 scaler built for the faked device finds no CUDA here, warns, and disables itself
+no_cuda_for_the_scaler = pytest.mark.filterwarnings("ignore:.*CUDA is not available:UserWarning")
+
+
 OLD_AND_NEW = [
     ((6, 0), torch.float16),
     ((7, 5), torch.float16),
@@ -26,6 +30,7 @@ OLD_AND_NEW = [
 ]
 
 
+@no_cuda_for_the_scaler
 @pytest.mark.parametrize("capability, dtype", OLD_AND_NEW)
 def test_gpus_without_fast_bfloat16_train_in_float16(monkeypatch, capability, dtype):
     _fake_capability(monkeypatch, capability)
@@ -34,6 +39,7 @@ def test_gpus_without_fast_bfloat16_train_in_float16(monkeypatch, capability, dt
     assert cpu.autocast_dtype is None and not cpu.scaler.is_enabled()  # a CPU: float32
 
 
+@no_cuda_for_the_scaler
 def test_capture_in_float16_is_refused_in_one_sentence(smoke, monkeypatch):
     _fake_capability(monkeypatch, (7, 5))
     cuda = torch.device("cuda")
