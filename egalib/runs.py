@@ -109,9 +109,17 @@ class Run:
 
     @property
     def history(self):
+        """history.csv, one row an epoch; a file that is not such a table is one sentence."""
         import pandas as pd
 
-        return pd.read_csv(self.path / "history.csv")
+        path, fix = self.path / "history.csv", "delete that run folder to train the run afresh."
+        try:
+            table = pd.read_csv(path)
+        except ValueError as cause:  # pandas' parser and empty-file errors, and decoding
+            raise ValueError(f"{path} is not a CSV table ({first_line(cause)}); {fix}") from None
+        if "epoch" not in table.columns:
+            raise ValueError(f"{path} has no epoch column, so it is no run's history; {fix}")
+        return table
 
     def write_history(self, history: list[dict]) -> None:
         import pandas as pd

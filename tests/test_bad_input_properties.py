@@ -81,6 +81,19 @@ def test_any_metrics_json_is_read_or_refused_naming_the_file(content):
 
 
 @SETTINGS
+@given(content=st.binary(max_size=48) | st.text(max_size=48).map(str.encode))
+def test_any_history_csv_is_read_or_refused_naming_the_file(content):
+    with tempfile.TemporaryDirectory() as folder:
+        run = Run(Path(folder))
+        (run.path / "history.csv").write_bytes(content)
+        try:
+            assert "epoch" in run.history.columns
+        except ValueError as error:
+            one_sentence(error)
+            assert "history.csv" in str(error)
+
+
+@SETTINGS
 @given(content=ANY_JSON)
 def test_any_teacher_table_card_is_read_or_refused_naming_the_file(content):
     with tempfile.TemporaryDirectory() as folder:

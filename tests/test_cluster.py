@@ -147,6 +147,7 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     live = {"executor": "local", "job_id": str(os.getpid()), "host": host}
     (paths["running"] / "job.json").write_text(json.dumps(live))
     (paths["running"] / "history.csv").write_text("epoch,val_acc\n1,0.1\n")
+    (paths["slurm-running"] / "history.csv").write_bytes(b"epoch\n\xff\xfe\n")  # not UTF-8
     dead = {"executor": "local", "job_id": str(dead_pid()), "host": host}
     (paths["failed"] / "job.json").write_text(json.dumps(dead))
     (paths["failed"] / "error.txt").write_text(
@@ -181,7 +182,7 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     assert detail["running"] == f"local job {os.getpid()}, epoch 1/1"
     assert detail["failed"] == "RuntimeError: CUDA out of memory"
     assert detail["missing"] == ""
-    assert "RUNNING" in detail["slurm-running"]
+    assert "RUNNING" in detail["slurm-running"] and "epoch 1/1" in detail["slurm-running"]
     assert detail["slurm-failed"].startswith("slurmstepd: error: *** JOB 77 CANCELLED ***")
     assert list(status.reset_index().columns) == cluster.COLUMNS
     assert cluster.status_lines(status.reset_index())[-1] == (

@@ -134,7 +134,7 @@ class CellJob:
 def epochs_done(path: Path) -> int:
     """Epochs recorded in a run folder's history.csv (0 without one)."""
     try:
-        lines = (Path(path) / "history.csv").read_text().splitlines()
+        lines = (Path(path) / "history.csv").read_text(errors="replace").splitlines()
     except OSError:
         return 0
     return max(0, sum(1 for line in lines if line.strip()) - 1)
