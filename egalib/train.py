@@ -19,6 +19,7 @@ from . import losses
 from .capture import CapturedStep
 from .config import RunConfig, resolve_device
 from .datasets import Dataset, load_dataset
+from .files import first_line
 from .models.students import fold_batch_norms
 from .runs import CheckpointError, Run
 from .step import Terms, TrainState, check_weights, train_step
@@ -119,18 +120,35 @@ def start(state: TrainState, run: Run) -> tuple[int, list[dict], Selected]:
     checkpoint = run.load_checkpoint()
     if checkpoint is not None:
         try:
-            state.load_state_dict(checkpoint)
-            selected = checkpoint.get("selected")
-            if selected is not None:
-                check_weights(selected["model"], state.networks.student_state())
+            return resume(state, checkpoint)
         except CheckpointError as error:
             raise CheckpointError(f"{run.path / 'checkpoint.pt'}: {error}") from None
-        return checkpoint["epoch"], checkpoint["history"], selected
     config = state.config
     if config.protocol == "pretrained" and state.teacher is not None:
         recipe = ProbeRecipe(config.probe_epochs, config.seed, config.teacher_lr)
         fit_probe(state.teacher, state.networks.teacher_head, state.data, recipe)
     return 0, [], None
+
+
+def resume(state: TrainState, checkpoint: dict) -> tuple[int, list[dict], Selected]:
+    """The run as its checkpoint left it, after `epoch` epochs; a checkpoint that does not fit
+    this run (a damaged or hand-made file) is one CheckpointError sentence."""
+    try:
+        state.load_state_dict(checkpoint)
+        epoch, history, selected = (checkpoint[k] for k in ("epoch", "history", "selected"))
+        if selected is not None:
+            check_weights(selected["model"], state.networks.student_state())
+        counts = (epoch, len(history), state.schedule.last_epoch)
+        if len(set(counts)) > 1 or not 0 < epoch <= state.config.epochs:
+            raise ValueError(f"its epoch, history rows and schedule steps are {counts}")
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        raise CheckpointError(
+            f"the checkpoint does not fit this run ({type(error).__name__}: {first_line(error)});"
+            " delete checkpoint.pt to train the run afresh."
+        ) from None
+    return epoch, history, selected
 
 
 def fit(

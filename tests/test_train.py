@@ -124,6 +124,44 @@ def test_a_checkpoint_from_another_format_is_refused_in_one_sentence(smoke):
         resumed.load_state_dict(state)
 
 
+def _one_epoch_checkpoint(state: TrainState) -> dict:
+    """What `train_run` saves after one epoch, without training it."""
+    checkpoint = {**state.state_dict(), "epoch": 1, "history": [{"epoch": 1}], "selected": None}
+    checkpoint["schedule"]["last_epoch"] = 1  # the schedule steps once an epoch
+    return checkpoint
+
+
+FIRST_WEIGHT = "student.layers.0.0.weight"
+DAMAGES = {
+    "no scaler": lambda c: c.pop("scaler"),
+    "no epoch": lambda c: c.pop("epoch"),
+    "no history": lambda c: c.pop("history"),
+    "optimizers of another protocol": lambda c: c.update(optimizers={}),
+    "optimizers not a dict": lambda c: c.update(optimizers=[0]),
+    "no streams": lambda c: c.update(streams={}),
+    "a weight of another shape": lambda c: c["model"].update({FIRST_WEIGHT: torch.zeros(3)}),
+    "a weight that is no tensor": lambda c: c["model"].update({FIRST_WEIGHT: "w"}),
+    "a schedule of no steps": lambda c: c.update(schedule={}),
+    "an epoch past the run's": lambda c: c.update(epoch=9, history=[{}] * 9),
+    "an epoch that is no number": lambda c: c.update(epoch="1"),
+    "a selected epoch without weights": lambda c: c.update(selected={"epoch": 1}),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_checkpoint_that_does_not_fit_the_run_is_one_sentence(smoke, damage):
+    config = smoke(method="ega", epochs=2)
+    state = TrainState.build(config, train.prepare_data(config, torch.device("cpu")))
+    checkpoint = _one_epoch_checkpoint(state)
+    assert FIRST_WEIGHT in checkpoint["model"]
+    fresh = TrainState.build(config, state.data)
+    assert train.resume(fresh, dict(checkpoint))[0] == 1  # undamaged, it resumes after epoch 1
+    DAMAGES[damage](checkpoint)
+    with pytest.raises(CheckpointError, match="delete checkpoint.pt") as error:
+        train.resume(TrainState.build(config, state.data), checkpoint)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.integration
 def test_a_changed_default_weight_trains_a_new_run(smoke, monkeypatch):
     """The resolved weights and options are part of the run's hash: after a method's default
