@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
 from .config import resolve_device
 from .files import (
     atomic_torch_save,
@@ -139,10 +141,18 @@ class Run:
         atomic_torch_save(embeddings, self.path / "embeddings.pt")
 
     def load_embeddings(self) -> dict:
-        return load_tensors(
-            self.path / "embeddings.pt",
-            "delete metrics.json in that folder and run it again to rewrite it.",
-        )
+        """The test set's student embeddings and logits (`xs`, `logits_s`), with a teacher its
+        head's (`xt`, `logits_t`), and the `labels`: one row an image."""
+        path = self.path / "embeddings.pt"
+        fix = "delete metrics.json in that folder and run it again to rewrite it."
+        saved = load_tensors(path, fix)
+        tensors = saved.values() if isinstance(saved, dict) else [None]
+        rows = {len(v) if isinstance(v, torch.Tensor) and v.ndim else None for v in tensors}
+        if None in rows or len(rows) > 1 or not {"xs", "logits_s", "labels"} <= saved.keys():
+            raise ValueError(
+                f"{path} does not hold the test set's embeddings, one row an image; {fix}"
+            )
+        return saved
 
     def finish(self, history: list[dict], wall_time_s: float, tested: dict) -> None:
         """The run's metrics.json. `tested`: the test set's top-1 (fractions) of the last epoch's

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from egalib import teacher_table
@@ -91,6 +91,28 @@ def test_any_history_csv_is_read_or_refused_naming_the_file(content):
         except ValueError as error:
             one_sentence(error)
             assert "history.csv" in str(error)
+
+
+EMBEDDING_KEYS = st.sampled_from(["xs", "logits_s", "labels", "xt", "other"])
+SHAPES = st.lists(st.integers(0, 3), max_size=2).map(tuple)
+ANY_SAVED = st.dictionaries(EMBEDDING_KEYS, SHAPES.map(torch.zeros), max_size=4) | ANY_JSON
+
+
+@SETTINGS
+@given(saved=ANY_SAVED)
+@example(saved={"xs": torch.ones(2, 3), "logits_s": torch.ones(2, 10), "labels": torch.ones(2)})
+def test_any_embeddings_pt_is_read_or_refused_naming_the_file(saved):
+    with tempfile.TemporaryDirectory() as folder:
+        run = Run(Path(folder))
+        torch.save(saved, run.path / "embeddings.pt")
+        try:
+            loaded = run.load_embeddings()
+        except ValueError as error:
+            one_sentence(error)
+            assert "embeddings.pt" in str(error)
+        else:
+            assert {"xs", "logits_s", "labels"} <= loaded.keys()
+            assert len({len(v) for v in loaded.values()}) == 1
 
 
 @SETTINGS
