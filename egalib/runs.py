@@ -91,8 +91,11 @@ class Run:
     def metrics(self) -> dict:
         path, fix = self.path / "metrics.json", "delete it to evaluate the run again."
         values = read_json(path, fix)
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} does not hold a JSON object of metrics; {fix}")
+        ok = isinstance(values, dict) and "top1" in values
+        if not ok or not all(v is None or type(v) in (int, float) for v in values.values()):
+            raise ValueError(
+                f"{path} does not hold a JSON object of metrics, top1 among them; {fix}"
+            )
         return values
 
     @contextlib.contextmanager
@@ -199,5 +202,10 @@ def load_runs(runs_dir: str | Path = "runs", unreadable: list[str] | None = None
 def _row(run: Run) -> dict:
     config = run.config
     made, _ = config.pop("provenance", {}), config.pop("resolved", None)
+    if not isinstance(made, dict):
+        raise ValueError(
+            f"{run.config_path} holds a provenance that is not a JSON object; correct it, or "
+            "delete that run folder to train the run afresh."
+        )
     made = {"commit": made.get("commit"), "dirty": made.get("dirty")}
     return {"run": run.path.name, "path": str(run.path), **config, **made, **run.metrics}

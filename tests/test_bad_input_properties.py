@@ -16,7 +16,7 @@ from egalib import teacher_table
 from egalib.config import RunConfig
 from egalib.experiments import cluster
 from egalib.experiments.cli import build_parser, config_from_args
-from egalib.runs import Run
+from egalib.runs import Run, load_runs
 
 FIELDS = [f.name for f in fields(RunConfig)]
 ANY_JSON = st.recursive(
@@ -68,16 +68,35 @@ def test_any_job_json_is_a_marker_or_none(content):
 
 
 @SETTINGS
-@given(content=ANY_JSON)
+@given(content=ANY_JSON | st.dictionaries(st.just("top1"), ANY_JSON, min_size=1))
+@example(content={"top1": 50.0, "selected_epoch": None, "epochs": 6})
 def test_any_metrics_json_is_read_or_refused_naming_the_file(content):
     with tempfile.TemporaryDirectory() as folder:
         run = Run(Path(folder))
         (run.path / "metrics.json").write_text(json.dumps(content))
         try:
-            assert isinstance(run.metrics, dict)
+            metrics = run.metrics
         except ValueError as error:
             one_sentence(error)
             assert "metrics.json" in str(error)
+        else:
+            assert "top1" in metrics
+            assert all(v is None or isinstance(v, (int, float)) for v in metrics.values())
+
+
+@SETTINGS
+@given(provenance=ANY_JSON)
+def test_any_provenance_of_a_finished_run_is_read_or_refused_naming_the_file(provenance):
+    with tempfile.TemporaryDirectory() as folder:
+        run = Run.open(RunConfig.from_profile("smoke", runs_dir=folder, name="run"))
+        written = json.loads(run.config_path.read_text())
+        run.config_path.write_text(json.dumps(written | {"provenance": provenance}))
+        (run.path / "metrics.json").write_text(json.dumps({"top1": 50.0}))
+        try:
+            assert list(load_runs(folder)["top1"]) == [50.0]
+        except ValueError as error:
+            one_sentence(error)
+            assert "config.json" in str(error)
 
 
 @SETTINGS
