@@ -297,7 +297,9 @@ def resolve_device(name: str) -> torch.device:
 
 def _profile(name: str) -> dict:
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}.")
+        raise ValueError(
+            f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}. Pick one of those."
+        )
     return PROFILES[name]
 
 
