@@ -8,8 +8,9 @@ uint8 dataset stays on the device; the step's terms are summed there and read on
 """
 
 import math
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +44,21 @@ def step_function(state: TrainState) -> Step:
     return CapturedStep(step, state) if state.config.capture else step
 
 
+def progress_bar(batches: Iterable, desc: str, progress: bool) -> tqdm:
+    """tqdm over `batches`, built with SIGINT and SIGTERM held until it is whole: tqdm's cleanup
+    of a bar that a Ctrl-C interrupted half-built prints a traceback after the one-line stop."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        return tqdm(batches, desc=desc, disable=not progress, leave=False)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 def sum_steps(step: Step, batches: torch.Tensor, progress: bool = False, desc: str = "") -> dict:
     """One step per row of `batches` (indices); each term summed over the steps. The sums stay
     on the device, stacked in one tensor, and are read back once at the end."""
     keys, total = [], 0
-    for index in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    for index in progress_bar(batches, desc, progress):
         terms = step(index)
         keys, total = list(terms), total + torch.stack([v.float() for v in terms.values()])
     return dict(zip(keys, total.tolist()))

@@ -1,4 +1,6 @@
+import gc
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -6,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from tqdm import std
 
 from egalib import train
 from egalib.methods import METHODS
@@ -122,6 +125,23 @@ def test_a_checkpoint_from_another_format_is_refused_in_one_sentence(smoke):
     resumed = TrainState.build(config, train.prepare_data(config, torch.device("cpu")))
     with pytest.raises(CheckpointError, match="lacks optimizers.*delete checkpoint.pt"):
         resumed.load_state_dict(state)
+
+
+def test_a_signal_while_a_progress_bar_is_built_waits_until_the_bar_is_whole(monkeypatch):
+    """tqdm sets `disable` before `pos`; a Ctrl-C between the two left a half-built bar whose
+    cleanup printed a traceback after the command's one-line stop."""
+
+    def signal_midway(cls, instance=None):  # tqdm asks for its position while it is built
+        os.kill(os.getpid(), signal.SIGINT)
+        return 0
+
+    monkeypatch.setattr(std.tqdm, "_get_free_pos", classmethod(signal_midway))
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(KeyboardInterrupt):
+        train.sum_steps(lambda i: {"sum": i.sum()}, torch.arange(4).view(2, 2), progress=True)
+    gc.collect()
+    assert unraisable == []
 
 
 def _one_epoch_checkpoint(state: TrainState) -> dict:

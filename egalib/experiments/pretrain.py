@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import models
 from ..config import check_numbers
@@ -23,6 +22,7 @@ from ..datasets import Dataset, load_dataset
 from ..files import atomic_torch_save, atomic_write_text
 from ..models import EmbeddingHead, Teacher
 from ..teacher_features import EncodedFeatures, ProbeRecipe, train_probe
+from ..train import progress_bar
 from . import device_name
 
 
@@ -116,7 +116,7 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(data.train_labels), device=device, generator=generator)
         total = torch.zeros((), device=device)
-        for step in tqdm(range(steps_per_epoch), desc=f"SimCLR epoch {epoch + 1}", leave=False):
+        for step in progress_bar(range(steps_per_epoch), f"SimCLR epoch {epoch + 1}", True):
             images = data.train_images[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
             v1 = normalise(255 * ssl_views(images, generator))
             v2 = normalise(255 * ssl_views(images, generator))
