@@ -21,6 +21,8 @@ from .files import (
     read_json,
 )
 
+START_AFRESH = "delete that run folder to start the run afresh."
+
 
 def stored_config(run: "Run", kind) -> dict:
     """What shapes the results of the run in `run`'s config.json, its resolved weights aside;
@@ -30,8 +32,7 @@ def stored_config(run: "Run", kind) -> dict:
         return kind.from_dict(values).shaping()
     except (TypeError, ValueError) as error:
         raise ValueError(
-            f"{run.config_path} holds an invalid config ({first_line(error)}); delete that run "
-            "folder to start the run afresh."
+            f"{run.config_path} holds an invalid config ({first_line(error)}); {START_AFRESH}"
         ) from None
 
 
@@ -77,10 +78,11 @@ class Run:
 
     @property
     def config(self) -> dict:
-        fix = "delete that run folder to start the run afresh."
-        values = read_json(self.config_path, fix)
+        values = read_json(self.config_path, START_AFRESH)
         if not isinstance(values, dict):
-            raise ValueError(f"{self.config_path} does not hold a JSON object of settings; {fix}")
+            raise ValueError(
+                f"{self.config_path} does not hold a JSON object of settings; {START_AFRESH}"
+            )
         return values
 
     @property
@@ -117,7 +119,7 @@ class Run:
         """history.csv, one row an epoch; a file that is not such a table is one sentence."""
         import pandas as pd
 
-        path, fix = self.path / "history.csv", "delete that run folder to train the run afresh."
+        path, fix = self.path / "history.csv", START_AFRESH
         try:
             table = pd.read_csv(path)
         except ValueError as cause:  # pandas' parser and empty-file errors, and decoding
@@ -205,7 +207,7 @@ def _row(run: Run) -> dict:
     if not isinstance(made, dict):
         raise ValueError(
             f"{run.config_path} holds a provenance that is not a JSON object; correct it, or "
-            "delete that run folder to train the run afresh."
+            f"{START_AFRESH}"
         )
     made = {"commit": made.get("commit"), "dirty": made.get("dirty")}
     return {"run": run.path.name, "path": str(run.path), **config, **made, **run.metrics}
