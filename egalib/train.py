@@ -7,8 +7,10 @@ last epoch: the last epoch's student, and the student of the epoch that validati
 uint8 dataset stays on the device; the step's terms are summed there and read once per epoch.
 """
 
+import contextlib
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -44,14 +46,36 @@ def step_function(state: TrainState) -> Step:
     return CapturedStep(step, state) if state.config.capture else step
 
 
-def progress_bar(batches: Iterable, desc: str, progress: bool) -> tqdm:
-    """tqdm over `batches`, built with SIGINT and SIGTERM held until it is whole: tqdm's cleanup
-    of a bar that a Ctrl-C interrupted half-built prints a traceback after the one-line stop."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM that arrive in the block are raised when it ends (in the main thread,
+    the only one whose handlers Python lets a program set). Masking them would not do: the
+    kernel then hands the signal to another thread (torch's), and Python still runs the
+    handler in the main thread, inside the block."""
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    unset = None in map(signal.getsignal, kinds)  # a handler set outside Python: left alone
+    if unset or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {
+        kind: signal.signal(kind, lambda signum, frame: caught.append(signum)) for kind in kinds
+    }
     try:
-        return tqdm(batches, desc=desc, disable=not progress, leave=False)
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
+
+
+def progress_bar(batches: Iterable, desc: str, progress: bool) -> tqdm:
+    """tqdm over `batches`, built with SIGINT and SIGTERM deferred until it is whole: tqdm's
+    cleanup of a bar that a Ctrl-C interrupted half-built prints a traceback after the one-line
+    stop."""
+    with signals_deferred():
+        return tqdm(batches, desc=desc, disable=not progress, leave=False)
 
 
 def sum_steps(step: Step, batches: torch.Tensor, progress: bool = False, desc: str = "") -> dict:
