@@ -190,19 +190,24 @@ def with_table(state, images: int, sync: Callable[[], None]):
     return replace(state, teacher=features), built
 
 
+def profile_steps(step, batches: torch.Tensor, device: torch.device) -> torch.profiler.profile:
+    """torch.profiler over one step per row of `batches` (CPU, and CUDA kernels on a GPU), the
+    device synchronised before the profile ends."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profile:
+        for index in batches:
+            step(index)
+        synchroniser(device)()
+    return profile
+
+
 def egalib_profile(step, batches: torch.Tensor, device: torch.device, path: Path) -> None:
     """torch.profiler tables of egalib's step over `batches` (run after warm-up): operators by
     self device time (CUDA) and by self CPU time, written to `path`."""
     cuda = device.type == "cuda"
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if cuda:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    sync = synchroniser(device)
-    with torch.profiler.profile(activities=activities) as profile:
-        for index in batches:
-            step(index)
-        sync()
-    averages = profile.key_averages()
+    averages = profile_steps(step, batches, device).key_averages()
     sections = [
         f"egalib's step, {len(batches)} steps of {batches.shape[1]} images, "
         f"on {device_name(device)}"
@@ -228,17 +233,10 @@ def egalib_parts(step, batches: torch.Tensor, warmup: int, device: torch.device)
     CUDA graph has no ranges to read: only its total is given."""
     for index in batches[:warmup]:
         step(index)
-    timed, sync = batches[warmup:], synchroniser(device)
-    cuda = device.type == "cuda"
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if cuda:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    sync()
+    timed, cuda = batches[warmup:], device.type == "cuda"
+    synchroniser(device)()
     began = time.perf_counter()
-    with torch.profiler.profile(activities=activities) as profile:
-        for index in timed:
-            step(index)
-        sync()
+    profile = profile_steps(step, timed, device)
     total = 1000 * (time.perf_counter() - began) / len(timed)
     events = {e.key: e for e in profile.key_averages()}
     if not any(name in events for names in PART_RANGES.values() for name in names):
