@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import image_folders
-from .files import REPO_DATA, atomic_write, first_line, load_pickle
+from .files import REPO_DATA, atomic_write, described, first_line, load_pickle
 
 DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
 DEBIAN_DATASETS = Path("/usr/share/datasets")  # where Debian's dataset-* packages put theirs
@@ -187,7 +187,7 @@ class Source:
         return local
 
     def not_found(self, root: Path | None, error: BaseException | None = None):
-        failed = f", and the download failed ({_reason(error)})" if error else ""
+        failed = f", and the download failed ({described(error)})" if error else ""
         by_hand = f"put the official `{self.folder}/` folder in {self.local(root)}"
         if self.debian:
             by_hand = f"install Debian's package (apt-get install dataset-{self.debian})"
@@ -211,7 +211,7 @@ class Source:
                 "files there again"
             )
             problem = f"{self.title} file {path} is unreadable, corrupt or truncated"
-            raise DatasetCorruptError(f"{problem} ({_reason(error)}); {fix}.") from None
+            raise DatasetCorruptError(f"{problem} ({described(error)}); {fix}.") from None
 
     def read_cache(self, where: Path, cache: Path) -> Dataset:
         fix = f"delete it and it is rebuilt from {where / self.folder} on the next load"
@@ -228,11 +228,6 @@ class Source:
             atomic_write(path, buffer.getvalue())
         except OSError as error:  # a read-only or full disk: the data is still good
             warnings.warn(f"{first_line(error)} The data is read again next time.", stacklevel=3)
-
-
-def _reason(error: BaseException) -> str:
-    """An exception as one short line, for the end of an error sentence."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
 
 
 def as_tensors(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

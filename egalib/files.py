@@ -125,14 +125,36 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [""])[0]
 
 
+def described(error: BaseException) -> str:
+    """An error as "Type: first line", kept short, for the parentheses of a one-sentence report."""
+    return f"{type(error).__name__}: {first_line(error)[:200]}"
+
+
 def load_tensors(path: Path, fix: str, error: type[Exception] = RuntimeError):
     """torch.load with weights_only=True; a file that cannot be read is one sentence ending in
     `fix` (what to do), not a traceback from inside torch."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as cause:
-        first = first_line(cause)[:120]
-        raise error(f"{path} cannot be read ({cause.__class__.__name__}: {first}); {fix}") from None
+        raise error(f"{path} cannot be read ({described(cause)}); {fix}") from None
+
+
+def weights_misfit(saved, expected: dict) -> str:
+    """Why the weights `saved` cannot be loaded where the state dict `expected` is ("" when they
+    can): a dict of the same names and shapes, all finite."""
+    if not isinstance(saved, dict):
+        return f"are a {type(saved).__name__}, not a dict of named tensors"
+    missing, unexpected = (
+        sorted(expected.keys() - saved.keys()),
+        sorted(saved.keys() - expected.keys()),
+    )
+    if missing or unexpected:
+        return f"name other parameters: missing {missing[:3]}, unexpected {unexpected[:3]}"
+    reshaped = [k for k, v in expected.items() if getattr(saved[k], "shape", None) != v.shape]
+    if reshaped:
+        return f"have other shapes in {', '.join(reshaped[:3])}"
+    bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    return f"hold NaN or inf in {', '.join(bad[:3])}" if bad else ""
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import importlib.metadata
 import os
 
 from .datasets import DATASETS, Source
+from .files import described
 from .methods import METHODS, Method
 
 ENV = "EGALIB_PLUGINS"  # comma-separated module names, imported by `load_plugins()`
@@ -74,7 +75,7 @@ def load_plugins(modules=()) -> list[str]:
             raise
         except Exception as error:
             raise PluginError(
-                f"plugin {module!r} failed to import ({type(error).__name__}: {error}); fix it, "
+                f"plugin {module!r} failed to import ({described(error)}); fix it, "
                 "or make it importable here (installed, or its folder on PYTHONPATH)."
             ) from None
     if named:

@@ -24,6 +24,7 @@ from torch.profiler import record_function
 from . import models
 from .config import NO_TEACHER, RunConfig, lr_schedule
 from .datasets import Dataset
+from .files import weights_misfit
 from .methods import DistillInputs, Method
 from .models import EmbeddingHead
 from .runs import CheckpointError
@@ -235,24 +236,10 @@ def train_step(state: TrainState, index: torch.Tensor) -> Terms:
 
 def check_weights(saved: dict, expected: dict) -> None:
     """The checkpoint's weights are those of this run's networks, in their shapes, and finite."""
-    missing = sorted(expected.keys() - saved.keys())
-    unexpected = sorted(saved.keys() - expected.keys())
-    if missing or unexpected:
+    if misfit := weights_misfit(saved, expected):
         raise CheckpointError(
-            f"the checkpoint's weights are not this run's networks' (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}); delete checkpoint.pt to train the run afresh."
-        )
-    reshaped = [k for k, v in expected.items() if getattr(saved[k], "shape", None) != v.shape]
-    if reshaped:
-        raise CheckpointError(
-            f"the checkpoint's weights do not have this run's shapes (in {', '.join(reshaped[:3])}"
-            "); delete checkpoint.pt to train the run afresh."
-        )
-    bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(
-            f"the checkpoint holds non-finite weights (NaN or inf) in {', '.join(bad[:3])}; "
-            "delete checkpoint.pt to train the run afresh, or lower the learning rate."
+            f"the checkpoint's weights do not fit this run's networks: they {misfit}; delete "
+            "checkpoint.pt to train the run afresh."
         )
 
 

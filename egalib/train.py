@@ -22,7 +22,7 @@ from . import losses
 from .capture import CapturedStep
 from .config import RunConfig, resolve_device
 from .datasets import Dataset, load_dataset
-from .files import first_line
+from .files import described
 from .models.students import fold_batch_norms
 from .runs import CheckpointError, Run
 from .step import Terms, TrainState, check_weights, train_step
@@ -180,7 +180,7 @@ def resume(state: TrainState, checkpoint: dict) -> tuple[int, list[dict], Select
         raise
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
         raise CheckpointError(
-            f"the checkpoint does not fit this run ({type(error).__name__}: {first_line(error)});"
+            f"the checkpoint does not fit this run ({described(error)});"
             " delete checkpoint.pt to train the run afresh."
         ) from None
     return epoch, history, selected

@@ -45,7 +45,7 @@ def test_teacher_interface_is_frozen_and_stays_in_eval():
 
 def test_shipped_teacher_loads_with_its_card():
     t = models.teacher("ssl-fmnist", pretrained=True)
-    shipped = teachers.load_teacher_weights("ssl-fmnist")
+    shipped = torch.load(teachers.TEACHER_DIR / "ssl-fmnist.pt", weights_only=True)
     assert all(torch.equal(v, shipped[k]) for k, v in t.encoder.state_dict().items())
     card = teachers.teacher_card("ssl-fmnist")
     for key in ("command", "config", "wall_time_s", "device", "linear_probe_top1"):
@@ -55,8 +55,41 @@ def test_shipped_teacher_loads_with_its_card():
 
 
 def test_missing_or_corrupt_teacher_weights_say_how_to_fix(tmp_path):
+    encoder = teachers.GridPooledCNN()
     with pytest.raises(FileNotFoundError, match="pretrain-teacher"):
-        teachers.load_teacher_weights("ssl-fmnist", folder=tmp_path)
+        teachers.load_teacher_weights(encoder, "ssl-fmnist", folder=tmp_path)
     (tmp_path / "ssl-fmnist.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="cannot be read.*pretrain-teacher"):
-        teachers.load_teacher_weights("ssl-fmnist", folder=tmp_path)
+        teachers.load_teacher_weights(encoder, "ssl-fmnist", folder=tmp_path)
+
+
+def edited(weights: dict, how: str):
+    first = next(iter(weights))
+    if how == "a list":
+        return list(weights.values())
+    if how == "a renamed weight":
+        return {f"old.{k}" if k == first else k: v for k, v in weights.items()}
+    if how == "a reshaped weight":
+        return weights | {first: weights[first].flatten()}
+    return weights | {first: weights[first].clone().fill_(float(how))}
+
+
+@pytest.mark.parametrize(
+    "how, reason",
+    [
+        ("a list", "its weights are a list, not a dict of named tensors"),
+        ("a renamed weight", r"its weights name other parameters: missing \['layers.0.0.weight'\]"),
+        ("a reshaped weight", "its weights have other shapes in layers.0.0.weight"),
+        ("nan", "its weights hold NaN or inf in layers.0.0.weight"),
+        ("inf", "its weights hold NaN or inf in layers.0.0.weight"),
+    ],
+)
+def test_a_hand_edited_teacher_file_is_refused_in_one_sentence(tmp_path, how, reason):
+    shipped = torch.load(teachers.TEACHER_DIR / "ssl-fmnist.pt", weights_only=True)
+    torch.save(edited(shipped, how), tmp_path / "ssl-fmnist.pt")
+    encoder = teachers.GridPooledCNN()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    with pytest.raises(ValueError, match=f"does not fit teacher 'ssl-fmnist': {reason}") as caught:
+        teachers.load_teacher_weights(encoder, "ssl-fmnist", folder=tmp_path)
+    assert "\n" not in str(caught.value) and str(caught.value).endswith("pretrain-teacher`.")
+    assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())

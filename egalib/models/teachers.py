@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..files import PACKAGE_DATA, load_tensors, read_json
+from ..files import PACKAGE_DATA, load_tensors, read_json, weights_misfit
 from ..views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, ViewSpec
 from .students import conv_bn_relu, wrn_40_2
 
@@ -85,11 +85,12 @@ def ssl_fmnist(pretrained: bool = True, width: int = 32) -> Teacher:
     """The embedded default: SimCLR-pretrained on Fashion-MNIST's 60,000 training images."""
     encoder = GridPooledCNN(1, width)
     if pretrained:
-        encoder.load_state_dict(load_teacher_weights("ssl-fmnist"))
+        load_teacher_weights(encoder, "ssl-fmnist")
     return Teacher(encoder, encoder.feature_dim, 28, 1, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 
 
-def load_teacher_weights(name: str, folder: Path | None = None) -> dict:
+def load_teacher_weights(encoder: nn.Module, name: str, folder: Path | None = None) -> None:
+    """Load the weights of teacher `name` into `encoder`, once the file is checked to fit it."""
     path = Path(folder or TEACHER_DIR) / f"{name}.pt"
     recipe = f"`python -m egalib {TEACHER_RECIPES.get(name, 'pretrain-teacher')}`"
     if not path.is_file():
@@ -97,7 +98,11 @@ def load_teacher_weights(name: str, folder: Path | None = None) -> dict:
             f"weights of teacher {name!r} not found at {path}; run {recipe} to make them "
             "(or restore the shipped file)."
         )
-    return load_tensors(path, f"restore the file from git or remake it with {recipe}.")
+    fix = f"restore the file from git or remake it with {recipe}."
+    weights = load_tensors(path, fix)
+    if misfit := weights_misfit(weights, encoder.state_dict()):
+        raise ValueError(f"{path} does not fit teacher {name!r}: its weights {misfit}; {fix}")
+    encoder.load_state_dict(weights)
 
 
 def teacher_card(name: str, folder: Path | None = None) -> dict:
@@ -186,7 +191,7 @@ def supervised_wrn40(pretrained: bool = True) -> Teacher:
     """WRN-40-2 trained on CIFAR-100 by `python -m egalib train-teacher` (CRD's recipe)."""
     encoder = wrn_40_2(3)
     if pretrained:
-        encoder.load_state_dict(load_teacher_weights("supervised-wrn40"))
+        load_teacher_weights(encoder, "supervised-wrn40")
     return Teacher(encoder, encoder.feature_dim, 32, 3, CLIP_MEAN, CLIP_STD)
 
 
