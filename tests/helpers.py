@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: the loss tests' gradient check, and egalib's command line run as
-a user runs it."""
+"""Helpers shared by the tests: the loss tests' gradient check, egalib's command line run as a
+user runs it, and notebooks read without importing nbformat at collection."""
 
 import subprocess
 import sys
@@ -19,3 +19,12 @@ def finite_with_finite_grads(loss: torch.Tensor, *inputs: torch.Tensor) -> bool:
     """The loss and its gradient with respect to every input are finite."""
     grads = torch.autograd.grad(loss, inputs)
     return torch.isfinite(loss).item() and all(torch.isfinite(g).all().item() for g in grads)
+
+
+def read_notebook(path):
+    """The notebook at `path`, as nbformat version 4. nbformat is imported here, not at the top of
+    a test module: its JSON-schema checker takes seconds to import, and every pytest worker
+    would pay for it while collecting, whether or not it runs a notebook test."""
+    import nbformat
+
+    return nbformat.read(path, as_version=4)

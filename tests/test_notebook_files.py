@@ -3,8 +3,8 @@ in docs/notebooks/ with the same code as the sources."""
 
 import re
 
-import nbformat
 import pytest
+from helpers import read_notebook
 
 from egalib.experiments import demo, notebooks
 
@@ -18,7 +18,7 @@ def test_the_repository_url_has_one_place_and_every_notebook_clones_it():
     assert f'REPO, HOME = "{url}"' in cell and "did not install" in cell
     assert len(SOURCES) == 6
     for path in SOURCES:
-        first = next(c for c in nbformat.read(path, 4).cells if c.cell_type == "code")
+        first = next(c for c in read_notebook(path).cells if c.cell_type == "code")
         assert first.source == cell, f"{path.name}: run `python -m egalib colab-cell`"
 
 
@@ -29,7 +29,7 @@ def test_a_fork_changes_the_url_once_and_the_cells_follow(tmp_path, monkeypatch)
     fork = "https://github.com/someone/egalib-fork"
     assert len(notebooks.write_colab_cells(fork)) == 6
     for path in tmp_path.glob("*.ipynb"):
-        first = next(c for c in nbformat.read(path, 4).cells if c.cell_type == "code")
+        first = next(c for c in read_notebook(path).cells if c.cell_type == "code")
         assert f'"{fork}"' in first.source
     assert notebooks.write_colab_cells(fork) == []  # already written: nothing changes
 
@@ -49,7 +49,7 @@ def test_each_published_notebook_has_its_sources_code_and_its_outputs(source):
     assert notebooks.code_cells(published) == notebooks.code_cells(source), (
         f"{published} drifted from {source}: run `make publish`"
     )
-    notebook = nbformat.read(published, 4)
+    notebook = read_notebook(published)
     injected = [c for c in notebook.cells if notebooks.INJECTED in c.metadata.get("tags", [])]
     assert len(injected) == 1 and 'profile = "demo"' in injected[0].source
     outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
@@ -62,7 +62,7 @@ def test_published_notebooks_show_their_figures():
     images = sum(
         1
         for path in notebooks.PUBLISHED.glob("*.ipynb")
-        for c in nbformat.read(path, 4).cells
+        for c in read_notebook(path).cells
         if c.cell_type == "code"
         for o in c.outputs
         if "image/png" in o.get("data", {})
@@ -82,7 +82,7 @@ def test_no_measured_number_is_typed_into_a_notebook_s_prose(path):
     """Sentences that state a result are generated from the runs in code cells; the markdown
     cells hold no number that a run measures."""
     typed = []
-    for index, cell in enumerate(nbformat.read(path, 4).cells):
+    for index, cell in enumerate(read_notebook(path).cells):
         if cell.cell_type != "markdown":
             continue
         text = re.sub(r"`[^`]*`|\$[^$]*\$|\]\([^)]*\)", "", cell.source)  # code, maths, links

@@ -7,10 +7,10 @@ for its figures and tables, not trusted on its exit code.
 import json
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import read_notebook
 
 from egalib import analysis
 from egalib.config import RunConfig
@@ -43,8 +43,8 @@ def _markdown(nb) -> str:
 
 @pytest.mark.parametrize("name", STORY)
 def test_committed_story_notebook_layout(name):
-    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
-    first = nbformat.read(NOTEBOOK_DIR / "01_graph_building.ipynb", as_version=4)
+    nb = read_notebook(NOTEBOOK_DIR / name)
+    first = read_notebook(NOTEBOOK_DIR / "01_graph_building.ipynb")
     colab = next(c for c in first.cells if c.cell_type == "code").source
     assert nb.cells[0].cell_type == "markdown" and "**Needs**" in nb.cells[0].source
     assert nb.cells[1].cell_type == "code" and nb.cells[1].source == colab
@@ -68,7 +68,7 @@ def story(tmp_path_factory):
         out = execute_notebook(
             name, {"profile": "smoke", "runs_dir": str(runs_dir)}, runs_dir / "notebooks"
         )
-        executed[name] = nbformat.read(out, as_version=4)
+        executed[name] = read_notebook(out)
     return runs_dir, executed
 
 
@@ -265,7 +265,7 @@ def test_write_tables_and_notebook_05_on_fabricated_runs(tmp_path):
         {"profile": "smoke", "runs_dir": str(tmp_path)},
         tmp_path / "notebooks",
     )
-    nb = nbformat.read(out, as_version=4)
+    nb = read_notebook(out)
     html = _html(nb)
     assert _text(77.00, ega_r8, best=True, bold=("<b>", "</b>")) in html
     assert _text(72.00, _paper("architectures", "sequential", R8, "cifar100", "KD")) in html

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-import nbformat
 import pytest
+from helpers import read_notebook
 
 from egalib.experiments.demo import NOTEBOOK_DIR, execute_notebook
 
@@ -18,7 +18,7 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_committed_notebook_is_stripped_and_has_parameters(name):
-    nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    nb = read_notebook(NOTEBOOK_DIR / name)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
@@ -31,7 +31,7 @@ def _images(nb) -> int:
 def test_notebook_01_runs_at_smoke_size_and_reads_the_ega_run(tmp_path):
     parameters = {"profile": "smoke", "runs_dir": str(tmp_path)}
     out = execute_notebook("01_graph_building.ipynb", parameters, tmp_path / "notebooks")
-    nb = nbformat.read(out, as_version=4)
+    nb = read_notebook(out)
     assert _images(nb) == 2  # the graphs before and after training
     tables = [o for c in nb.cells for o in c.get("outputs", []) if "text/html" in o.get("data", {})]
     assert any(
@@ -41,8 +41,8 @@ def test_notebook_01_runs_at_smoke_size_and_reads_the_ega_run(tmp_path):
         assert (tmp_path / "figures" / name).stat().st_size > 10_000
     (metrics,) = tmp_path.glob("*_ega_*/metrics.json")  # the run it trained, being missing
     stamp = metrics.stat().st_mtime_ns
-    again = nbformat.read(
-        execute_notebook("01_graph_building.ipynb", parameters, tmp_path / "again"), as_version=4
+    again = read_notebook(
+        execute_notebook("01_graph_building.ipynb", parameters, tmp_path / "again")
     )
     assert metrics.stat().st_mtime_ns == stamp  # read back, not trained again
     assert _images(again) == 2
@@ -54,7 +54,7 @@ def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path, capfd):
 
     parameters = {"profile": "smoke", "runs_dir": str(tmp_path)}
     out = execute_notebook("02_distillation.ipynb", parameters, tmp_path / "notebooks")
-    nb = nbformat.read(out, as_version=4)
+    nb = read_notebook(out)
     assert _images(nb) == 1
     html = "".join(
         o["data"].get("text/html", "")
@@ -80,7 +80,7 @@ def test_notebook_06_reruns_the_study_at_smoke_size_and_draws_its_three_figures(
         {"profile": "smoke", "runs_dir": str(tmp_path), "parallel": 1},
         tmp_path / "notebooks",
     )
-    nb = nbformat.read(out, as_version=4)
+    nb = read_notebook(out)
     assert _images(nb) == 3
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "EGA minus vanilla in validation top-1, paired over 1 seed(s): batch 8 (0.7" in text

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
+from helpers import read_notebook
 from test_browser import CHROMIUM, _missing
 
 pytestmark = pytest.mark.integration
@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((REPO / "docs" / "notebooks").glob("0*.ipynb"))
 
 
 def figures_in(path: Path) -> int:
-    cells = nbformat.read(path, 4).cells
+    cells = read_notebook(path).cells
     return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
 
 
