@@ -88,6 +88,20 @@ def read_json(path: Path, fix: str):
         raise ValueError(f"{path} is not valid JSON ({first_line(cause)}); {fix}") from None
 
 
+def read_table(path: Path, fix: str, columns: tuple[str, ...]):
+    """pandas.read_csv of a file that must hold `columns`; any other file is one sentence naming
+    it and `fix`."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except ValueError as cause:  # pandas' parser and empty-file errors, and decoding
+        raise ValueError(f"{path} is not a CSV table ({first_line(cause)}); {fix}") from None
+    if missing := [c for c in columns if c not in table.columns]:
+        raise ValueError(f"{path} lacks the columns {', '.join(missing)}; {fix}")
+    return table
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickles plain data only: containers, strings and numbers, and numpy arrays (what the
     CIFAR-100 files hold). Any other global, the way a crafted pickle runs code, is refused

@@ -19,6 +19,7 @@ from .files import (
     load_tensors,
     provenance,
     read_json,
+    read_table,
 )
 
 START_AFRESH = "delete that run folder to start the run afresh."
@@ -117,16 +118,7 @@ class Run:
     @property
     def history(self):
         """history.csv, one row an epoch; a file that is not such a table is one sentence."""
-        import pandas as pd
-
-        path, fix = self.path / "history.csv", START_AFRESH
-        try:
-            table = pd.read_csv(path)
-        except ValueError as cause:  # pandas' parser and empty-file errors, and decoding
-            raise ValueError(f"{path} is not a CSV table ({first_line(cause)}); {fix}") from None
-        if "epoch" not in table.columns:
-            raise ValueError(f"{path} has no epoch column, so it is no run's history; {fix}")
-        return table
+        return read_table(self.path / "history.csv", START_AFRESH, columns=("epoch",))
 
     def write_history(self, history: list[dict]) -> None:
         import pandas as pd

@@ -93,3 +93,10 @@ def test_a_hand_edited_teacher_file_is_refused_in_one_sentence(tmp_path, how, re
         teachers.load_teacher_weights(encoder, "ssl-fmnist", folder=tmp_path)
     assert "\n" not in str(caught.value) and str(caught.value).endswith("pretrain-teacher`.")
     assert all(torch.equal(v, before[k]) for k, v in encoder.state_dict().items())
+
+
+@pytest.mark.parametrize("card", ["[]", "{}", '{"linear_probe_top1": "90"}'])
+def test_a_teacher_card_without_its_probe_number_is_refused(tmp_path, card):
+    (tmp_path / "ssl-fmnist.json").write_text(card)
+    with pytest.raises(ValueError, match="is not a teacher card: it needs a number under"):
+        teachers.teacher_card("ssl-fmnist", folder=tmp_path)

@@ -6,14 +6,22 @@ Its `protocol` column says `sequential` (teacher head trained first: egalib's `p
 
 import pandas as pd
 
-from ..files import PACKAGE_DATA
+from ..files import PACKAGE_DATA, read_table
 
 PROTOCOLS = {"sequential": "pretrained", "simultaneous": "joint"}
+COLUMNS = ("table", "teacher", "student", "dataset", "method", "protocol", "top1")
 
 
 def paper_results() -> pd.DataFrame:
     """One row per table cell, with egalib's method and protocol names added."""
-    table = pd.read_csv(PACKAGE_DATA / "paper" / "results.csv")
+    path, fix = PACKAGE_DATA / "paper" / "results.csv", "restore the file from git."
+    table = read_table(path, fix, COLUMNS)
+    words = pd.to_numeric(table["top1"], errors="coerce").isna() & table["top1"].notna()
+    if words.any() or not table["protocol"].isin(list(PROTOCOLS)).all():
+        raise ValueError(
+            f"{path} needs a number (or nothing) in every top1 cell and a protocol of "
+            f"{' or '.join(PROTOCOLS)} in every row; {fix}"
+        )
     table["egalib_method"] = table["method"].str.lower()
     table["egalib_protocol"] = table["protocol"].map(PROTOCOLS)
     return table
