@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from helpers import run_egalib
 
-from egalib.experiments import compare
+from egalib.experiments import cluster, compare
 
 
 def test_the_interval_is_students_t_over_the_paired_differences():
@@ -100,6 +100,12 @@ def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by
     frame = load_runs(tmp_path, unreadable)
     assert frame.method.tolist() == ["vanilla"]
     assert len(unreadable) == 1 and str(broken / "config.json") in unreadable[0]
+
+
+def test_status_of_a_folder_that_is_not_there_says_so(tmp_path):
+    with pytest.raises(ValueError, match="there is no folder .*typo; give the --runs-dir"):
+        cluster.folder_status(tmp_path / "typo")
+    assert cluster.folder_status(tmp_path) == ["0 finished, 0 running, 0 failed, 0 missing"]
 
 
 @pytest.mark.integration

@@ -336,6 +336,8 @@ def cell_status(configs: list[RunConfig]):
 def folder_status(runs_dir: str | Path) -> list[str]:
     """One line per run folder under `runs_dir` (any folder with a config.json: trained here,
     by a study, by `reproduce` or on Slurm): its state, name and detail; then the counts."""
+    if not Path(runs_dir).is_dir():
+        raise ValueError(f"there is no folder {runs_dir}; give the --runs-dir that train used.")
     lines, counts = [], dict.fromkeys(STATES, 0)
     for path in sorted(Path(runs_dir).glob("*/config.json")):
         folder = path.parent

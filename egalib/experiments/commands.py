@@ -101,8 +101,8 @@ def cmd_status(args) -> None:
     from .reproduce import table_configs
 
     if not args.table:
-        print(f"run folders under {args.runs_dir}:")
-        print("\n".join(folder_status(args.runs_dir)))
+        lines = folder_status(args.runs_dir)
+        print(f"run folders under {args.runs_dir}:", *lines, sep="\n")
         return
     overrides = {"runs_dir": args.runs_dir, "epochs": args.epochs}
     for table in TABLES if "all" in args.table else args.table:
