@@ -232,6 +232,8 @@ class Source:
 
 def as_tensors(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     labels = np.asarray(labels, dtype=np.int64)
+    if num_classes < 2:
+        raise ValueError(f"{num_classes} class(es), where a classifier needs at least 2")
     if np.ndim(images) != 4:
         raise ValueError(f"images of shape {np.shape(images)}, where (N, C, H, W) was expected")
     if len(labels) != len(images):

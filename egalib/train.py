@@ -35,9 +35,17 @@ Step = Callable[[torch.Tensor], Terms]
 
 
 def prepare_data(config: RunConfig, device: torch.device) -> Dataset:
-    data = load_dataset(config.dataset)
+    """The run's images on `device`: at least 2 to train on (batch norm and the graph relate
+    two) and 1 to test on."""
     parts = (config.train_size, config.val_size, config.test_size, config.seed)
-    return data.split(*parts).to(device)
+    data = load_dataset(config.dataset).split(*parts)
+    if len(data.train_labels) < 2 or len(data.test_labels) < 1:
+        raise ValueError(
+            f"{config.dataset} leaves this run {len(data.train_labels)} training and "
+            f"{len(data.test_labels)} test images, where at least 2 and 1 are needed; give a "
+            "smaller val_size or a dataset with more images."
+        )
+    return data.to(device)
 
 
 def step_function(state: TrainState) -> Step:

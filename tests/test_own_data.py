@@ -149,6 +149,25 @@ def test_a_tensor_dataset_loads_and_refuses_what_is_not_uint8_images(registered)
     registered("labels", egalib.TensorSource(images, labels + 5, images, labels, "ab"))
     with pytest.raises(ValueError, match=r"'labels': labels outside 0..1\.$"):
         load_dataset("labels")
+    registered("one", egalib.TensorSource(images, labels * 0, images, labels * 0, ["a"]))
+    with pytest.raises(ValueError, match=r"'one': 1 class\(es\), where a classifier needs at"):
+        load_dataset("one")
+
+
+@pytest.mark.parametrize("train, test", [(0, 4), (1, 4), (12, 0)])
+def test_a_run_with_too_few_images_to_train_or_test_on_is_refused(registered, train, test):
+    from egalib.config import RunConfig
+    from egalib.train import prepare_data
+
+    images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(12) % 2
+    parts = (images[:train], labels[:train], images[:test], labels[:test], ("a", "b"))
+    registered("few", egalib.TensorSource(*parts))
+    config = RunConfig.from_profile(
+        "smoke", dataset="few", train_size=None, val_size=0, test_size=None, method="vanilla"
+    )
+    with pytest.raises(ValueError, match=f"leaves this run {train} training and {test} test"):
+        prepare_data(config, torch.device("cpu"))
 
 
 def test_a_dataset_name_of_egalib_s_own_is_refused(tmp_path):
