@@ -158,10 +158,8 @@ def weights_misfit(saved, expected: dict) -> str:
     can): a dict of the same names and shapes, all finite."""
     if not isinstance(saved, dict):
         return f"are a {type(saved).__name__}, not a dict of named tensors"
-    missing, unexpected = (
-        sorted(expected.keys() - saved.keys()),
-        sorted(saved.keys() - expected.keys()),
-    )
+    missing = sorted(expected.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - expected.keys())
     if missing or unexpected:
         return f"name other parameters: missing {missing[:3]}, unexpected {unexpected[:3]}"
     reshaped = [k for k, v in expected.items() if getattr(saved[k], "shape", None) != v.shape]

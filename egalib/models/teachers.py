@@ -107,12 +107,11 @@ def load_teacher_weights(encoder: nn.Module, name: str, folder: Path | None = No
 
 def teacher_card(name: str, folder: Path | None = None) -> dict:
     """The JSON shipped beside a teacher's weights: how it was made and its linear probe."""
-    path = Path(folder or TEACHER_DIR) / f"{name}.json"
-    card = read_json(path, "restore the file from git.")
+    path, fix = Path(folder or TEACHER_DIR) / f"{name}.json", "restore the file from git."
+    card = read_json(path, fix)
     if not isinstance(card, dict) or not isinstance(card.get("linear_probe_top1"), int | float):
         raise ValueError(
-            f"{path} is not a teacher card: it needs a number under 'linear_probe_top1'; "
-            "restore the file from git."
+            f"{path} is not a teacher card: it needs a number under 'linear_probe_top1'; {fix}"
         )
     return card
 
