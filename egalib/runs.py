@@ -23,6 +23,7 @@ from .files import (
 )
 
 START_AFRESH = "delete that run folder to start the run afresh."
+LOCK = "lock"  # the file whose flock a trainer holds (`Run.lock`)
 
 
 def stored_config(run: "Run", kind) -> dict:
@@ -107,7 +108,7 @@ class Run:
         trainer's pid. The kernel drops a flock when its process dies, so the file a killed
         trainer leaves behind is stale and blocks nothing."""
         try:
-            with exclusive(self.path / "lock", wait=False):
+            with exclusive(self.path / LOCK, wait=False):
                 yield
         except BlockingIOError as held:
             raise RunBusyError(

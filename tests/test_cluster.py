@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from egalib import datasets
 from egalib.config import RunConfig
 from egalib.experiments import cluster
-from egalib.runs import Run
+from egalib.experiments.cli import main
+from egalib.runs import Run, RunBusyError
 
 TIMING = ("seconds", "images_per_s", "wall_s")
 LOCAL = cluster.SlurmOptions(gpus=0, time_min=30, mem_gb=1, cpus=1)  # CPU-only local jobs
@@ -236,6 +238,59 @@ def test_a_job_that_neither_sacct_nor_squeue_lists_is_over(tmp_path, monkeypatch
     (bin_dir / "squeue").write_text("#!/bin/sh\nexit 1\n")  # squeue cannot be asked
     state, detail = cluster.cell_states([config])[0]
     assert state == "running" and "state unknown" in detail
+
+
+def test_a_run_trained_outside_a_dispatch_reads_running_while_it_holds_its_lock(tmp_path):
+    config = cell(tmp_path, "vanilla")
+    path = Run.open(config).path
+    assert cluster.cell_states([config]) == [("missing", "")]
+    with Run(path).lock():  # as `python -m egalib train` holds it: no job.json
+        written = (path / "lock").read_text()
+        [(state, detail)] = cluster.cell_states([config])
+        assert (path / "lock").read_text() == written  # the probe writes nothing
+    assert state == "running" and detail.startswith(f"process {os.getpid()} holds its lock")
+    assert "epoch 0/1" in detail
+    assert cluster.cell_states([config]) == [("missing", "")]  # released: nobody trains it
+    over = {"executor": "local", "job_id": str(dead_pid()), "host": socket.gethostname()}
+    (path / "job.json").write_text(json.dumps(over))  # an earlier dispatch's job, ended
+    assert cluster.cell_states([config])[0][0] == "failed"
+    with Run(path).lock():
+        assert cluster.cell_states([config])[0][0] == "running"
+    assert cluster.pending([config]) == [config]
+
+
+def test_a_failure_is_recorded_for_status_but_not_for_a_busy_run_or_a_missing_folder(tmp_path):
+    with pytest.raises(ValueError), cluster.failure_recorded(tmp_path / "none"):
+        raise ValueError("no data")
+    assert not (tmp_path / "none").exists()  # nothing made where no run folder was
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="no data"):  # not the record's own OSError
+        with cluster.failure_recorded(tmp_path / "a-file" / "run"):
+            raise ValueError("no data")
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(RunBusyError), cluster.failure_recorded(run):
+        raise RunBusyError("another process trains it")
+    assert not (run / "error.txt").exists()  # the other process's run has not failed
+    with pytest.raises(ValueError), cluster.failure_recorded(run):
+        raise ValueError("no data")
+    assert (run / "error.txt").read_text().splitlines()[-1] == "ValueError: no data"
+    with cluster.failure_recorded(run):
+        pass
+    assert not (run / "error.txt").exists()  # a new attempt clears the old error
+
+
+def test_a_train_that_fails_before_its_first_epoch_reads_failed_with_its_error(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(datasets, "DATA_DIR", tmp_path / "no-data")
+    runs = tmp_path / "runs"
+    flags = ["--profile", "smoke", "--dataset", "cifar100", "--runs-dir", str(runs)]
+    assert main(["train", *flags]) == 2
+    said = capsys.readouterr().err.strip().removeprefix("error: ")
+    [line, counts] = cluster.folder_status(runs)
+    assert line.startswith("failed ") and line.endswith(said), (line, said)
+    assert counts == "0 finished, 0 running, 1 failed, 0 missing"
 
 
 @pytest.mark.integration

@@ -56,10 +56,13 @@ def config_from_args(args) -> RunConfig:
 
 def cmd_train(args) -> None:
     from ..train import fit
+    from .cluster import failure_recorded
 
     config = config_from_args(args)
     for seed in args.seeds or [config.seed]:  # one run folder per seed
-        run = fit(replace(config, seed=seed))
+        seeded = replace(config, seed=seed)
+        with failure_recorded(seeded.run_path):  # for `status`, as a dispatched job's
+            run = fit(seeded)
         print(f"run folder: {run.path}\n{json.dumps(run.metrics, indent=2)}")
 
 

@@ -6,12 +6,14 @@ cell (`submit_cells`), with its logs in runs/<name>/slurm/. A `Launcher` does th
 until every cell is over, for the commands that read the runs afterwards (study, compare).
 
 Every dispatched cell gets a marker, runs/<name>/job.json (executor, job id, host, submit
-time); a job that raises writes its traceback to runs/<name>/error.txt. A cell is then
+time); a job that raises, or a `train` run by hand, writes its traceback to
+runs/<name>/error.txt. A cell is then
 
     finished  metrics.json is there;
     failed    error.txt is there, or the marker's job has ended without metrics.json;
-    running   the marker's job is alive (a local pid, or a Slurm job not in a terminal state);
-    missing   no marker (a checkpoint left by an earlier run is resumed when it is dispatched).
+    running   the marker's job is alive (a local pid, or a Slurm job not in a terminal state),
+              or, with no live job, a process holds the run's lock (a `train` run by hand);
+    missing   none of those (a checkpoint left by an earlier run resumes when dispatched).
 
 A job killed by the scheduler (pre-emption, time limit) gets submitit's signal; `CellJob` has
 submitit's `checkpoint()`, so submitit requeues the same callable, and `fit` resumes from
@@ -20,6 +22,7 @@ checkpoint.pt.
 
 import collections
 import contextlib
+import fcntl
 import json
 import multiprocessing
 import os
@@ -35,7 +38,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..files import atomic_write_text
-from ..runs import Run
+from ..runs import LOCK, Run, RunBusyError
 
 EXECUTORS = ("local", "slurm")
 STATES = ("finished", "running", "failed", "missing")
@@ -74,6 +77,25 @@ class SlurmOptions:
     max_requeues: int = 10  # time-outs a job may be requeued after (pre-emptions are free)
 
 
+@contextlib.contextmanager
+def failure_recorded(path: Path):
+    """Any old error.txt removed; the traceback of an exception raised in the block written to
+    `path`/error.txt, where `status` finds it. Not SystemExit (submitit requeuing a job), not a
+    refusal because another process trains the run, and nothing where no run folder was made.
+    A record that cannot be written is left out: the exception itself still propagates."""
+    with contextlib.suppress(OSError):  # a runs_dir that is a file, or not writable
+        (path / ERROR).unlink(missing_ok=True)
+    try:
+        yield
+    except RunBusyError:
+        raise
+    except Exception:
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                atomic_write_text(path / ERROR, traceback.format_exc())
+        raise
+
+
 class CellJob:
     """Train one cell: `fit` it, writing error.txt on failure.
 
@@ -96,15 +118,11 @@ class CellJob:
         from ..train import fit
 
         load_plugins()  # in a worker or a Slurm job: the plugins that its parent imported
-        (self.path / ERROR).unlink(missing_ok=True)
         done, epochs = epochs_done(self.path), self.config.epochs
         start = f"resuming after epoch {done}" if done else "starting"
         print(f"{self.config.run_name}: {start} of {epochs} (pid {os.getpid()})", flush=True)
-        try:
+        with failure_recorded(self.path):
             run = fit(self.config, progress=False, on_epoch_end=self._epoch_end, memo=self.memo)
-        except Exception:  # not SystemExit: that is submitit requeuing the job
-            atomic_write_text(self.path / ERROR, traceback.format_exc())
-            raise
         print(f"{self.config.run_name}: finished, top-1 {run.metrics['top1']:.2f} %", flush=True)
         return str(run.path)
 
@@ -176,6 +194,21 @@ def _proc_stat(pid: int) -> list[str] | None:
 def _pid_start(pid: int) -> str | None:
     fields = _proc_stat(pid)
     return fields[19] if fields and len(fields) > 19 else None
+
+
+def lock_holder(path: Path) -> str | None:
+    """The pid written in a run folder's lock while a process holds it, else None. The probe is
+    a shared flock taken and dropped at once on a read-only handle: it never writes the file."""
+    try:
+        fd = os.open(path / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # no lock file: nothing ever trained here
+        return None
+    with os.fdopen(fd) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip() or "?"
+    return None
 
 
 def pid_alive(pid: int, start: str | None = None) -> bool:
@@ -284,15 +317,19 @@ def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
     error = _last_line(path / ERROR)
     if error is not None:
         return "failed", error or "error.txt is empty"
-    marker = read_marker(path)
+    marker, holder = read_marker(path), lock_holder(path)
+    by_hand = "running", f"process {holder} holds its lock (no dispatched job), {progress}"
     if marker is None:
-        return "missing", f"{progress} checkpointed; resumes when dispatched" if done else ""
+        missing = f"{progress} checkpointed; resumes when dispatched" if done else ""
+        return by_hand if holder else ("missing", missing)
     label = f"{marker.get('executor')} job {marker.get('job_id')}"
     alive, seen = _job_alive(marker, states)
     paths = _job_paths(marker)
     if alive is None and paths is not None and paths.result_pickle.is_file():
         alive = False  # submitit wrote the job's outcome: it is over
     if alive is False:
+        if holder:  # the job is over, and a `train` by hand has taken the run since
+            return by_hand
         why = (_last_line(paths.stderr) if paths is not None else None) or "the job ended"
         return "failed", f"{why} [{label}{f' {seen}' if seen else ''}, no metrics.json]"
     if alive is None:
