@@ -256,6 +256,7 @@ def test_a_run_trained_outside_a_dispatch_reads_running_while_it_holds_its_lock(
     assert cluster.cell_states([config])[0][0] == "failed"
     with Run(path).lock():
         assert cluster.cell_states([config])[0][0] == "running"
+        assert cluster.pending([config]) == []  # a dispatch leaves it to its trainer
     assert cluster.pending([config]) == [config]
 
 
