@@ -241,7 +241,7 @@ def test_a_job_that_neither_sacct_nor_squeue_lists_is_over(tmp_path, monkeypatch
 
 
 def test_a_run_trained_outside_a_dispatch_reads_running_while_it_holds_its_lock(tmp_path):
-    config = cell(tmp_path, "vanilla")
+    config = cell(tmp_path, "vanilla", epochs=2)
     path = Run.open(config).path
     assert cluster.cell_states([config]) == [("missing", "")]
     with Run(path).lock():  # as `python -m egalib train` holds it: no job.json
@@ -249,8 +249,11 @@ def test_a_run_trained_outside_a_dispatch_reads_running_while_it_holds_its_lock(
         [(state, detail)] = cluster.cell_states([config])
         assert (path / "lock").read_text() == written  # the probe writes nothing
     assert state == "running" and detail.startswith(f"process {os.getpid()} holds its lock")
-    assert "epoch 0/1" in detail
+    assert "epoch 0/2" in detail
     assert cluster.cell_states([config]) == [("missing", "")]  # released: nobody trains it
+    (path / "history.csv").write_text("epoch,val_acc\n1,0.1\n")  # stopped after its epoch 1
+    checkpointed = "epoch 1/2 checkpointed; resumes when trained again"
+    assert cluster.cell_states([config]) == [("missing", checkpointed)]
     over = {"executor": "local", "job_id": str(dead_pid()), "host": socket.gethostname()}
     (path / "job.json").write_text(json.dumps(over))  # an earlier dispatch's job, ended
     assert cluster.cell_states([config])[0][0] == "failed"

@@ -13,7 +13,7 @@ runs/<name>/error.txt. A cell is then
     failed    error.txt is there, or the marker's job has ended without metrics.json;
     running   the marker's job is alive (a local pid, or a Slurm job not in a terminal state),
               or, with no live job, a process holds the run's lock (a `train` run by hand);
-    missing   none of those (a checkpoint left by an earlier run resumes when dispatched).
+    missing   none of those (a checkpoint left by an earlier run resumes when trained again).
 
 A job killed by the scheduler (pre-emption, time limit) gets submitit's signal; `CellJob` has
 submitit's `checkpoint()`, so submitit requeues the same callable, and `fit` resumes from
@@ -320,7 +320,7 @@ def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
     marker, holder = read_marker(path), lock_holder(path)
     by_hand = "running", f"process {holder} holds its lock (no dispatched job), {progress}"
     if marker is None:
-        missing = f"{progress} checkpointed; resumes when dispatched" if done else ""
+        missing = f"{progress} checkpointed; resumes when trained again" if done else ""
         return by_hand if holder else ("missing", missing)
     label = f"{marker.get('executor')} job {marker.get('job_id')}"
     alive, seen = _job_alive(marker, states)
