@@ -36,13 +36,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_munge() -> None:
-    """munged, as the munge user, unless it already answers."""
+def start_munge() -> bool:
+    """munged, as the munge user, unless it already answers; whether this started it."""
     if subprocess.run(["munge", "-n"], capture_output=True).returncode == 0:
-        return
+        return False
     Path("/run/munge").mkdir(exist_ok=True)
     shutil.chown("/run/munge", "munge", "munge")
     subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True)
+    return True
 
 
 def slurm_conf(folder: Path) -> str:
@@ -73,7 +74,8 @@ def slurm_conf(folder: Path) -> str:
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    """SLURM_CONF of a running one-node cluster; its daemons stop when the module ends."""
+    """SLURM_CONF of a running one-node cluster; its daemons, and a munged it started, stop
+    when the module ends."""
     if not all(shutil.which(b) for b in (*DAEMONS, "sbatch", "munged")) or os.geteuid() != 0:
         pytest.skip("needs root and Debian's slurm-wlm and munge (make test installs them)")
     folder = tmp_path_factory.mktemp("slurm")
@@ -81,11 +83,11 @@ def slurm(tmp_path_factory):
         (folder / sub).mkdir()
     conf = folder / "slurm.conf"
     conf.write_text(slurm_conf(folder))
-    start_munge()
+    started_munge = start_munge()
     previous, os.environ["SLURM_CONF"] = os.environ.get("SLURM_CONF"), str(conf)
-    for daemon in DAEMONS:
-        subprocess.run([daemon, "-f", str(conf)], check=True)
     try:
+        for daemon in DAEMONS:
+            subprocess.run([daemon, "-f", str(conf)], check=True)
         deadline = time.time() + 60
         while "idle" not in sinfo():
             assert time.time() < deadline, f"the node never became idle: {sinfo()}"
@@ -93,6 +95,8 @@ def slurm(tmp_path_factory):
         yield conf
     finally:
         stop_cluster(folder)
+        if started_munge:  # one that ran before the tests is left running
+            subprocess.run(["runuser", "-u", "munge", "--", "munged", "--stop"], check=False)
         os.environ.pop("SLURM_CONF")
         if previous is not None:
             os.environ["SLURM_CONF"] = previous
