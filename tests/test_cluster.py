@@ -4,6 +4,7 @@ No Slurm here: submitit's local executor runs the jobs through the same `submit_
 submits to Slurm (only the cluster name differs), with the same signal handling and requeuing.
 """
 
+import fcntl
 import json
 import os
 import signal
@@ -261,6 +262,11 @@ def test_a_run_trained_outside_a_dispatch_reads_running_while_it_holds_its_lock(
         assert cluster.cell_states([config])[0][0] == "running"
         assert cluster.pending([config]) == []  # a dispatch leaves it to its trainer
     assert cluster.pending([config]) == [config]
+    with open(path / "lock", "wb") as held:  # held by a process that wrote no pid, but bytes
+        held.write(b"\xff\xfe" * 1000)
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert cluster.lock_holder(path) == "\ufffd" * 40
 
 
 def test_a_failure_is_recorded_for_status_but_not_for_a_busy_run_or_a_missing_folder(tmp_path):

@@ -203,11 +203,11 @@ def lock_holder(path: Path) -> str | None:
         fd = os.open(path / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:  # no lock file: nothing ever trained here
         return None
-    with os.fdopen(fd) as f:
+    with os.fdopen(fd, errors="replace") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return f.read().strip() or "?"
+            return f.read(40).strip() or "?"  # a pid; the file is read as untrusted
     return None
 
 
