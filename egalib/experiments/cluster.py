@@ -305,6 +305,15 @@ def _last_line(path: Path | None) -> str | None:
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
+def _held_by_hand(path: Path, progress: str) -> tuple[str, str] | None:
+    """("running", ...) when a process holds the run's lock though no live job is on record;
+    asked only then, so that a live job's cell costs no lock probe."""
+    holder = lock_holder(path)
+    if holder is None:
+        return None
+    return "running", f"process {holder} holds its lock (no dispatched job), {progress}"
+
+
 def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
     path, run = config.run_path, Run(config.run_path)
     if run.finished:
@@ -317,21 +326,19 @@ def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
     error = _last_line(path / ERROR)
     if error is not None:
         return "failed", error or "error.txt is empty"
-    marker, holder = read_marker(path), lock_holder(path)
-    by_hand = "running", f"process {holder} holds its lock (no dispatched job), {progress}"
+    marker = read_marker(path)
     if marker is None:
         missing = f"{progress} checkpointed; resumes when trained again" if done else ""
-        return by_hand if holder else ("missing", missing)
+        return _held_by_hand(path, progress) or ("missing", missing)
     label = f"{marker.get('executor')} job {marker.get('job_id')}"
     alive, seen = _job_alive(marker, states)
     paths = _job_paths(marker)
     if alive is None and paths is not None and paths.result_pickle.is_file():
         alive = False  # submitit wrote the job's outcome: it is over
-    if alive is False:
-        if holder:  # the job is over, and a `train` by hand has taken the run since
-            return by_hand
+    if alive is False:  # unless a `train` by hand has taken the run since the job ended
         why = (_last_line(paths.stderr) if paths is not None else None) or "the job ended"
-        return "failed", f"{why} [{label}{f' {seen}' if seen else ''}, no metrics.json]"
+        failed = "failed", f"{why} [{label}{f' {seen}' if seen else ''}, no metrics.json]"
+        return _held_by_hand(path, progress) or failed
     if alive is None:
         where = f" {seen}" if seen else ""
         return "running", f"{label}{where}: state unknown, assumed running; {progress}"
