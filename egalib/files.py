@@ -185,12 +185,12 @@ def exclusive(path: Path, wait: bool):
             f"{path} is a symbolic link, which egalib does not follow for a lock file; remove "
             "it (the run or the cache keeps its files beside it)."
         ) from None
-    with os.fdopen(fd, "r+") as f:
+    with os.fdopen(fd, "r+", errors="replace") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             f.seek(0)
-            raise BlockingIOError(f.read().strip() or "?") from None
+            raise BlockingIOError(f.read(40).strip() or "?") from None  # the holder's pid
         f.truncate(0)
         f.write(f"{os.getpid()}\n")
         f.flush()

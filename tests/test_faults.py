@@ -2,6 +2,7 @@
 sentence with nothing half-written left, durable writes, and one trainer per run folder."""
 
 import errno
+import fcntl
 import math
 import os
 import shutil
@@ -206,6 +207,17 @@ def test_a_second_trainer_of_one_folder_is_refused_with_the_first_pid(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_held_lock_that_holds_no_pid_but_bytes_is_still_one_sentence(tmp_path):
+    (tmp_path / "run").mkdir()
+    with open(tmp_path / "run" / "lock", "wb") as held:
+        held.write(b"\xff\xfe" * 1000)
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RunBusyError, match="being trained by process \ufffd{40};"):
+            with Run(tmp_path / "run").lock():
+                pass
 
 
 def test_a_lock_left_by_a_dead_process_is_stale(tmp_path):
