@@ -36,6 +36,15 @@ class WriteError(OSError):
     """A file could not be written; the message names it, the cause and the fix."""
 
 
+def write_error(action: str, path: Path, error: OSError) -> WriteError:
+    """One sentence for a file egalib could not write: which file, why, and what to do."""
+    return WriteError(
+        f"could not {action} {path} ({(error.strerror or str(error)).lower()}); free space or fix "
+        "the permissions there, or choose another folder (--runs-dir, or EGALIB_CACHE for the "
+        "cache)."
+    )
+
+
 def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
     """Write `data` (bytes, or chunks of them, for a file larger than memory) through a temporary
     file in the same folder, synced to disk, then rename and sync the folder (as databases do):
@@ -62,10 +71,7 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
             os.unlink(tmp)
         if not isinstance(error, OSError):
             raise
-        raise WriteError(
-            f"could not write {path} ({(error.strerror or str(error)).lower()}); free space or fix "
-            "the permissions there, or choose another folder (--runs-dir)."
-        ) from None
+        raise write_error("write", path, error) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -179,11 +185,15 @@ def exclusive(path: Path, wait: bool):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as error:
-        if error.errno != errno.ELOOP:
-            raise
+        kinds = {
+            errno.ELOOP: "a symbolic link, which egalib does not follow",
+            errno.EISDIR: "a folder",
+        }
+        if error.errno not in kinds:
+            raise write_error("open the lock file", path, error) from None
         raise WriteError(
-            f"{path} is a symbolic link, which egalib does not follow for a lock file; remove "
-            "it (the run or the cache keeps its files beside it)."
+            f"{path} is {kinds[error.errno]}, not a lock file; remove it (the run or the cache "
+            "keeps its files beside it)."
         ) from None
     with os.fdopen(fd, "r+", errors="replace") as f:
         try:

@@ -249,3 +249,27 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_p
         with run.lock():
             pass
     assert target.read_text() == "keep me\n"
+
+
+def test_a_lock_that_is_a_folder_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "run" / "lock").mkdir(parents=True)
+    argv = ["train", "--profile", "smoke", "--runs-dir", str(tmp_path), "--name", "run"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"error: {tmp_path / 'run' / 'lock'} is a folder, not a lock file; remove it "
+        "(the run or the cache keeps its files beside it)."
+    )
+
+
+def test_a_lock_that_cannot_be_opened_names_it_and_the_cause(tmp_path, monkeypatch):
+    def refuse(*args):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(files.os, "open", refuse)
+    with pytest.raises(files.WriteError) as refused:
+        with files.exclusive(tmp_path / "lock", wait=False):
+            pass
+    assert str(refused.value).startswith(
+        f"could not open the lock file {tmp_path / 'lock'} (permission denied); "
+    )
