@@ -13,9 +13,7 @@ FMNIST := train-images-idx3-ubyte.gz
 demo: $(STAMP) data
 	$(PY) -m egalib demo
 
-test: $(STAMP) data browser slurm
-	$(PY) -m ruff check egalib tests benchmarks
-	$(PY) -m ruff format --check egalib tests benchmarks
+test: lint data browser slurm
 	$(PY) -m pytest
 
 # The unit tests alone: everything but the tests marked `integration` (notebooks, the browser,
@@ -33,9 +31,11 @@ docs: $(STAMP)
 	$(PY) -m sphinx -q -b html docs docs/_build/html
 	@echo "site: docs/_build/html/index.html"
 
+# ruff over the whole repository: the package, tests, benchmarks, the notebooks (sources and
+# executed copies) and the Python blocks of the docs.
 lint: $(STAMP)
-	$(PY) -m ruff check egalib tests benchmarks
-	$(PY) -m ruff format --check egalib tests benchmarks
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
