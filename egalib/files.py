@@ -45,6 +45,15 @@ def write_error(action: str, path: Path, error: OSError) -> WriteError:
     )
 
 
+def make_folder(path: Path) -> Path:
+    """`path` and its parents made where missing; a failure is one sentence naming the folder."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error("create the folder", path, error) from None
+    return Path(path)
+
+
 def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
     """Write `data` (bytes, or chunks of them, for a file larger than memory) through a temporary
     file in the same folder, synced to disk, then rename and sync the folder (as databases do):
@@ -181,7 +190,7 @@ def exclusive(path: Path, wait: bool):
     lock raises BlockingIOError with the file's content (the holder's pid) as its message. The
     kernel drops a flock when its process dies, so a killed holder blocks nothing. A symbolic
     link at `path` is refused, never followed: truncating the lock would truncate its target."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    make_folder(Path(path).parent)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as error:

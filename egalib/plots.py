@@ -1,11 +1,13 @@
 """Figures the notebooks show."""
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from .files import atomic_write
 from .graph import Graphs
 
 GRAPH_TITLES = {
@@ -47,9 +49,10 @@ def graph_heatmaps(
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """The figure in the format its suffix names, written whole or not at all."""
+    path, image = Path(path), io.BytesIO()
+    fig.savefig(image, format=path.suffix.lstrip(".") or None, dpi=110, bbox_inches="tight")
+    atomic_write(path, image.getvalue())
     return path
 
 

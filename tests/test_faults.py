@@ -251,6 +251,17 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_p
     assert target.read_text() == "keep me\n"
 
 
+def test_a_folder_that_cannot_be_made_is_one_sentence(tmp_path, capsys):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    assert main(["publish", "--runs-dir", str(blocker)]) == 2  # its notebooks go in runs/notebooks
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"error: could not create the folder {blocker / 'notebooks'} (not a directory); "
+    )
+    assert len(err.splitlines()) == 1 and blocker.read_text() == "not a folder"
+
+
 def test_a_lock_that_is_a_folder_is_one_sentence(tmp_path, capsys):
     (tmp_path / "run" / "lock").mkdir(parents=True)
     argv = ["train", "--profile", "smoke", "--runs-dir", str(tmp_path), "--name", "run"]

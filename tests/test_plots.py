@@ -4,6 +4,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -53,3 +56,36 @@ def test_the_paper_comparison_names_its_diagonal():
     fig = plots.ours_vs_paper(cells)
     assert lines_without_entry(fig) == []
     assert "ours = paper" in [t.get_text() for t in fig.axes[0].get_legend().texts]
+
+
+def test_a_saved_figure_is_the_image_savefig_writes_and_nothing_else(tmp_path):
+    fig = plots.learning_dynamics({"vanilla": history(0.0)})
+    fig.canvas.draw()  # the first drawing settles the layout; the saves after it are alike
+    direct = tmp_path / "direct.png"
+    fig.savefig(direct, dpi=110, bbox_inches="tight")
+    saved = plots.save_figure(fig, tmp_path / "figures" / "saved.png")
+    assert saved.read_bytes() == direct.read_bytes()
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["saved.png"]
+
+
+def test_a_figure_cut_short_by_a_file_size_limit_leaves_no_file(tmp_path):
+    """A real failed write: the process may not write files over 4 KiB, as on a full disk."""
+    script = f"""
+import resource, signal
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from egalib import plots
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write over the limit fails with EFBIG
+fig, ax = plt.subplots()
+ax.plot(range(100))
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    plots.save_figure(fig, {str(tmp_path / "figure.png")!r})
+except OSError as error:
+    print(error)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"could not write {tmp_path / 'figure.png'} (file too large)")
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import PROTOCOLS, RunConfig, profile_seeds
-from ..files import atomic_write_text
+from ..files import atomic_write_text, make_folder
 from ..methods import METHODS
 from ..models.teachers import teacher_card
 from ..runs import Run
@@ -33,8 +33,7 @@ def execute_notebook(name: str, parameters: dict, out_dir: Path) -> Path:
     """Run notebooks/<name> with papermill into out_dir/<name>, from the notebooks folder."""
     import papermill
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / name
+    out = make_folder(out_dir) / name
     try:
         papermill.execute_notebook(
             str(NOTEBOOK_DIR / name),

@@ -146,7 +146,6 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
         "epochs, SGD lr 0.01 momentum 0.9, test set top-1",
         "torch": torch.__version__,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.cpu() for k, v in teacher.encoder.state_dict().items()}
     atomic_torch_save(state, out_dir / f"{cfg.teacher}.pt")
     atomic_write_text(out_dir / f"{cfg.teacher}.json", json.dumps(card, indent=2) + "\n")
