@@ -155,8 +155,10 @@ def first_line(error: BaseException) -> str:
 
 
 def described(error: BaseException) -> str:
-    """An error as "Type: first line", kept short, for the parentheses of a one-sentence report."""
-    return f"{type(error).__name__}: {first_line(error)[:200]}"
+    """An error as "Type: its first sentence", for the parentheses of a one-sentence report: what
+    follows (torch's advice to load unsafely, for one) is not egalib's to give."""
+    sentence = first_line(error).split(". ")[0].removesuffix(".")
+    return f"{type(error).__name__}: {sentence if len(sentence) <= 200 else sentence[:199] + '…'}"
 
 
 def load_tensors(path: Path, fix: str, error: type[Exception] = RuntimeError):

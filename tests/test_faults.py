@@ -284,3 +284,24 @@ def test_a_lock_that_cannot_be_opened_names_it_and_the_cause(tmp_path, monkeypat
     assert str(refused.value).startswith(
         f"could not open the lock file {tmp_path / 'lock'} (permission denied); "
     )
+
+
+def test_a_cause_is_named_by_its_first_sentence_only():
+    cause = RuntimeError("Loading failed. Retry it unsafely, which we advise.\nSecond line.")
+    assert files.described(cause) == "RuntimeError: Loading failed"
+    assert files.described(ValueError("x" * 300)) == "ValueError: " + "x" * 199 + "…"
+    assert files.described(OSError()) == "OSError: "
+
+
+def test_a_checkpoint_torch_would_only_load_unsafely_is_refused_without_that_advice(tmp_path):
+    import datetime
+
+    import torch
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"when": datetime.datetime(2026, 1, 1)}, path)  # not plain tensors and numbers
+    with pytest.raises(RuntimeError) as refused:
+        files.load_tensors(path, "delete it.")
+    assert str(refused.value) == (
+        f"{path} cannot be read (UnpicklingError: Weights only load failed); delete it."
+    )
