@@ -6,6 +6,7 @@ import json
 import tempfile
 from dataclasses import fields
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -25,6 +26,12 @@ ANY_JSON = st.recursive(
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
     ),
     max_leaves=8,
+)
+# job.json as egalib writes it, with any values: an executor of egalib's or not, any job id
+MARKERS = st.fixed_dictionaries(
+    {"executor": st.sampled_from(["local", "submitit-local", "slurm"]) | ANY_JSON},
+    optional=dict.fromkeys(["job_id", "host", "submitted", "log_folder", "pid_start"], ANY_JSON)
+    | {"job_id": st.text(max_size=6) | st.integers().map(str) | ANY_JSON},
 )
 # the same examples in every run: a failure in CI is one a developer can replay
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
@@ -59,12 +66,18 @@ def test_any_config_json_is_read_or_refused_naming_the_file(values):
 
 
 @SETTINGS
-@given(content=ANY_JSON)
-def test_any_job_json_is_a_marker_or_none(content):
+@given(content=ANY_JSON | MARKERS)
+@example(content={"executor": "local", "job_id": "²"})  # a digit to str.isdigit, not to int()
+def test_any_job_json_is_a_marker_egalib_writes_or_none(content):
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "job.json").write_text(json.dumps(content))
-        marker = cluster.read_marker(Path(folder))
-    assert marker is None or isinstance(content, dict) and isinstance(marker, dict)
+        config = RunConfig.from_profile("smoke", runs_dir=folder, name="run")
+        path = Run.open(config).path
+        (path / "job.json").write_text(json.dumps(content))
+        marker = cluster.read_marker(path)
+        with mock.patch.object(cluster, "slurm_states", lambda job_ids: {}):  # no Slurm asked
+            [(state, detail)] = cluster.cell_states([config])
+    assert state in cluster.STATES and isinstance(detail, str)
+    assert marker is None or marker == content and isinstance(marker["job_id"], str)
 
 
 @SETTINGS

@@ -216,6 +216,29 @@ def test_status_of_fabricated_run_folders(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.parametrize(
+    "marker",
+    [
+        {"executor": "local", "job_id": "abc"},  # a process's job id that is not a process id
+        {"executor": "local", "job_id": "-1"},
+        {"executor": "local", "job_id": 12},  # written as text
+        {"executor": "slurm", "job_id": "7", "log_folder": 5},
+        {"executor": ["slurm"], "job_id": "7"},
+        ["slurm", "7"],
+    ],
+)
+def test_a_job_marker_egalib_did_not_write_counts_as_never_dispatched(tmp_path, marker):
+    config = cell(tmp_path, "vanilla")
+    path = Run.open(config).path
+    (path / "job.json").write_text(json.dumps(marker))
+    assert cluster.read_marker(path) is None
+    assert cluster.cell_states([config]) == [("missing", "")]
+    [line, counts] = cluster.folder_status(tmp_path / "runs")
+    assert (
+        line == f"missing   {path.name}" and counts == "0 finished, 0 running, 0 failed, 1 missing"
+    )
+
+
 def test_a_job_that_neither_sacct_nor_squeue_lists_is_over(tmp_path, monkeypatch):
     """A cluster without accounting forgets an ended job after MinJobAge. A killed job writes no
     outcome, so it read running for ever, and was never dispatched again."""

@@ -43,6 +43,8 @@ from ..runs import LOCK, Run, RunBusyError
 EXECUTORS = ("local", "slurm")
 STATES = ("finished", "running", "failed", "missing")
 MARKER = "job.json"
+MARKER_TEXT = ("executor", "host", "submitted", "log_folder", "pid_start")  # text, or null
+PROCESSES = ("local", "submitit-local")  # executors whose job id is a process id on its host
 UNLISTED = "UNLISTED"  # neither sacct nor squeue lists the job: it is over
 ERROR = "error.txt"
 COLUMNS = ["run_name", "teacher", "student", "dataset", "method", "protocol", "state", "detail"]
@@ -159,13 +161,18 @@ def epochs_done(path: Path) -> int:
 
 
 def read_marker(path: Path) -> dict | None:
-    """The cell's job.json, or None where there is none or it is not a JSON object (then the
-    cell counts as never dispatched)."""
+    """The cell's job.json, or None where there is none or it is not one that write_marker writes
+    (then the cell counts as never dispatched): its values are text, and a process's job id is a
+    process id."""
     try:
         marker = json.loads((Path(path) / MARKER).read_text())
     except (OSError, ValueError):
         return None
-    return marker if isinstance(marker, dict) else None
+    if not isinstance(marker, dict) or not isinstance(job_id := marker.get("job_id"), str):
+        return None
+    texts = all(isinstance(marker.get(key), str | None) for key in MARKER_TEXT)
+    pid = job_id.isascii() and job_id.isdigit()  # "²" is a digit to isdigit, not to int()
+    return marker if texts and (pid or marker.get("executor") not in PROCESSES) else None
 
 
 def write_marker(path: Path, executor: str, job_id: str, log_folder: Path | None = None) -> dict:
@@ -177,7 +184,7 @@ def write_marker(path: Path, executor: str, job_id: str, log_folder: Path | None
         "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "log_folder": None if log_folder is None else str(Path(log_folder).resolve()),
     }
-    if executor in ("local", "submitit-local"):
+    if executor in PROCESSES:
         marker["pid_start"] = _pid_start(int(job_id))  # tells a reused pid from the job's
     atomic_write_text(Path(path) / MARKER, json.dumps(marker, indent=2) + "\n")
     return marker
@@ -280,7 +287,7 @@ def _job_paths(marker: dict):
 def _job_alive(marker: dict, states: dict[str, str]) -> tuple[bool | None, str]:
     """(True: alive, False: ended, None: cannot tell; a note on what was seen)."""
     executor, job_id = marker.get("executor"), str(marker.get("job_id"))
-    if executor in ("local", "submitit-local"):
+    if executor in PROCESSES:
         host = marker.get("host")
         if host not in (None, socket.gethostname()):
             return None, f"on host {host}"
@@ -387,10 +394,11 @@ def folder_status(runs_dir: str | Path) -> list[str]:
         folder = path.parent
         try:
             config = RunConfig.from_dict(Run(folder).config)
-            config = replace(config, runs_dir=str(runs_dir), name=folder.name)
-            [(state, detail)] = cell_states([config])
         except (ValueError, TypeError) as error:  # another egalib's config, a plugin not loaded
             state, detail = "failed", f"config.json not readable here: {error}"
+        else:
+            config = replace(config, runs_dir=str(runs_dir), name=folder.name)
+            [(state, detail)] = cell_states([config])
         counts[state] += 1
         lines.append(f"{state:9} {folder.name} {detail}".rstrip())
     return lines + [", ".join(f"{n} {s}" for s, n in counts.items())]
