@@ -4,6 +4,7 @@
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -127,6 +128,7 @@ class RunConfig:
             )
         self._check_options()
         self._check_name()
+        self._check_texts()
 
     def _check_numbers(self) -> None:
         """Each number finite and in its range, refused here in one sentence rather than by torch
@@ -171,6 +173,16 @@ class RunConfig:
                 f"name {self.name!r} is not a plain folder name; give one without '/', '\\' "
                 "or '..', and choose the folder around it with --runs-dir."
             )
+
+    def _check_texts(self) -> None:
+        """runs_dir and device are text; a path is taken as its text, as config.json holds it."""
+        if isinstance(self.runs_dir, os.PathLike):
+            object.__setattr__(self, "runs_dir", os.fspath(self.runs_dir))
+        for key, example in (("runs_dir", "runs"), ("device", "cpu")):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(
+                    f"{key} must be text, got {getattr(self, key)!r}; give e.g. {example!r}."
+                )
 
     @property
     def joint_teacher_head(self) -> bool:

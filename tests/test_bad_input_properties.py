@@ -44,11 +44,16 @@ def one_sentence(error: BaseException) -> None:
 
 @SETTINGS
 @given(key=st.sampled_from(FIELDS), value=ANY_JSON)
+@example(key="runs_dir", value=5)
+@example(key="device", value=None)
 def test_any_value_of_any_field_is_accepted_or_one_sentence(key, value):
     try:
-        RunConfig.from_profile("smoke", **{key: value})
+        config = RunConfig.from_profile("smoke", **{key: value})
     except ValueError as error:
         one_sentence(error)
+    else:  # an accepted config names its folder and comes back whole from its config.json
+        assert config.run_path.name == config.run_name
+        assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 @SETTINGS

@@ -89,3 +89,14 @@ def test_run_names_carry_the_overrides_that_tell_them_apart():
         gamma=1.0, alpha=0.5, beta=2.0, options={"edge_weight": 0.3, "node_weight": 0.1}
     )
     assert len("_".join(many.override_tags())) <= 40
+
+
+def test_a_path_for_runs_dir_is_kept_as_its_text(tmp_path):
+    from egalib.runs import Run
+
+    config = RunConfig.from_profile("smoke", runs_dir=tmp_path)
+    assert config.runs_dir == str(tmp_path) and config == RunConfig.from_profile(
+        "smoke", runs_dir=str(tmp_path)
+    )
+    run = Run.open(config)  # its config.json is written: a Path is not JSON
+    assert run.config["runs_dir"] == str(tmp_path)
