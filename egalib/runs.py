@@ -133,7 +133,8 @@ class Run:
         path = self.path / "checkpoint.pt"
         if not path.is_file():
             return None
-        return load_tensors(path, "delete it to start this run afresh.", CheckpointError)
+        also = " and metrics.json" if self.finished else ""  # a finished run is never retrained
+        return load_tensors(path, f"delete it{also} to train this run afresh.", CheckpointError)
 
     def save_embeddings(self, embeddings: dict) -> None:
         atomic_torch_save(embeddings, self.path / "embeddings.pt")

@@ -88,6 +88,42 @@ def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch)
     assert rgb.metrics["selected_epoch"] is None and rgb.metrics["val_top1"] is None
 
 
+@pytest.mark.parametrize(
+    "checkpoint, problem",
+    [
+        (None, "has no checkpoint.pt; delete its metrics.json and train the run again."),
+        (b"PK\x03\x04 cut short", "cannot be read (RuntimeError: PytorchStreamReader failed"),
+        ({"x": torch.zeros(1)}, "does not hold this run's student (KeyError: 'student_view')"),
+        (
+            {
+                "student_view": {"channels": 1, "mean": [0.5], "std": [0.5]},
+                "model": {"student.layers.0.0.weight": torch.zeros(1)},
+            },
+            "does not hold this run's student (RuntimeError: Error(s) in loading state_dict",
+        ),
+    ],
+)
+def test_a_finished_run_without_its_student_is_one_sentence_that_unfinishes_it(
+    tmp_path, checkpoint, problem
+):
+    from egalib.config import RunConfig
+    from egalib.experiments.transfer import frozen_student
+    from egalib.runs import CheckpointError, Run
+
+    config = RunConfig.from_profile("smoke", method="vanilla", teacher="none", runs_dir=tmp_path)
+    run = Run.open(config)
+    (run.path / "metrics.json").write_text('{"top1": 10.0}')
+    if isinstance(checkpoint, bytes):
+        (run.path / "checkpoint.pt").write_bytes(checkpoint)
+    elif checkpoint is not None:
+        torch.save(checkpoint, run.path / "checkpoint.pt")
+    with pytest.raises(CheckpointError) as refused:
+        frozen_student(run)
+    sentence = str(refused.value)
+    assert problem in sentence and len(sentence.splitlines()) == 1
+    assert "metrics.json" in sentence.split("; ")[-1]  # train would reuse the finished run
+
+
 def test_ega_with_the_rn101_teacher_weighs_its_edge_term_as_the_authors_script_does():
     configs = table_configs("architectures")
     ega = [c for c in configs if c.method == "ega"]

@@ -21,6 +21,7 @@ from ..config import check_numbers
 from ..datasets import Dataset, load_dataset
 from ..files import atomic_torch_save, atomic_write_text
 from ..models import EmbeddingHead, Teacher
+from ..runs import CheckpointError, Run
 from ..teacher_features import EncodedFeatures, ProbeRecipe, train_probe
 from ..train import progress_bar
 from . import device_name
@@ -166,6 +167,18 @@ def _card_device(device: torch.device) -> str:
     return f"CPU ({device_name(device)}, {torch.get_num_threads()} threads)"
 
 
+def trained_checkpoint(run: Run) -> dict:
+    """A finished run's checkpoint; a folder without one is one sentence (train reuses a finished
+    run as it is, so the fix is to unfinish it)."""
+    state = run.load_checkpoint()
+    if state is None:
+        raise CheckpointError(
+            f"run folder {run.path} has no checkpoint.pt; delete its metrics.json and train the "
+            "run again."
+        )
+    return state
+
+
 def train_supervised_teacher(
     name: str = "supervised-wrn40",
     epochs: int = 240,
@@ -190,7 +203,7 @@ def train_supervised_teacher(
         name=f"teacher_{name}",
     )
     run = fit(config)
-    state = run.load_checkpoint()["model"]
+    state = trained_checkpoint(run)["model"]
     encoder = {k.removeprefix("student."): v for k, v in state.items() if k.startswith("student.")}
     card = {
         "name": name,

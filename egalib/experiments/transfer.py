@@ -12,26 +12,30 @@ from pathlib import Path
 from .. import models
 from ..config import resolve_device
 from ..datasets import load_dataset
-from ..files import atomic_write_text
+from ..files import atomic_write_text, described
 from ..models import Teacher
-from ..runs import Run
-from .pretrain import linear_probe_accuracy
+from ..runs import CheckpointError, Run
+from .pretrain import linear_probe_accuracy, trained_checkpoint
 
 
 def frozen_student(run: Run, image_size: int = 32) -> Teacher:
     """A finished run's student backbone, frozen behind the teacher interface."""
-    state = run.load_checkpoint()
-    if state is None:
-        raise ValueError(f"run folder {run.path} has no checkpoint.pt; train it first.")
-    view = state["student_view"]  # the student keeps the normalisation it was trained with
-    backbone = models.student(run.config["student"], in_channels=view["channels"])
-    prefix = "student."
-    backbone.load_state_dict(
-        {k.removeprefix(prefix): v for k, v in state["model"].items() if k.startswith(prefix)}
-    )
-    return Teacher(
-        backbone, backbone.feature_dim, image_size, view["channels"], view["mean"], view["std"]
-    )
+    state = trained_checkpoint(run)
+    try:
+        view = state["student_view"]  # the student keeps the normalisation it was trained with
+        backbone = models.student(run.config["student"], in_channels=view["channels"])
+        prefix = "student."
+        backbone.load_state_dict(
+            {k.removeprefix(prefix): v for k, v in state["model"].items() if k.startswith(prefix)}
+        )
+        return Teacher(
+            backbone, backbone.feature_dim, image_size, view["channels"], view["mean"], view["std"]
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{run.path / 'checkpoint.pt'} does not hold this run's student ({described(error)}); "
+            "delete it and the folder's metrics.json, and train the run again."
+        ) from None
 
 
 def transfer(run_path: str | Path, dataset: str, epochs: int = 240, device: str = "auto") -> dict:
