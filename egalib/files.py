@@ -37,12 +37,15 @@ class WriteError(OSError):
 
 
 def write_error(action: str, path: Path, error: OSError) -> WriteError:
-    """One sentence for a file egalib could not write: which file, why, and what to do."""
-    return WriteError(
+    """One sentence for a file egalib could not write: which file, why, and what to do. It keeps
+    the cause's errno, by which a caller tells a read-only folder from a full disk."""
+    refusal = WriteError(
         f"could not {action} {path} ({(error.strerror or str(error)).lower()}); free space or fix "
         "the permissions there, or choose another folder (--runs-dir, or EGALIB_CACHE for the "
         "cache)."
     )
+    refusal.errno = error.errno
+    return refusal
 
 
 def make_folder(path: Path) -> Path:

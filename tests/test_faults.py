@@ -284,6 +284,7 @@ def test_a_lock_that_cannot_be_opened_names_it_and_the_cause(tmp_path, monkeypat
     assert str(refused.value).startswith(
         f"could not open the lock file {tmp_path / 'lock'} (permission denied); "
     )
+    assert refused.value.errno == errno.EACCES  # a read-only cache is told from a full disk
 
 
 def test_a_cause_is_named_by_its_first_sentence_only():
