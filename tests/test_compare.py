@@ -50,6 +50,8 @@ def test_differences_pair_by_seed_and_verdicts_follow_the_interval():
 def test_interval_text_says_when_there_is_no_interval():
     assert compare.interval_text(compare.paired_interval([1.0, 2.0, 3.0])) == "+2.00 [-0.48, +4.48]"
     assert compare.interval_text(compare.paired_interval([1.5])) == "+1.50 (1 seed, no interval)"
+    assert compare.verdict(compare.paired_interval([1.5])) == "unresolved at 1 seed"
+    assert compare.verdict(compare.paired_interval([1.5, -1.0])) == "unresolved at 2 seeds"
 
 
 def finished_run(runs_dir, method, seed, top1, **given):

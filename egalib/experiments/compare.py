@@ -54,7 +54,11 @@ def verdict(interval: dict) -> str:
         return "holds"
     if interval["high"] < 0:
         return "reversed"
-    return f"unresolved at {interval['seeds']} seeds"
+    return f"unresolved at {seeds_text(interval['seeds'])}"
+
+
+def seeds_text(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
 
 
 def poster_difference(a: str, b: str) -> float:

@@ -13,7 +13,7 @@ from ..methods import METHODS
 from ..models.teachers import teacher_card
 from ..runs import Run
 from .cluster import Launcher
-from .compare import claims_table, interval_text, paired, verdict
+from .compare import claims_table, interval_text, paired, seeds_text, verdict
 from .paper_tables import mean_sd, seed_summary
 from .weights import tuned
 
@@ -215,7 +215,7 @@ def results_table(
             lines.append(f"| {c['claim']} | {interval_text(c)} | {c['verdict']} | {poster} |")
     lines += [
         "",
-        f"sd: sample standard deviation over the {len(seeds)} seeds; differences are paired "
+        f"sd: sample standard deviation over the {seeds_text(len(seeds))}; differences are paired "
         "(same seed: same batches and views), their interval Student's t over the seeds; "
         "resolved: the interval excludes 0. Weights: the method table's (the paper's) and the "
         "one this profile uses (chosen on the validation split by `study weights`).",
