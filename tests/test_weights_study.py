@@ -88,3 +88,20 @@ def test_a_weight_that_diverges_is_a_result_of_the_study_not_its_end(smoke, tmp_
     assert table.val_top1.isna().tolist() == [True, False]
     with pytest.raises(RuntimeError, match="diverged"):  # without may_fail it is an error
         summarize("t", configs[:1], weights.weight_row, Launcher(parallel=1), None)
+
+
+@pytest.mark.integration
+def test_a_study_writes_its_summary_beside_its_runs_and_never_over_the_shipped_ones(tmp_path):
+    from helpers import run_egalib
+
+    from egalib.experiments.study import RESULTS
+
+    shipped = {p.name: p.read_bytes() for p in RESULTS.iterdir()}
+    done = run_egalib(
+        "study", "regime", "--profile", "smoke", "--seeds", "0", "--runs-dir", "runs", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("summary: runs/regime-smoke.csv")
+    assert (tmp_path / "runs" / "regime-smoke.csv").is_file()
+    assert (tmp_path / "runs" / "regime-smoke.json").is_file()
+    assert {p.name: p.read_bytes() for p in RESULTS.iterdir()} == shipped

@@ -156,8 +156,9 @@ def cmd_study(args) -> None:
         raise ValueError(
             "--methods is for `study weights`; the regime study trains ega and vanilla."
         )
-    # a study of some methods only is yours: its summary goes beside its runs by default
-    out = Path(args.out or (args.runs_dir if args.methods else RESULTS))
+    # beside its runs by default: the shipped summaries, which the notebooks and the demo's
+    # weights cite with their machine and commit, change only when --out names their folder
+    out = Path(args.out or args.runs_dir)
     table = run(
         args.name, args.profile, args.seeds, args.runs_dir, launcher(args), out, args.methods
     )
@@ -340,7 +341,7 @@ def add_commands(sub) -> None:
     )
     study.add_argument(
         "--out",
-        help=f"where the summary and card go (default: {RESULTS}, or --runs-dir with --methods)",
+        help=f"where the summary and card go (default: --runs-dir; the shipped ones: {RESULTS})",
     )
     add_executor_flags(study, "waited for, then the summary")
     study.set_defaults(func=cmd_study)

@@ -8,7 +8,8 @@ scaled as 0.05 x B / 64) and EGA with several beta at batch 64, over paired seed
 for each run its last epoch's validation top-1 (what the demo's batch size is chosen on; the
 study reads no test accuracy) and what the node term met on test batches of its own size
 (`analysis.node_matrix_stats`, descriptive). `python -m egalib study regime` writes one row per
-run to egalib/data/results/regime-<profile>.csv and a card (command, commit, date, device).
+run to <runs-dir>/regime-<profile>.csv and a card (command, commit, date, device); the demo's
+ships in egalib/data/results/.
 """
 
 import datetime
@@ -93,7 +94,7 @@ def run(
     seeds=None,
     runs_dir: str = "runs",
     launcher: Launcher = LOCAL,
-    out: Path | None = RESULTS,
+    out: Path | None = None,
     methods=None,
 ) -> pd.DataFrame:
     """Train what is missing of study `name`, regime or weights (`methods`: the weights study of

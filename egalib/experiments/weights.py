@@ -7,8 +7,9 @@ weight on one log grid, the same for every method: the paper's weight times 0.00
 and 10, each with the same paired seeds. That weight is beta, and for KD alpha with the CE weight
 gamma at 1, as every other method's (KD's temperature stays 4). It reads only the validation
 split: the chosen weight is the grid point with the best mean last-epoch validation top-1.
-`python -m egalib study weights` writes one row per run to egalib/data/results/
-weights-<profile>.csv, without any test accuracy, and a card (command, commit, date, device).
+`python -m egalib study weights` writes one row per run to <runs-dir>/weights-<profile>.csv,
+without any test accuracy, and a card (command, commit, date, device); the demo's ships in
+egalib/data/results/.
 """
 
 import math
