@@ -20,7 +20,7 @@ from egalib import losses, models
 from egalib.config import RunConfig, lr_schedule
 from egalib.datasets import Dataset
 from egalib.models import EmbeddingHead
-from egalib.models.teachers import TEACHER_DIR
+from egalib.models.teachers import teacher_folder
 from egalib.train import fit, prepare_data
 from egalib.views import ViewSpec, eval_view, student_view
 
@@ -38,7 +38,8 @@ def check_method(method: str) -> None:
 def teacher_pretrained(name: str) -> bool:
     """Load a teacher's weights only where they ship on disk; downloaded ones (CLIP, torchvision)
     are built with random weights, which cost the same to run and need no network."""
-    return (TEACHER_DIR / f"{name}.pt").is_file() and name in ("ssl-fmnist", "supervised-wrn40")
+    on_disk = (teacher_folder(name) / f"{name}.pt").is_file()
+    return on_disk and name in ("ssl-fmnist", "supervised-wrn40")
 
 
 def reference_transforms(image_size: int, student: ViewSpec, teacher: ViewSpec, padding: int = 4):

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from helpers import run_egalib
 
+from egalib.models.teachers import TEACHER_DIR
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -32,6 +34,21 @@ def test_train_prints_the_final_metrics(tmp_path):
     assert out.returncode == 0, out.stderr
     metrics = json.loads(out.stdout[out.stdout.index("{") :])
     assert set(metrics) >= {"top1", "selected_top1", "teacher_top1", "wall_time_s"}
+
+
+@pytest.mark.integration
+def test_pretrain_teacher_writes_beside_the_runs_not_over_the_shipped_teacher(tmp_path):
+    shipped = TEACHER_DIR / "ssl-fmnist.pt"
+    before = shipped.read_bytes()
+    flags = "--epochs 1 --batch-size 4 --train-size 8 --probe-epochs 1"
+    out = run_egalib("pretrain-teacher", *flags.split(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    card = json.loads(out.stdout[out.stdout.index("{") :])
+    assert card["command"] == f"python -m egalib pretrain-teacher {flags}"
+    made = tmp_path / "runs" / "teachers"
+    assert f"written: {Path('runs/teachers/ssl-fmnist.pt')} and ssl-fmnist.json" in out.stdout
+    assert sorted(p.name for p in made.iterdir()) == ["ssl-fmnist.json", "ssl-fmnist.pt"]
+    assert shipped.read_bytes() == before
 
 
 @pytest.mark.integration

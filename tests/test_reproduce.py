@@ -48,11 +48,17 @@ def test_reproduce_dry_run_lists_the_cells_and_trains_nothing(tmp_path):
 def test_train_teacher_makes_the_weights_the_wrn40_teacher_loads(tmp_path, monkeypatch):
     write_cifar100(tmp_path / "data" / "cifar100", train=8, test=4)
     monkeypatch.setattr(data, "DATA_DIR", tmp_path / "data")
-    monkeypatch.setattr(teachers, "TEACHER_DIR", tmp_path / "teachers")
+    monkeypatch.setenv("EGALIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(PROFILES["paper"], "val_size", 2)  # of the 8 fake training images
     card = train_supervised_teacher(epochs=1, device="cpu", runs_dir=str(tmp_path / "runs"))
     assert card["command"] == "python -m egalib train-teacher --epochs 1"
-    assert (tmp_path / "teachers" / "supervised-wrn40.json").is_file()
+    # made on this machine: into the cache, never into the package's own data
+    made = tmp_path / "cache" / "teachers"
+    assert sorted(p.name for p in made.iterdir()) == [
+        "supervised-wrn40.json",
+        "supervised-wrn40.pt",
+    ]
+    assert not list(teachers.TEACHER_DIR.glob("supervised-wrn40*"))
     teacher = models.teacher("supervised-wrn40")
     assert teacher.feature_dim == 128 and teacher.input_size == 32
     features = teacher.encode(torch.randn(2, 3, 32, 32))

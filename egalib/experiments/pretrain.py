@@ -77,7 +77,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
 class PretrainConfig:
     teacher: str = "ssl-fmnist"
     dataset: str = "fashion-mnist"
-    epochs: int = 20
+    epochs: int = 8  # the shipped teacher's recipe
     batch_size: int = 256
     lr: float = 2e-3
     tau: float = 0.2
@@ -214,7 +214,7 @@ def train_supervised_teacher(
         "test_top1": run.metrics["top1"],
         "torch": torch.__version__,
     }
-    out_dir = Path(out_dir or models.teachers.TEACHER_DIR)
+    out_dir = Path(out_dir or models.teachers.teacher_folder(name))
     atomic_torch_save(encoder, out_dir / f"{name}.pt")
     atomic_write_text(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     return card

@@ -1,7 +1,8 @@
 """Frozen teachers (`Teacher`): the default, a small CNN that egalib pretrains on Fashion-MNIST
 without labels (SimCLR, `egalib.experiments.pretrain`), its weights shipped in `data/teachers/`;
+a WRN-40-2 that `train-teacher` makes into `$EGALIB_CACHE/teachers` (default ~/.cache/egalib);
 the paper's CLIP towers (open_clip) and ImageNet ResNets (torchvision), their weights downloaded
-on first use into `$EGALIB_CACHE` (default ~/.cache/egalib). `pretrained=False`: random weights."""
+on first use into `$EGALIB_CACHE`. `pretrained=False`: random weights."""
 
 import os
 from functools import partial
@@ -15,7 +16,9 @@ from ..views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, 
 from .students import conv_bn_relu, wrn_40_2
 
 TEACHER_DIR = PACKAGE_DATA / "teachers"  # shipped weights and cards, package data
-TEACHER_RECIPES = {"supervised-wrn40": "train-teacher"}  # the command that makes the weights
+MADE_HERE = {
+    "supervised-wrn40": "train-teacher"
+}  # teachers not shipped: the command that makes them
 
 
 class Teacher(nn.Module):
@@ -89,25 +92,36 @@ def ssl_fmnist(pretrained: bool = True, width: int = 32) -> Teacher:
     return Teacher(encoder, encoder.feature_dim, 28, 1, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
 
 
+def teacher_folder(name: str) -> Path:
+    """A shipped teacher's files are package data; one made on this machine (`MADE_HERE`) is kept
+    in `$EGALIB_CACHE/teachers`, so that an installed egalib never writes into its own folder."""
+    return cache_dir("teachers") if name in MADE_HERE else TEACHER_DIR
+
+
 def load_teacher_weights(encoder: nn.Module, name: str, folder: Path | None = None) -> None:
     """Load the weights of teacher `name` into `encoder`, once the file is checked to fit it."""
-    path = Path(folder or TEACHER_DIR) / f"{name}.pt"
-    recipe = f"`python -m egalib {TEACHER_RECIPES.get(name, 'pretrain-teacher')}`"
+    path = Path(folder or teacher_folder(name)) / f"{name}.pt"
+    fix = remake_advice(name)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"weights of teacher {name!r} not found at {path}; run {recipe} to make them "
-            "(or restore the shipped file)."
-        )
-    fix = f"restore the file from git or remake it with {recipe}."
+        raise FileNotFoundError(f"weights of teacher {name!r} not found at {path}; {fix}")
     weights = load_tensors(path, fix)
     if misfit := weights_misfit(weights, encoder.state_dict()):
         raise ValueError(f"{path} does not fit teacher {name!r}: its weights {misfit}; {fix}")
     encoder.load_state_dict(weights)
 
 
+def remake_advice(name: str) -> str:
+    if name in MADE_HERE:
+        return f"make them with `python -m egalib {MADE_HERE[name]}`."
+    return (
+        "restore the shipped file (git checkout, or reinstall egalib), or remake it in a checkout "
+        "with `python -m egalib pretrain-teacher --out egalib/data/teachers`."
+    )
+
+
 def teacher_card(name: str, folder: Path | None = None) -> dict:
-    """The JSON shipped beside a teacher's weights: how it was made and its linear probe."""
-    path, fix = Path(folder or TEACHER_DIR) / f"{name}.json", "restore the file from git."
+    """The JSON beside a teacher's weights: how it was made and its linear probe."""
+    path, fix = Path(folder or teacher_folder(name)) / f"{name}.json", remake_advice(name)
     card = read_json(path, fix)
     if not isinstance(card, dict) or not isinstance(card.get("linear_probe_top1"), int | float):
         raise ValueError(
