@@ -52,6 +52,12 @@ def run(command: list, cwd: Path, env: dict | None = None, timeout: int = 900):
     return done
 
 
+def package_files(folder: Path) -> dict:
+    """Each file of an installed package but its bytecode, with its size and time of change."""
+    files = (p for p in folder.rglob("*") if p.is_file() and p.suffix != ".pyc")
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
 def within(path: str | Path, folder: Path) -> bool:
     return Path(path).resolve().is_relative_to(folder.resolve())
 
@@ -97,6 +103,7 @@ def test_a_wheel_installed_egalib_trains_with_its_shipped_teacher(tmp_path):
     assert probe["paper_rows"] > 0
     assert not [f for f in probe["finders"] if "editable" in f.lower()], probe["finders"]
 
+    installed = package_files(site / "egalib")
     runs = tmp_path / "runs"
     train = "-m egalib train --profile smoke --method ega --runs-dir".split()
     out = run([python, *train, runs], cwd=work, env=env)
@@ -106,3 +113,10 @@ def test_a_wheel_installed_egalib_trains_with_its_shipped_teacher(tmp_path):
     assert isinstance(metrics["top1"], float) and 0 <= metrics["top1"] <= 100, metrics
     config = json.loads((metrics_file.parent / "config.json").read_text())
     assert config["teacher"] == "ssl-fmnist", config  # the default teacher, from the wheel's data
+
+    # 4. remaking the teacher writes into the working folder, never into the installed package
+    flags = "--epochs 1 --batch-size 4 --train-size 8 --probe-epochs 1".split()
+    run([python, "-m", "egalib", "pretrain-teacher", *flags], cwd=work, env=env)
+    made = sorted(p.name for p in (work / "runs" / "teachers").iterdir())
+    assert made == ["ssl-fmnist.json", "ssl-fmnist.pt"]
+    assert package_files(site / "egalib") == installed
