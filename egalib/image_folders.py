@@ -39,27 +39,35 @@ def is_image(path: Path) -> bool:
 
 def decode(paths: list[Path], reading, size: int | None = None, mode: str = "RGB") -> np.ndarray:
     """The images as uint8 (N, C, H, W) in PIL `mode` ("RGB": 3 channels, "L": 1). All of them
-    square and of one size: the first image's, or `size` x `size` when given."""
+    square and of one size: the first image's, or `size` x `size` when given. Each is checked
+    before it is decoded: a huge one costs nothing, and one of 16- or 32-bit samples (PIL modes
+    I;16, I, F), which PIL's convert() would clip to 255, is refused rather than read wrong."""
     from PIL import Image
 
     if not paths:
         raise ValueError("no images to decode")
-    images = None
+    channels, images = Image.getmodebands(mode), None
     for i, path in enumerate(paths):
         with reading(path), Image.open(path) as image:
-            array = np.asarray(image.convert(mode)).reshape(image.height, image.width, -1)
-            if images is None:
-                height, width = (size, size) if size else array.shape[:2]
-                if height != width:
-                    raise ValueError(f"image is {width}x{height}: crop or resize to square images")
-                images = np.empty((len(paths), array.shape[2], height, width), dtype=np.uint8)
-            if array.shape[:2] != images.shape[2:]:
-                expected = f"{images.shape[3]}x{images.shape[2]}"
+            if image.mode in ("I", "F") or image.mode.startswith("I;"):
                 raise ValueError(
-                    f"image is {array.shape[1]}x{array.shape[0]}, expected {expected} like the "
+                    f"image has {image.mode} samples, wider than 8 bits: save it as 8-bit "
+                    "(each sample scaled to 0-255)"
+                )
+            if images is None:
+                if not size and image.width != image.height:
+                    raise ValueError(
+                        f"image is {image.width}x{image.height}: crop or resize to square images"
+                    )
+                side = size or image.width
+                images = np.empty((len(paths), channels, side, side), dtype=np.uint8)
+            if image.size != (side, side):
+                raise ValueError(
+                    f"image is {image.width}x{image.height}, expected {side}x{side} like the "
                     "others: resize the images to one size"
                 )
-            images[i] = array.transpose(2, 0, 1)
+            pixels = np.asarray(image.convert(mode)).reshape(side, side, channels)
+            images[i] = pixels.transpose(2, 0, 1)
     return images
 
 

@@ -84,6 +84,13 @@ def not_square(root):
     return sorted((root / "train" / "ant").glob("*.png"))[0]
 
 
+def wide_samples(root):
+    path = root / "train" / "bee" / "0.png"
+    deep = np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 80  # convert("L") clips to 255
+    Image.fromarray(deep).save(path)
+    return path
+
+
 def one_class(root):
     for name in CLASSES[1:]:
         for split in ("train", "test"):
@@ -110,6 +117,7 @@ def unlike_classes(root):
         (corrupt_one, "cannot identify image file"),
         (other_size, "32x32, expected 28x28"),
         (not_square, "square"),
+        (wide_samples, "I;16 samples, wider than 8 bits: save it as 8-bit"),
         (one_class, "at least 2"),
         (empty_class, "no image files"),
         (unlike_classes, "differ from train/'s"),
