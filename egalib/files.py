@@ -41,8 +41,8 @@ def write_error(action: str, path: Path, error: OSError) -> WriteError:
     the cause's errno, by which a caller tells a read-only folder from a full disk."""
     refusal = WriteError(
         f"could not {action} {path} ({(error.strerror or str(error)).lower()}); free space or fix "
-        "the permissions there, or choose another folder (--runs-dir, or EGALIB_CACHE for the "
-        "cache)."
+        "the permissions there, or choose another folder (--runs-dir or --out, or EGALIB_CACHE for "
+        "the cache)."
     )
     refusal.errno = error.errno
     return refusal

@@ -84,6 +84,17 @@ def test_pretrain_teacher_refuses_a_number_out_of_range_in_one_sentence(
     assert not (tmp_path / "teacher").exists()  # nothing written
 
 
+def test_pretrain_teacher_refuses_a_folder_it_cannot_write_before_it_trains(capsys, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "teachers"
+    assert main(["pretrain-teacher", "--out", str(out), "--epochs", "1"]) == 2
+    printed = capsys.readouterr()
+    assert "epoch" not in printed.out  # refused before the training, not after an hour of it
+    err = printed.err.strip()
+    assert err.startswith(f"error: could not create the folder {out} (")
+    assert "--out" in err and len(err.splitlines()) == 1
+
+
 def test_option_values_must_be_finite():
     with pytest.raises(ValueError, match="option tau of method 'nce' must be a finite float"):
         RunConfig(method="nce", options={"tau": math.nan})

@@ -8,6 +8,7 @@ the other 2B - 2 views of the batch. Labels are used only afterwards, for the li
 
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch import nn
 from .. import models
 from ..config import check_numbers
 from ..datasets import Dataset, load_dataset
-from ..files import atomic_torch_save, atomic_write_text
+from ..files import atomic_torch_save, atomic_write_text, make_folder, write_error
 from ..models import EmbeddingHead, Teacher
 from ..runs import CheckpointError, Run
 from ..teacher_features import EncodedFeatures, ProbeRecipe, train_probe
@@ -109,6 +110,7 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
             "images: no full batch to train on; give a smaller --batch-size or a larger "
             "--train-size."
         )
+    writable_folder(out_dir)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.05
     )
@@ -153,6 +155,16 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
     return card
 
 
+def writable_folder(folder: Path) -> None:
+    """Make `folder` and write a file there that deletes itself: a folder that cannot take the
+    weights is one sentence before the training, not after it."""
+    make_folder(folder)
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise write_error("write into", folder, error) from None
+
+
 def _command(cfg: PretrainConfig) -> str:
     defaults = PretrainConfig()
     flags = [
@@ -191,6 +203,8 @@ def train_supervised_teacher(
     from ..config import RunConfig
     from ..train import fit
 
+    out_dir = Path(out_dir or models.teachers.teacher_folder(name))
+    writable_folder(out_dir)
     config = RunConfig.from_profile(
         "paper",
         method="vanilla",
@@ -214,7 +228,6 @@ def train_supervised_teacher(
         "test_top1": run.metrics["top1"],
         "torch": torch.__version__,
     }
-    out_dir = Path(out_dir or models.teachers.teacher_folder(name))
     atomic_torch_save(encoder, out_dir / f"{name}.pt")
     atomic_write_text(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
     return card
