@@ -139,5 +139,19 @@ def test_every_flag_of_every_command_has_help_text():
         for action in command._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, (name, action.option_strings or action.dest)
+        # a flag without a default says in its text what happens without it, never "None"
+        assert "(default: None)" not in " ".join(command.format_help().split()), name
     train = commands.choices["train"].format_help()
     assert "one of: vanilla, kd" in train and "(default: the profile's; demo: 6)" in train
+
+
+def test_the_cli_page_has_every_command_and_every_flag_of_train():
+    from egalib.experiments.cli import build_parser
+
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    page = (REPO / "docs" / "cli.md").read_text()
+    assert [name for name in commands.choices if f"## `{name}`" not in page] == []
+    table = page[page.index("## `train`") : page.index("**Method options.**")]
+    train = commands.choices["train"]._actions
+    flags = [flag for action in train for flag in action.option_strings if flag != "--help"]
+    assert [flag for flag in flags if flag.startswith("--") and f"`{flag}" not in table] == []

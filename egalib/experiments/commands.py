@@ -226,10 +226,17 @@ PRETRAIN_HELP = {
 DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda, ..."
 
 
+class WithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's help text with its default; a flag without one (None) is left as its text
+    says, which tells what happens when it is not given."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def command(sub, name: str, text: str) -> argparse.ArgumentParser:
     """A subcommand whose --help shows each flag's help text with its default."""
-    formatter = argparse.ArgumentDefaultsHelpFormatter
-    return sub.add_parser(name, help=text, description=text, formatter_class=formatter)
+    return sub.add_parser(name, help=text, description=text, formatter_class=WithDefaults)
 
 
 def add_commands(sub) -> None:
@@ -356,7 +363,12 @@ def add_commands(sub) -> None:
 
     move = command(sub, "transfer", "linear classifier on a frozen student (CRD protocol)")
     move.add_argument("--run", required=True, help="a finished run folder (e.g. on cifar100)")
-    move.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="the dataset")
+    move.add_argument(
+        "--dataset",
+        required=True,
+        choices=sorted(DATASETS),
+        help="the dataset the classifier learns and is tested on (e.g. stl10)",
+    )
     move.add_argument("--epochs", type=int, default=240, help="epochs of the linear classifier")
     move.add_argument("--device", default="auto", help=DEVICE_HELP)
     move.set_defaults(func=cmd_transfer)
