@@ -93,6 +93,17 @@ def test_demo_table_shows_mean_sd_the_paired_interval_the_rivals_and_the_claims(
     assert "seeds 0 1 2" in table and "wall time: 30 s, of which training 20 s" in table
 
 
+def test_demo_table_without_rivals_has_no_rivals_table_and_counts_in_words():
+    runs = []
+    for method, top1 in (("vanilla", 70.0), ("ega", 71.0)):
+        config = RunConfig.from_profile("smoke", method=method)
+        runs.append((config, {"top1": top1, "wall_time_s": 1.0, "teacher_top1": 80.0}))
+    table = results_table("smoke", runs, trained_s=2.0, wall_s=3.0)
+    assert "closest rivals" not in table  # ega and vanilla only: no rival to compare with
+    assert ", 1 epoch, batch 32," in table and "over the 1 seed;" in table
+    assert "| EGA beats vanilla | +1.00 (1 seed, no interval) | unresolved at 1 seed |" in table
+
+
 @pytest.mark.integration
 def test_train_takes_a_list_of_seeds_with_one_run_folder_each(tmp_path):
     out = run_egalib(

@@ -54,11 +54,12 @@ def verdict(interval: dict) -> str:
         return "holds"
     if interval["high"] < 0:
         return "reversed"
-    return f"unresolved at {seeds_text(interval['seeds'])}"
+    return f"unresolved at {counted(interval['seeds'], 'seed')}"
 
 
-def seeds_text(count: int) -> str:
-    return f"{count} seed" if count == 1 else f"{count} seeds"
+def counted(count: int, thing: str) -> str:
+    """`1 seed`, `2 seeds`: a count with its noun, plural where it is not one."""
+    return f"{count} {thing}" if count == 1 else f"{count} {thing}s"
 
 
 def poster_difference(a: str, b: str) -> float:

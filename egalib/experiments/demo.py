@@ -13,7 +13,7 @@ from ..methods import METHODS
 from ..models.teachers import teacher_card
 from ..runs import Run
 from .cluster import Launcher
-from .compare import claims_table, interval_text, paired, seeds_text, verdict
+from .compare import claims_table, counted, interval_text, paired, verdict
 from .paper_tables import mean_sd, seed_summary
 from .weights import tuned
 
@@ -172,9 +172,9 @@ def results_table(
     probe = frame.dropna(subset=["teacher"]).groupby("seed")["teacher"].first()
     lines = [
         f"egalib demo ({profile}): {config.dataset}, {labelled} labelled training images "
-        f"({config.val_size} more held out for validation), {config.epochs} epochs, batch "
-        f"{config.batch_size}, lr {config.lr:g}, student {config.student}, teacher "
-        f"{config.teacher}, seeds {' '.join(map(str, seeds))}",
+        f"({config.val_size} more held out for validation), "
+        f"{counted(config.epochs, 'epoch')}, batch {config.batch_size}, lr {config.lr:g}, "
+        f"student {config.student}, teacher {config.teacher}, seeds {' '.join(map(str, seeds))}",
         "",
         "| model | weight: paper -> used | test top-1 (%), mean ± sd | minus vanilla, mean "
         "[95 % interval] | resolved | seconds per run |",
@@ -196,10 +196,10 @@ def results_table(
             f"| student: {method} | {weight} | {mean_sd(row.top1, row.sd, row.seeds)} | "
             f"{difference} | {resolved} | {rows.seconds.mean():.0f} |"
         )
-    if "ega" in summary.index:
+    if "ega" in summary.index and (closest := rivals(frame)):
         lines += ["", "| EGA against its closest rivals | mean [95 % interval] | verdict |"]
         lines += ["| --- | ---: | --- |"]
-        for rival in rivals(frame):
+        for rival in closest:
             interval = paired(frame, "ega", rival)
             lines.append(f"| ega - {rival} | {interval_text(interval)} | {verdict(interval)} |")
     claims = claims_table(frame)
@@ -215,8 +215,8 @@ def results_table(
             lines.append(f"| {c['claim']} | {interval_text(c)} | {c['verdict']} | {poster} |")
     lines += [
         "",
-        f"sd: sample standard deviation over the {seeds_text(len(seeds))}; differences are paired "
-        "(same seed: same batches and views), their interval Student's t over the seeds; "
+        f"sd: sample standard deviation over the {counted(len(seeds), 'seed')}; differences are "
+        "paired (same seed: same batches and views), their interval Student's t over the seeds; "
         "resolved: the interval excludes 0. Weights: the method table's (the paper's) and the "
         "one this profile uses (chosen on the validation split by `study weights`).",
         f"wall time: {wall_s:.0f} s, of which training {trained_s:.0f} s (runs already "
