@@ -65,7 +65,8 @@ class ImageFolder(Source):
 
 
 class TensorSource(Source):
-    """Images already in memory: uint8 (N, C, H, W) tensors or arrays, int labels 0..C-1."""
+    """Images already in memory: uint8 (N, C, H, W) tensors or arrays, C 1 or 3 and square as
+    an image folder gives them, of one shape in both splits; int labels 0..len(classes) - 1."""
 
     title, files = "tensor dataset", ()
 
@@ -74,18 +75,32 @@ class TensorSource(Source):
         self.parts = (train_images, train_labels, test_images, test_labels)
 
     def load(self, root: Path | None = None, download: bool = False) -> Dataset:
-        splits = []
-        for images, labels in (self.parts[:2], self.parts[2:]):
-            images, labels = np.asarray(images), np.asarray(labels)
-            if images.dtype != np.uint8 or images.ndim != 4:
-                raise ValueError(
-                    f"dataset {self.name!r}: images are {images.dtype} with shape "
-                    f"{images.shape}; expected uint8 (N, C, H, W), e.g. (x * 255).to(torch.uint8)."
-                )
-            if not np.issubdtype(labels.dtype, np.integer):
-                raise ValueError(f"dataset {self.name!r}: labels are {labels.dtype}, not integers.")
-            try:
-                splits.append(as_tensors(images, labels, len(self.classes)))
-            except ValueError as error:
-                raise ValueError(f"dataset {self.name!r}: {error}.") from None
-        return Dataset(self.name, *splits[0], *splits[1], self.classes)
+        train, train_labels = self.checked(*self.parts[:2])
+        test, test_labels = self.checked(*self.parts[2:])
+        if train.shape[1:] != test.shape[1:]:
+            raise ValueError(
+                f"dataset {self.name!r}: training images are (C, H, W) {tuple(train.shape[1:])} "
+                f"but test images {tuple(test.shape[1:])}; give both splits one shape."
+            )
+        return Dataset(self.name, train, train_labels, test, test_labels, self.classes)
+
+    def checked(self, images, labels) -> tuple:
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.dtype != np.uint8 or images.ndim != 4 or not square_grey_or_rgb(images.shape):
+            raise ValueError(
+                f"dataset {self.name!r}: images are {images.dtype} with shape {images.shape}; "
+                "expected uint8 (N, C, H, W), C 1 (grey) or 3 (RGB), H = W: e.g. "
+                "(x * 255).to(torch.uint8) of floats in [0, 1], x.permute(0, 3, 1, 2) of "
+                "channels-last images."
+            )
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"dataset {self.name!r}: labels are {labels.dtype}, not integers.")
+        try:
+            return as_tensors(images, labels, len(self.classes))
+        except ValueError as error:
+            raise ValueError(f"dataset {self.name!r}: {error}.") from None
+
+
+def square_grey_or_rgb(shape: tuple) -> bool:
+    """(N, C, H, W) as an image folder gives them, and the views and teachers take them."""
+    return shape[1] in (1, 3) and shape[2] == shape[3]

@@ -161,6 +161,22 @@ def test_a_tensor_dataset_loads_and_refuses_what_is_not_uint8_images(registered)
     with pytest.raises(ValueError, match=r"'one': 1 class\(es\), where a classifier needs at"):
         load_dataset("one")
 
+    shape = r"expected uint8 \(N, C, H, W\), C 1 \(grey\) or 3 \(RGB\), H = W: e.g. .*permute"
+    channels_last = images.permute(0, 2, 3, 1)  # (12, 8, 8, 1): 8 channels of 8 x 1 images
+    registered("last", egalib.TensorSource(channels_last, labels, channels_last, labels, "ab"))
+    with pytest.raises(
+        ValueError, match=rf"'last': images are uint8 with shape \(12, 8, 8, 1\); {shape}"
+    ):
+        load_dataset("last")
+    oblong = images[..., :6]
+    registered("oblong", egalib.TensorSource(oblong, labels, oblong, labels, "ab"))
+    with pytest.raises(ValueError, match=shape):
+        load_dataset("oblong")
+    rgb = images.expand(-1, 3, -1, -1)
+    registered("mixed", egalib.TensorSource(images, labels, rgb, labels, "ab"))
+    with pytest.raises(ValueError, match=r"\(1, 8, 8\) but test images \(3, 8, 8\); give both"):
+        load_dataset("mixed")
+
 
 @pytest.mark.parametrize("train, test", [(0, 4), (1, 4), (12, 0)])
 def test_a_run_with_too_few_images_to_train_or_test_on_is_refused(registered, train, test):
