@@ -85,12 +85,8 @@ class Method:
         """{"distill": the term, then any named terms its loss also returns}."""
         args = [getattr(inputs, name) for name in self.takes]
         if self.stateful:  # the module took its options when it was built
-            return {"distill": inputs.module(*args)}
-        out = self.loss(*args, **self.defaults)
-        if not isinstance(out, dict):
-            return {"distill": out}
-        value, *named = out.items()
-        return {"distill": value[1], **dict(named)}
+            return named_terms(self.loss, inputs.module(*args))
+        return named_terms(self.loss, self.loss(*args, **self.defaults))
 
     def loss_terms(self, inputs: DistillInputs, kd_temperature: float) -> Terms:
         """The student's loss, "loss", and each of its terms before its weight."""
@@ -103,6 +99,25 @@ class Method:
             terms.update(self.distill_terms(inputs))
             loss = loss + self.beta * terms["distill"]
         return {**terms, "loss": loss}
+
+
+def named_terms(loss: Callable, out) -> Terms:
+    """A loss's value, or its dict of named terms (the value first), as {"distill": value, ...},
+    each checked to be one float number: a loss of one's own that returns anything else is one
+    sentence naming it, not an error deep in backward or in the logging."""
+    pairs = list(out.items()) if isinstance(out, dict) else [("distill", out)]
+    terms = {"distill": pairs[0][1] if pairs else out, **dict(pairs[1:])}
+    for name, term in terms.items():
+        if not (isinstance(term, torch.Tensor) and term.ndim == 0 and term.is_floating_point()):
+            given = type(term).__name__
+            if isinstance(term, torch.Tensor):
+                given = f"a {term.dtype} tensor of shape {tuple(term.shape)}"
+            raise ValueError(
+                f"loss {getattr(loss, '__name__', loss)!r} gave {name} as {given}; a loss returns "
+                "one float number as a 0-d tensor (e.g. its .mean()), or a dict of such, its "
+                "value first."
+            )
+    return terms
 
 
 def ega_family(**given) -> Method:
