@@ -7,11 +7,14 @@ Slurm jobs) import them too before they train. docs/extending.md shows one."""
 
 import importlib
 import importlib.metadata
+import inspect
 import os
+from dataclasses import fields
 
+from .config import check_numbers
 from .datasets import DATASETS, Source
 from .files import described
-from .methods import METHODS, Method
+from .methods import METHODS, DistillInputs, Method
 
 ENV = "EGALIB_PLUGINS"  # comma-separated module names, imported by `load_plugins()`
 ENTRY_POINTS = "egalib.plugins"
@@ -30,7 +33,33 @@ def register_method(name: str, method: Method) -> Method:
             f"method {name!r} is a {type(method).__name__}, not an egalib.methods.Method; "
             "wrap your loss as Method(loss, beta=...)."
         )
+    try:
+        check_method(method)
+    except ValueError as error:
+        raise PluginError(f"method {name!r}: {error}") from None
     return _register(METHODS, BUILT_IN_METHODS, "method", name, method)
+
+
+def check_method(method: Method) -> None:
+    """What a run would otherwise meet only at its first step: weights out of range, a name in
+    `takes` that a step does not give, a loss that cannot be called with them."""
+    check_numbers(method, {}, at_least_zero=("gamma", "alpha", "beta"))
+    given = [f.name for f in fields(DistillInputs)]
+    if unknown := [name for name in method.takes if name not in given]:
+        raise ValueError(
+            f"takes {', '.join(unknown)}, which a step does not give; name some of "
+            f"{', '.join(given)}."
+        )
+    try:
+        if method.stateful:  # built with its options, then called with `takes`
+            inspect.signature(method.loss.forward).bind(None, *method.takes)
+        elif method.loss is not None:
+            inspect.signature(method.loss).bind(*method.takes, **method.defaults)
+    except TypeError as error:
+        raise ValueError(
+            f"its loss cannot be called with {', '.join(method.takes)} and its options ({error}); "
+            "give it one argument for each name in takes, in that order, and one for each option."
+        ) from None
 
 
 def register_dataset(name: str, source: Source) -> Source:

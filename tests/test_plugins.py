@@ -63,6 +63,34 @@ def test_a_name_is_refused_in_one_sentence_when_it_is_taken_or_not_a_method(meth
     assert METHODS["ega"].loss.__name__ == "ega_with_terms" and "plain" not in METHODS
 
 
+def only_xs(xs):
+    return xs.pow(2).mean()
+
+
+class Bank(torch.nn.Module):
+    def forward(self, xs, xt, index):
+        return (xs - xt).pow(2).mean()
+
+
+@pytest.mark.parametrize(
+    "method, words",
+    [
+        (egalib.Method(cosine, ("xs", "foo")), "takes foo, which a step does not give; name"),
+        (egalib.Method(only_xs), "cannot be called with xs, xt and its options (too many"),
+        (egalib.Method(cosine, options={"zz": 1.0}), "unexpected keyword argument 'zz'"),
+        (egalib.Method(Bank, ("xs", "xt")), "cannot be called with xs, xt and its options"),
+        (egalib.Method(cosine, beta=-1.0), "beta must be a finite number >= 0, got -1.0"),
+        (egalib.Method(cosine, alpha=float("nan")), "alpha must be a finite number >= 0, got nan"),
+    ],
+)
+def test_a_method_that_its_first_step_would_refuse_is_refused_when_registered(method, words):
+    with pytest.raises(plugins.PluginError, match=rf"^method 'mine': .*{re.escape(words)}"):
+        egalib.register_method("mine", method)
+    assert "mine" not in METHODS
+    assert egalib.register_method("bank", egalib.Method(Bank, ("xs", "xt", "index"))).stateful
+    METHODS.pop("bank")
+
+
 def egalib_cli(args, folder, env=None, timeout=600):
     """`python -m egalib ARGS` with `folder` on PYTHONPATH, run in `folder`."""
     env = {**os.environ, "PYTHONPATH": str(folder), **(env or {})}
