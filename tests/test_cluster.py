@@ -239,6 +239,18 @@ def test_a_job_marker_egalib_did_not_write_counts_as_never_dispatched(tmp_path, 
     )
 
 
+@pytest.mark.parametrize("metrics", ["[1, 2", '{"top1": "90"}', '{"top1": null}'])
+def test_a_finished_run_whose_metrics_cannot_be_read_says_so(tmp_path, metrics):
+    config = cell(tmp_path, "vanilla")
+    path = Run.open(config).path
+    (path / "metrics.json").write_text(metrics)
+    [line, counts] = cluster.folder_status(tmp_path / "runs")
+    assert line == (
+        f"finished  {path.name} metrics.json unreadable: delete it to evaluate the run again"
+    )
+    assert counts == "1 finished, 0 running, 0 failed, 0 missing"
+
+
 def test_a_job_that_neither_sacct_nor_squeue_lists_is_over(tmp_path, monkeypatch):
     """A cluster without accounting forgets an ended job after MinJobAge. A killed job writes no
     outcome, so it read running for ever, and was never dispatched again."""

@@ -327,7 +327,7 @@ def _cell_state(config: RunConfig, states: dict[str, str]) -> tuple[str, str]:
         try:
             return "finished", f"top-1 {run.metrics['top1']:.2f} %"
         except (OSError, ValueError, KeyError, TypeError):
-            return "finished", ""
+            return "finished", "metrics.json unreadable: delete it to evaluate the run again"
     done = epochs_done(path)
     progress = f"epoch {done}/{config.epochs}"
     error = _last_line(path / ERROR)
