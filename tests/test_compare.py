@@ -54,6 +54,17 @@ def test_interval_text_says_when_there_is_no_interval():
     assert compare.verdict(compare.paired_interval([1.5, -1.0])) == "unresolved at 2 seeds"
 
 
+def test_copies_of_one_seed_are_one_seed_not_a_resolved_interval():
+    from egalib.experiments.cli import build_parser
+
+    args = build_parser().parse_args("compare --methods ega vanilla ega --seeds 1 1 0 1".split())
+    assert args.methods == ["ega", "vanilla"] and args.seeds == [1, 0]
+    copies = pd.DataFrame({"method": ["ega"] * 3 + ["vanilla"], "seed": [1] * 4})
+    copies["top1"] = [77.0, 77.0, 77.0, 75.0]
+    with pytest.raises(ValueError, match="^ega has more than one run of seed 1; pair one run"):
+        compare.paired(copies, "ega", "vanilla")
+
+
 def finished_run(runs_dir, method, seed, top1, **given):
     """A run folder as `fit` leaves it, as far as `load_runs` and `status` read it."""
     import json

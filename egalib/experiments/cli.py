@@ -128,7 +128,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         help="a method option, cast to its type, e.g. --option edge_weight=0.3 "
         "(repeatable; `list --options` shows each method's)",
     )
-    p.add_argument("--seeds", type=int, nargs="+", help="one run per seed (instead of --seed)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        action=commands.Distinct,
+        help="one run per seed (instead of --seed)",
+    )
     commands.add_speed_flags(p)
 
 

@@ -234,6 +234,14 @@ class WithDefaults(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
+class Distinct(argparse.Action):
+    """A list flag's values, each once, in the order given: `--seeds 1 1 1` is one seed, not three
+    copies of one run, which a paired interval would read as resolved at zero width."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, list(dict.fromkeys(values)))
+
+
 def command(sub, name: str, text: str) -> argparse.ArgumentParser:
     """A subcommand whose --help shows each flag's help text with its default."""
     return sub.add_parser(name, help=text, description=text, formatter_class=WithDefaults)
@@ -266,13 +274,16 @@ def add_commands(sub) -> None:
     demo.add_argument(
         "--methods",
         nargs="+",
+        action=Distinct,
         default=list(methods.METHODS),
         choices=list(methods.METHODS),
         metavar="METHOD",
         help="the methods to train (" + ", ".join(methods.METHODS) + ")",
     )
     demo.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
-    demo.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    demo.add_argument(
+        "--seeds", type=int, nargs="+", action=Distinct, help="default: the profile's seeds"
+    )
     demo.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     demo.set_defaults(func=cmd_demo)
 
@@ -301,6 +312,7 @@ def add_commands(sub) -> None:
     status.add_argument(
         "--table",
         nargs="+",
+        action=Distinct,
         choices=[*TABLES, "all"],
         help="the cells of these paper tables (all: every one); default: the run folders there",
     )
@@ -311,13 +323,16 @@ def add_commands(sub) -> None:
     compare.add_argument(
         "--methods",
         nargs="+",
+        action=Distinct,
         choices=list(methods.METHODS),
         metavar="METHOD",
         help="train what is missing of these at --profile and --seeds (no notebooks) and print "
         "the demo's table; without it: every finished run under --runs-dir, per setting",
     )
     compare.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
-    compare.add_argument("--seeds", type=int, nargs="+", help="default: the profile's seeds")
+    compare.add_argument(
+        "--seeds", type=int, nargs="+", action=Distinct, help="default: the profile's seeds"
+    )
     compare.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     compare.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     add_executor_flags(compare, "waited for, then the table")
@@ -343,13 +358,18 @@ def add_commands(sub) -> None:
     )
     study.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
     study.add_argument(
-        "--seeds", type=int, nargs="+", help="default: the profile's (regime) or 0 1 (weights)"
+        "--seeds",
+        type=int,
+        nargs="+",
+        action=Distinct,
+        help="default: the profile's (regime) or 0 1 (weights)",
     )
     study.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     study.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     study.add_argument(
         "--methods",
         nargs="+",
+        action=Distinct,
         choices=list(methods.METHODS),
         metavar="METHOD",
         help="weights only: tune these methods (default: all; vanilla is always trained)",
@@ -392,7 +412,15 @@ def add_executor_flags(p: argparse.ArgumentParser, then: str) -> None:
 def add_cell_flags(p: argparse.ArgumentParser) -> None:
     """The flags that pick a table's cells and where their run folders are."""
     p.add_argument("--protocol", choices=list(PROTOCOLS), help="only this protocol's cells")
-    p.add_argument("--only", nargs="+", metavar="METHOD", help="only these methods")
-    p.add_argument("--seeds", type=int, nargs="+", help="one run per cell and seed (default: 0)")
+    p.add_argument(
+        "--only", nargs="+", action=Distinct, metavar="METHOD", help="only these methods"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        action=Distinct,
+        help="one run per cell and seed (default: 0)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the 240 epochs")
     p.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)

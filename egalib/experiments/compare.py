@@ -45,6 +45,12 @@ def paired(runs: pd.DataFrame, a: str, b: str, score: str = "top1") -> dict:
     """`a` minus `b` (values of the `method` column), seed by seed over the seeds both have."""
     x = runs[runs.method == a].set_index("seed")[score]
     y = runs[runs.method == b].set_index("seed")[score]
+    for method, values in ((a, x), (b, y)):
+        if values.index.has_duplicates:  # copies of one run would narrow the interval to nothing
+            raise ValueError(
+                f"{method} has more than one run of seed "
+                f"{values.index[values.index.duplicated()][0]}; pair one run per seed."
+            )
     seeds = x.index.intersection(y.index)
     return paired_interval((x[seeds] - y[seeds]).to_numpy())
 
