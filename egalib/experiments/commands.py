@@ -12,7 +12,6 @@ from pathlib import Path
 from .. import methods
 from ..config import PROFILES, PROTOCOLS
 from ..datasets import DATASETS
-from ..models.teachers import teacher_folder
 from .cluster import EXECUTORS, Launcher, SlurmOptions
 from .pretrain import PretrainConfig
 from .reproduce import TABLES
@@ -23,17 +22,13 @@ def cmd_pretrain_teacher(args) -> None:
     from .pretrain import pretrain_teacher
 
     cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
-    card = pretrain_teacher(cfg, Path(args.out), args.device)
-    print(f"written: {Path(args.out) / cfg.teacher}.pt and {cfg.teacher}.json")
-    print(json.dumps(card, indent=2))
+    print(json.dumps(pretrain_teacher(cfg, Path(args.out), args.device), indent=2))
 
 
 def cmd_train_teacher(args) -> None:
     from .pretrain import train_supervised_teacher
 
     card = train_supervised_teacher(epochs=args.epochs, device=args.device, runs_dir=args.runs_dir)
-    name = card["name"]
-    print(f"written: {teacher_folder(name) / name}.pt and {name}.json")
     print(json.dumps(card, indent=2))
 
 

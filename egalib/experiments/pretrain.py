@@ -150,8 +150,7 @@ def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") ->
         "torch": torch.__version__,
     }
     state = {k: v.cpu() for k, v in teacher.encoder.state_dict().items()}
-    atomic_torch_save(state, out_dir / f"{cfg.teacher}.pt")
-    atomic_write_text(out_dir / f"{cfg.teacher}.json", json.dumps(card, indent=2) + "\n")
+    save_teacher(state, card, out_dir)
     return card
 
 
@@ -163,6 +162,14 @@ def writable_folder(folder: Path) -> None:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         raise write_error("write into", folder, error) from None
+
+
+def save_teacher(weights: dict, card: dict, out_dir: Path) -> None:
+    """A teacher's weights `<name>.pt` and its card `<name>.json`, and where they went."""
+    name = card["name"]
+    atomic_torch_save(weights, out_dir / f"{name}.pt")
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
+    print(f"written: {out_dir / name}.pt and {name}.json", flush=True)
 
 
 def _command(cfg: PretrainConfig) -> str:
@@ -228,8 +235,7 @@ def train_supervised_teacher(
         "test_top1": run.metrics["top1"],
         "torch": torch.__version__,
     }
-    atomic_torch_save(encoder, out_dir / f"{name}.pt")
-    atomic_write_text(out_dir / f"{name}.json", json.dumps(card, indent=2) + "\n")
+    save_teacher(encoder, card, out_dir)
     return card
 
 

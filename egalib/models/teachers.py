@@ -16,9 +16,8 @@ from ..views import CLIP_MEAN, CLIP_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, 
 from .students import conv_bn_relu, wrn_40_2
 
 TEACHER_DIR = PACKAGE_DATA / "teachers"  # shipped weights and cards, package data
-MADE_HERE = {
-    "supervised-wrn40": "train-teacher"
-}  # teachers not shipped: the command that makes them
+# the teachers that are not shipped but made on this machine, and the command that makes them
+MADE_HERE = {"supervised-wrn40": "train-teacher"}
 
 
 class Teacher(nn.Module):
