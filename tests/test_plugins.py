@@ -87,8 +87,14 @@ def test_a_method_that_its_first_step_would_refuse_is_refused_when_registered(me
     with pytest.raises(plugins.PluginError, match=rf"^method 'mine': .*{re.escape(words)}"):
         egalib.register_method("mine", method)
     assert "mine" not in METHODS
-    assert egalib.register_method("bank", egalib.Method(Bank, ("xs", "xt", "index"))).stateful
-    METHODS.pop("bank")
+
+
+def test_a_loss_module_is_checked_against_its_forward():
+    try:
+        bank = egalib.register_method("bank", egalib.Method(Bank, ("xs", "xt", "index")))
+        assert bank.stateful and METHODS["bank"] is bank
+    finally:
+        METHODS.pop("bank", None)
 
 
 def egalib_cli(args, folder, env=None, timeout=600):
