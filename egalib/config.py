@@ -38,6 +38,7 @@ ABOVE_ZERO = ("lr", "teacher_lr", "kd_temperature")
 AT_LEAST_ZERO = ("weight_decay", "gamma", "alpha", "beta", "momentum")  # momentum also below 1
 OPTIONAL = ("train_size", "test_size", "gamma", "alpha", "beta")  # None: all, or the default
 NO_TEACHER = "none"  # plain supervised training: no teacher is built (methods without one)
+FLOAT32_MAX = torch.finfo(torch.float32).max  # torch takes each of these numbers as a float32
 
 
 def check_numbers(config, whole: dict, above_zero=(), at_least_zero=(), optional=()) -> None:
@@ -55,6 +56,8 @@ def check_numbers(config, whole: dict, above_zero=(), at_least_zero=(), optional
             ok, expected = ok and value == int(value), f"a whole number >= {low}"
         if key == "momentum":
             ok, expected = ok and value < 1, "a number in [0, 1)"
+        if ok and key not in whole and value > FLOAT32_MAX:
+            ok, expected = False, f"at most {FLOAT32_MAX:.4g}, float32's largest number"
         if not ok:
             raise ValueError(f"{key} must be {expected}, got {value!r}; give such a value.")
 

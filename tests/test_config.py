@@ -20,6 +20,8 @@ from egalib.config import RunConfig, resolve_device
         ({"batch_size": 1}, r"batch_size must be at least 2, got 1"),
         ({"options": {"edge_wieght": 0.1}}, r"unknown option\(s\) edge_wieght.*edge_weight"),
         ({"epochs": 0}, r"epochs must be a whole number >= 1, got 0"),
+        ({"lr": 1e308}, r"lr must be at most 3.403e\+38, float32's largest number, got 1e\+308"),
+        ({"beta": 1e39}, r"beta must be at most 3.403e\+38"),
         (
             {"method": "crd", "options": {"num_negatives": 64.0}},
             r"option num_negatives of method 'crd' must be a finite int, got 64.0",
