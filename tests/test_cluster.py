@@ -317,9 +317,10 @@ def test_a_failure_is_recorded_for_status_but_not_for_a_busy_run_or_a_missing_fo
     with pytest.raises(RunBusyError), cluster.failure_recorded(run):
         raise RunBusyError("another process trains it")
     assert not (run / "error.txt").exists()  # the other process's run has not failed
-    with pytest.raises(ValueError), cluster.failure_recorded(run):
+    with pytest.raises(ValueError) as failed, cluster.failure_recorded(run):
         raise ValueError("no data")
     assert (run / "error.txt").read_text().splitlines()[-1] == "ValueError: no data"
+    assert failed.value.__notes__ == [f"(its traceback: {run / 'error.txt'})"]  # not egalib's
     with cluster.failure_recorded(run):
         pass
     assert not (run / "error.txt").exists()  # a new attempt clears the old error

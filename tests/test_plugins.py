@@ -148,6 +148,23 @@ def test_a_plugin_that_fails_is_one_sentence_and_exit_2(tmp_path, source, words)
 
 
 @pytest.mark.integration
+def test_a_plugin_s_loss_that_fails_in_torch_names_the_file_with_its_traceback(tmp_path):
+    """torch's one line alone does not say where; error.txt holds the traceback into the loss."""
+    source = "import torch\nimport egalib\n\n\ndef proj(xs, xt):\n"
+    source += "    return (xs @ torch.ones(7, 3)).mean()\n\n\n"
+    source += 'egalib.register_method("proj", egalib.Method(proj, beta=1.0))\n'
+    (tmp_path / "bad_methods.py").write_text(source)
+    args = ["--plugin", "bad_methods", "train", "--profile", "smoke", "--method", "proj"]
+    done = egalib_cli([*args, "--runs-dir", "runs"], tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    error = done.stderr.splitlines()[-1]
+    assert error.startswith("error: mat1 and mat2 shapes cannot be multiplied")
+    (record,) = (tmp_path / "runs").glob("*_proj_*/error.txt")
+    assert error.endswith(f"(its traceback: {record.relative_to(tmp_path)})")
+    assert 'bad_methods.py", line 6, in proj' in record.read_text()
+
+
+@pytest.mark.integration
 def test_worker_processes_train_a_plugin_s_method(tmp_path):
     """`demo --parallel 2` spawns two workers; each imports the plugin before it trains."""
     (tmp_path / "my_methods.py").write_text(PLUGIN)

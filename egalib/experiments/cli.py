@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ValueError, OSError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print("error:", error, *getattr(error, "__notes__", ()), file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # one line, no traceback; files are whole or absent
         print(str(stop) or "interrupted; run the same command to resume.", file=sys.stderr)

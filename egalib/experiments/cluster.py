@@ -82,20 +82,31 @@ class SlurmOptions:
 @contextlib.contextmanager
 def failure_recorded(path: Path):
     """Any old error.txt removed; the traceback of an exception raised in the block written to
-    `path`/error.txt, where `status` finds it. Not SystemExit (submitit requeuing a job), not a
-    refusal because another process trains the run, and nothing where no run folder was made.
-    A record that cannot be written is left out: the exception itself still propagates."""
+    `path`/error.txt, where `status` finds it. An error that egalib did not raise (torch's, or a
+    plugin's) gets a note naming that file, which the command line prints after its one line:
+    egalib's own sentences say what to do, the others do not say where. Not SystemExit (submitit
+    requeuing a job), not a refusal because another process trains the run, and nothing where no
+    run folder was made. A record that cannot be written is left out: the exception itself still
+    propagates."""
     with contextlib.suppress(OSError):  # a runs_dir that is a file, or not writable
         (path / ERROR).unlink(missing_ok=True)
     try:
         yield
     except RunBusyError:
         raise
-    except Exception:
+    except Exception as error:
         with contextlib.suppress(OSError):
             if path.is_dir():
                 atomic_write_text(path / ERROR, traceback.format_exc())
+                if not raised_by_egalib(error):
+                    error.add_note(f"(its traceback: {path / ERROR})")
         raise
+
+
+def raised_by_egalib(error: BaseException) -> bool:
+    """Whether the innermost frame of `error`'s traceback is in egalib's own code."""
+    innermost = traceback.extract_tb(error.__traceback__)[-1].filename
+    return Path(innermost).resolve().is_relative_to(Path(__file__).resolve().parents[1])
 
 
 class CellJob:
