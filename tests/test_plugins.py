@@ -162,6 +162,9 @@ def test_a_plugin_s_loss_that_fails_in_torch_names_the_file_with_its_traceback(t
     (record,) = (tmp_path / "runs").glob("*_proj_*/error.txt")
     assert error.endswith(f"(its traceback: {record.relative_to(tmp_path)})")
     assert 'bad_methods.py", line 6, in proj' in record.read_text()
+    args = ["--plugin", "bad_methods", "compare", "--profile", "smoke", "--methods", "proj"]
+    compared = egalib_cli([*args, "--runs-dir", "runs"], tmp_path).stderr.splitlines()[-1]
+    assert compared.startswith("error: 1 cell(s) failed: ") and "(its traceback: " in compared
 
 
 @pytest.mark.integration

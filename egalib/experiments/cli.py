@@ -15,6 +15,7 @@ from ..config import PROFILES, RunConfig, choices
 from ..datasets import DATASETS, load_dataset
 from ..plugins import PluginError, load_plugins
 from . import commands
+from .cluster import reported
 
 # RunConfig fields that `train` takes as flags, --name-with-dashes, typed as the field is
 TRAIN_FLAGS = (
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ValueError, OSError, RuntimeError) as error:
-        print("error:", error, *getattr(error, "__notes__", ()), file=sys.stderr)
+        print(f"error: {reported(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # one line, no traceback; files are whole or absent
         print(str(stop) or "interrupted; run the same command to resume.", file=sys.stderr)

@@ -103,6 +103,11 @@ def failure_recorded(path: Path):
         raise
 
 
+def reported(error: BaseException) -> str:
+    """An error's message and its notes (where its traceback is), on one line."""
+    return " ".join([str(error), *getattr(error, "__notes__", ())])
+
+
 def raised_by_egalib(error: BaseException) -> bool:
     """Whether the innermost frame of `error`'s traceback is in egalib's own code."""
     innermost = traceback.extract_tb(error.__traceback__)[-1].filename
@@ -533,7 +538,7 @@ def train_cells(configs, threads: int | None, queue=None) -> list[str]:
         try:
             CellJob(config, memo=memo)()
         except Exception as error:
-            failures.append(f"{config.run_name}: {error}")
+            failures.append(f"{config.run_name}: {reported(error)}")
     return failures
 
 
