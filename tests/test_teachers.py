@@ -3,6 +3,7 @@ with random weights (no download, no network), shapes, freezing, views, one dist
 and the one-sentence error when weights are missing offline."""
 
 import copy
+import re
 import urllib.error
 
 import pytest
@@ -109,6 +110,22 @@ def test_default_teachers_in_bfloat16():
     teacher = _build("supervised-wrn40")
     colour = images.expand(-1, 3, -1, -1)
     assert_bfloat16_weights_keep_features(teacher, teacher.view.finish(colour))
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        torch.zeros(4, 1, 28, 28, dtype=torch.uint8),  # the dataset's own images, not a view
+        torch.zeros(4, 28, 28, 1),  # channels last
+        torch.zeros(4, 1, 32, 32),  # not resized to the teacher's size
+    ],
+)
+def test_images_the_teacher_does_not_take_are_one_sentence(images):
+    teacher = models.teacher("ssl-fmnist")
+    shape = re.escape(str(tuple(images.shape)))
+    expected = rf"shape \(N, 1, 28, 28\), got a {images.dtype} tensor of shape {shape}; make them"
+    with pytest.raises(ValueError, match=expected + r".*eval_view\(images, teacher.view\)"):
+        teacher.encode(images)
 
 
 def test_openai_vit_weights_get_quick_gelu_and_no_text_tower(vit_b32):

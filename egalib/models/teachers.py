@@ -59,6 +59,13 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Float32 features of normalised images (`self.view.finish` of uint8 images)."""
+        c, size = self.in_channels, self.input_size
+        if not x.is_floating_point() or x.dim() != 4 or tuple(x.shape[1:]) != (c, size, size):
+            raise ValueError(
+                f"the teacher encodes normalised float images of shape (N, {c}, {size}, {size}), "
+                f"got a {x.dtype} tensor of shape {tuple(x.shape)}; make them from uint8 images "
+                "with egalib.views.eval_view(images, teacher.view)."
+            )
         dtype = self.weights_dtype or torch.bfloat16
         autocast = x.is_cuda or self.weights_dtype is not None
         with torch.autocast(x.device.type, dtype, enabled=autocast):
