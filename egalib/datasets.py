@@ -8,6 +8,7 @@ import functools
 import gzip
 import hashlib
 import io
+import numbers
 import os
 import tempfile
 import urllib.request
@@ -97,6 +98,10 @@ class Dataset:
 
 def balanced_indices(labels: torch.Tensor, count: int | None, seed: int) -> torch.Tensor:
     """`count` indices with (nearly) equal numbers per class, or all indices when count is None."""
+    if count is not None and not (isinstance(count, numbers.Integral) and count >= 0):
+        raise ValueError(
+            f"a number of images must be whole and >= 0, or None (all); got {count!r}."
+        )
     if count is None or count >= len(labels):
         return torch.arange(len(labels))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))

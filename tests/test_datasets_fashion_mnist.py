@@ -112,3 +112,11 @@ def test_without_a_validation_split_the_training_draw_is_unchanged(fmnist):
     assert fmnist.split(train=100, seed=3).val_images is None
     with pytest.raises(ValueError, match="leaves none of fashion-mnist's 60000 training images"):
         fmnist.split(val=60000)
+
+
+@pytest.mark.parametrize("given", [dict(train=-5), dict(val=-3), dict(test=2.5)])
+def test_a_negative_or_fractional_number_of_images_is_refused(fmnist, given):
+    """A negative count would slice from the end: val=-3 would hold out all but 3 images."""
+    expected = f"must be whole and >= 0, or None \\(all\\); got {next(iter(given.values()))}"
+    with pytest.raises(ValueError, match=expected):
+        fmnist.split(**given)
