@@ -1,12 +1,47 @@
-"""Shape checks of the losses' inputs: a wrong call fails with one sentence that names the loss,
-what it got and what to pass instead, rather than deep inside torch."""
+"""Checks of the losses' inputs (shapes, dtypes, and options in the range their formulas fix): a
+wrong call fails with one sentence that names the loss, what it got and what to pass instead,
+rather than deep inside torch or as a NaN."""
 
 import torch
 
+# the ranges that the losses' formulas fix for their options, by option name
+OPTION_RANGES = {
+    "tau": ("a number > 0", lambda v: v > 0),
+    "T": ("a number > 0", lambda v: v > 0),
+    "eps": ("a number > 0", lambda v: v > 0),
+    "embed_dim": ("a whole number >= 1", lambda v: v >= 1),
+    "num_negatives": ("a whole number >= 1", lambda v: v >= 1),
+    "momentum": ("a number in [0, 1)", lambda v: 0 <= v < 1),
+}
+
+
+def option_in_range(key: str, value: float) -> tuple[bool, str]:
+    """Whether a loss option's value is in the range its formula fixes (weights: >= 0)."""
+    if key in OPTION_RANGES:
+        expected, holds = OPTION_RANGES[key]
+    elif key.endswith("_weight"):
+        expected, holds = "a number >= 0", lambda v: v >= 0
+    else:
+        return True, ""
+    return holds(value), expected
+
 
 def pair(
-    name: str, s: torch.Tensor, t: torch.Tensor, min_batch: int = 1, same_shape: bool = False
+    name: str, s: torch.Tensor, t: torch.Tensor, min_batch=1, same_shape=False, **options
 ) -> None:
+    """A loss's student and teacher tensors, and its `options`, each in the range its formula
+    fixes (`option_in_range`): a temperature of 0 would make the loss NaN."""
+    for key, value in options.items():
+        in_range, expected = option_in_range(key, value)
+        if not in_range:
+            raise ValueError(
+                f"{name}'s {key} must be {expected}, got {value!r}; give such a value."
+            )
+    if not (s.is_floating_point() and s.dtype == t.dtype):
+        raise ValueError(
+            f"{name} expects student and teacher tensors of one float dtype, got {s.dtype} and "
+            f"{t.dtype}; cast both, e.g. with .float()."
+        )
     if s.dim() != 2 or t.dim() != 2:
         raise ValueError(
             f"{name} expects 2-d (batch, features) tensors, got shapes {tuple(s.shape)} and "

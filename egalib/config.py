@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import methods, models
+from .check import option_in_range
 from .datasets import DATASETS
 from .files import is_plain_name
 
@@ -268,28 +269,6 @@ class RunConfig:
                 break
             tags, size = [*tags, tag], size + len(tag) + 1
         return tags
-
-
-# the ranges that the losses' formulas fix for their options, by option name
-OPTION_RANGES = {
-    "tau": ("a number > 0", lambda v: v > 0),
-    "T": ("a number > 0", lambda v: v > 0),
-    "eps": ("a number > 0", lambda v: v > 0),
-    "embed_dim": ("a whole number >= 1", lambda v: v >= 1),
-    "num_negatives": ("a whole number >= 1", lambda v: v >= 1),
-    "momentum": ("a number in [0, 1)", lambda v: 0 <= v < 1),
-}
-
-
-def option_in_range(key: str, value: float) -> tuple[bool, str]:
-    """Whether a method option's value is in the range its formula fixes (weights: >= 0)."""
-    if key in OPTION_RANGES:
-        expected, holds = OPTION_RANGES[key]
-    elif key.endswith("_weight"):
-        expected, holds = "a number >= 0", lambda v: v >= 0
-    else:
-        return True, ""
-    return holds(value), expected
 
 
 def resolve_device(name: str) -> torch.device:

@@ -38,7 +38,7 @@ def ega(fs: Tensor, ft: Tensor, node_weight: float = 0.8, edge_weight: float = 0
 
 def kd(logits_s: Tensor, logits_t: Tensor, T: float = 4.0) -> Tensor:
     """Hinton's KD: T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch."""
-    check.pair("kd", logits_s, logits_t, same_shape=True)
+    check.pair("kd", logits_s, logits_t, same_shape=True, T=T)
     log_p_s = F.log_softmax(logits_s / T, dim=1)
     log_p_t = F.log_softmax(logits_t / T, dim=1)
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * T * T
@@ -98,7 +98,7 @@ def pkt(fs: Tensor, ft: Tensor, eps: float = 1e-7) -> Tensor:
     loss = mean over all i, j of P^t_ij * log((P^t_ij + eps) / (P^s_ij + eps)); 0 when fs == ft.
     The two embeddings may have different widths.
     """
-    check.pair("pkt", fs, ft, min_batch=2)
+    check.pair("pkt", fs, ft, min_batch=2, eps=eps)
     p_s, p_t = _cosine_probabilities(fs), _cosine_probabilities(ft)
     return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
 
@@ -142,7 +142,7 @@ def nce(fs: Tensor, ft: Tensor, target: Tensor, tau: float = 0.1) -> Tensor:
     there is none); the loss is the mean over rows. 1 - p is floored at the dtype's smallest
     normal number, so the loss stays finite even where p rounds to 1.
     """
-    check.pair("nce", fs, ft, min_batch=2, same_shape=True)
+    check.pair("nce", fs, ft, min_batch=2, same_shape=True, tau=tau)
     check.rows("nce", "target", target, fs.shape[0], dims=1)
     logits = _cosines(fs, ft) / tau
     same = (target[:, None] == target[None, :]).to(logits.dtype)
@@ -302,7 +302,7 @@ class CRD(nn.Module):
         bank.index_copy_(0, index, F.normalize(mixed, dim=1))
 
     def _check_inputs(self, fs: Tensor, ft: Tensor, index: Tensor) -> None:
-        check.pair("CRD", fs, ft, min_batch=2)
+        check.pair("CRD", fs, ft, min_batch=2, tau=self.tau, momentum=self.momentum)
         sizes = (self.embed_s.in_features, self.embed_t.in_features)
         if (fs.shape[1], ft.shape[1]) != sizes:
             raise ValueError(

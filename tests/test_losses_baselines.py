@@ -6,6 +6,7 @@ Each loss is checked against a float64 numpy reference of its formula written he
 
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -280,7 +281,8 @@ def test_pkt_hand_case():
     # Each row: 1/2 log((1/2)/(2/3)) + 1/2 log((1/2)/(1/3)) = 1/2 log(9/8); two rows over 4 entries.
     fs = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     ft = torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
-    assert losses.pkt(fs, ft, eps=0.0).item() == pytest.approx(math.log(9 / 8) / 4, rel=1e-12)
+    # eps must be > 0; 1e-300 is below half an ulp of every ratio here, so it changes none
+    assert losses.pkt(fs, ft, eps=1e-300).item() == pytest.approx(math.log(9 / 8) / 4, rel=1e-12)
 
 
 def test_rkd_hand_case_distance():
@@ -440,6 +442,39 @@ def test_shape_errors():
         losses.irg(a, b, torch.randn(3, 3), z)
     with pytest.raises(ValueError, match="logits over the same classes"):
         losses.ccl(a, b, torch.tensor([0, 1, 0, 1]), z, torch.randn(4, 4))
+
+
+def _crd_at_tau_0(s, t, y, z):
+    return losses.CRD(4, 4, y, embed_dim=4, num_negatives=2, tau=0.0)(s, t, torch.arange(4))
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda s, t, y, z: losses.kd(z, z, 0.0), "kd's T must be a number > 0, got 0.0"),
+        (lambda s, t, y, z: losses.kd(z, z, math.nan), "kd's T must be a number > 0, got nan"),
+        (lambda s, t, y, z: losses.nce(s, t, y, tau=0.0), "nce's tau must be a number > 0"),
+        (lambda s, t, y, z: losses.ccl(s, t, y, z, z, T=0.0), "kd's T must be a number > 0"),
+        (lambda s, t, y, z: losses.pkt(s, t, eps=-1.0), "pkt's eps must be a number > 0"),
+        (_crd_at_tau_0, "CRD's tau must be a number > 0, got 0.0"),
+    ],
+)
+def test_an_option_outside_its_formula_s_range_is_one_sentence_not_nan(call, words):
+    """A temperature of 0 divides by 0: the loss was NaN for finite input."""
+    s, t, y, z = torch.randn(4, 4), torch.randn(4, 4), torch.tensor([0, 1, 0, 1]), torch.randn(4, 3)
+    with pytest.raises(ValueError, match=re.escape(words) + ".*give such a value"):
+        call(s, t, y, z)
+
+
+@pytest.mark.parametrize("name", ["ega", "fitnet", "pkt", "rkd", "sp"])
+@pytest.mark.parametrize(
+    "dtypes", [(torch.float32, torch.float64), (torch.int64, torch.int64), (torch.bool,) * 2]
+)
+def test_tensors_of_two_dtypes_or_not_float_are_one_sentence(name, dtypes):
+    s, t = (torch.ones(4, 4).to(dtype) for dtype in dtypes)
+    expected = f"{name} expects student and teacher tensors of one float dtype, got {s.dtype} and "
+    with pytest.raises(ValueError, match=re.escape(f"{expected}{t.dtype}; cast both")):
+        getattr(losses, name)(s, t)
 
 
 # --- CRD ------------------------------------------------------------------------------------------
