@@ -83,6 +83,11 @@ def logits(name: str, logits_s: torch.Tensor, logits_t: torch.Tensor, batch: int
 
 
 def features(a: torch.Tensor, b: torch.Tensor) -> None:
+    if not (a.is_floating_point() and a.dtype == b.dtype):
+        raise ValueError(
+            f"pearson expects two tensors of one float dtype, got {a.dtype} and {b.dtype}; cast "
+            "both, e.g. with .float()."
+        )
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(
             f"pearson expects two 2-d tensors with the same number of features, got shapes "

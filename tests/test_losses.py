@@ -204,6 +204,16 @@ def test_embedding_graphs_are_the_three_pearson_matrices(dtype):
         graph.embedding_graphs(torch.randn(4, 8), torch.randn(4, 9))
 
 
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.int64, torch.int64)])
+def test_pearson_of_two_dtypes_or_of_integers_is_one_sentence(dtypes):
+    a, b = (torch.ones(4, 8).to(dtype) for dtype in dtypes)
+    expected = f"pearson expects two tensors of one float dtype, got {a.dtype} and {b.dtype}; cast"
+    with pytest.raises(ValueError, match=expected):
+        graph.pearson(a, b)
+    with pytest.raises(ValueError, match=expected):
+        graph.embedding_graphs(b, a)  # student, then teacher: checked teacher first
+
+
 def test_ega_is_zero_when_student_equals_uncorrelated_teacher():
     # Zero-mean, mutually orthogonal unit rows: pearson(X) = I, so both terms vanish.
     rng = np.random.default_rng(4)
