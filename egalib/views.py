@@ -70,6 +70,11 @@ class ViewSpec:
 
     def finish(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 or float [0,255] images -> resized, channel-matched, normalised float."""
+        if images.dim() != 4:
+            raise ValueError(
+                f"views take images as (N, C, H, W), got shape {tuple(images.shape)}; give grey "
+                "(N, H, W) images a channel axis with images[:, None]."
+            )
         x = images.float().div_(255)
         if x.shape[1] != self.channels:
             if x.shape[1] != 1:

@@ -103,3 +103,9 @@ def test_eval_view_is_deterministic_and_resizes():
 def test_three_channel_images_refuse_a_one_channel_network():
     with pytest.raises(ValueError, match="3-channel images to a 1-channel network"):
         eval_view(_batch(c=3), ViewSpec(28, 1, (0.5,), (0.5,)))
+
+
+def test_images_without_a_channel_axis_are_one_sentence_not_28_channels():
+    grey = _batch(c=1)[:, 0]  # (N, H, W), as Fashion-MNIST's arrays come
+    with pytest.raises(ValueError, match=r"as \(N, C, H, W\), got shape \(\d+, 28, 28\); give"):
+        eval_view(grey, ViewSpec(28, 1, (0.5,), (0.5,)))
