@@ -1,6 +1,6 @@
 """egalib: Embedding Graph Alignment knowledge distillation and its baselines (docs/method.md).
 
-The core: graph, losses (check: their input shapes), methods, step (one training step and the
+The core: graph, losses (check: their inputs), methods, step (one training step and the
 state it uses), train (the loop and `fit`), streams, views, teacher_features and teacher_table
 (the frozen teacher's features, encoded or looked up), capture, datasets (image_folders: class
 folders of image files), models, runs, config, files; plugins and own_data (your own methods and
