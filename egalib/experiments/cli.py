@@ -129,13 +129,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
         help="a method option, cast to its type, e.g. --option edge_weight=0.3 "
         "(repeatable; `list --options` shows each method's)",
     )
-    p.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        action=commands.Distinct,
-        help="one run per seed (instead of --seed)",
-    )
+    commands.list_flag(p, "--seeds", type=int, help="one run per seed (instead of --seed)")
     commands.add_speed_flags(p)
 
 

@@ -237,6 +237,17 @@ class Distinct(argparse.Action):
         setattr(namespace, self.dest, list(dict.fromkeys(values)))
 
 
+def list_flag(parser: argparse.ArgumentParser, flag: str, **kwargs) -> None:
+    """A flag of one or more values, each kept once (`Distinct`)."""
+    parser.add_argument(flag, nargs="+", action=Distinct, **kwargs)
+
+
+def methods_flag(parser: argparse.ArgumentParser, text: str, default=None) -> None:
+    """--methods: one or more of the known methods, the registered ones included."""
+    choices = list(methods.METHODS)
+    list_flag(parser, "--methods", default=default, choices=choices, metavar="METHOD", help=text)
+
+
 def command(sub, name: str, text: str) -> argparse.ArgumentParser:
     """A subcommand whose --help shows each flag's help text with its default."""
     return sub.add_parser(name, help=text, description=text, formatter_class=WithDefaults)
@@ -266,19 +277,11 @@ def add_commands(sub) -> None:
 
     demo = command(sub, "demo", "the embedded default, end to end, with a table")
     demo.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
-    demo.add_argument(
-        "--methods",
-        nargs="+",
-        action=Distinct,
-        default=list(methods.METHODS),
-        choices=list(methods.METHODS),
-        metavar="METHOD",
-        help="the methods to train (" + ", ".join(methods.METHODS) + ")",
+    methods_flag(
+        demo, "the methods to train (" + ", ".join(methods.METHODS) + ")", list(methods.METHODS)
     )
     demo.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
-    demo.add_argument(
-        "--seeds", type=int, nargs="+", action=Distinct, help="default: the profile's seeds"
-    )
+    list_flag(demo, "--seeds", type=int, help="default: the profile's seeds")
     demo.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     demo.set_defaults(func=cmd_demo)
 
@@ -304,10 +307,9 @@ def add_commands(sub) -> None:
     reproduce.set_defaults(func=cmd_reproduce)
 
     status = command(sub, "status", "each run folder or cell: finished, running, failed, missing")
-    status.add_argument(
+    list_flag(
+        status,
         "--table",
-        nargs="+",
-        action=Distinct,
         choices=[*TABLES, "all"],
         help="the cells of these paper tables (all: every one); default: the run folders there",
     )
@@ -315,19 +317,13 @@ def add_commands(sub) -> None:
     status.set_defaults(func=cmd_status)
 
     compare = command(sub, "compare", "methods side by side, paired by seed, with intervals")
-    compare.add_argument(
-        "--methods",
-        nargs="+",
-        action=Distinct,
-        choices=list(methods.METHODS),
-        metavar="METHOD",
-        help="train what is missing of these at --profile and --seeds (no notebooks) and print "
-        "the demo's table; without it: every finished run under --runs-dir, per setting",
+    methods_flag(
+        compare,
+        "train what is missing of these at --profile and --seeds (no notebooks) and print the "
+        "demo's table; without it: every finished run under --runs-dir, per setting",
     )
     compare.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
-    compare.add_argument(
-        "--seeds", type=int, nargs="+", action=Distinct, help="default: the profile's seeds"
-    )
+    list_flag(compare, "--seeds", type=int, help="default: the profile's seeds")
     compare.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     compare.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
     add_executor_flags(compare, "waited for, then the table")
@@ -352,22 +348,11 @@ def add_commands(sub) -> None:
         "log grid, chosen on the validation split",
     )
     study.add_argument("--profile", default="demo", choices=sorted(PROFILES), help="the size")
-    study.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        action=Distinct,
-        help="default: the profile's (regime) or 0 1 (weights)",
-    )
+    list_flag(study, "--seeds", type=int, help="default: the profile's (regime) or 0 1 (weights)")
     study.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each")
     study.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
-    study.add_argument(
-        "--methods",
-        nargs="+",
-        action=Distinct,
-        choices=list(methods.METHODS),
-        metavar="METHOD",
-        help="weights only: tune these methods (default: all; vanilla is always trained)",
+    methods_flag(
+        study, "weights only: tune these methods (default: all; vanilla is always trained)"
     )
     study.add_argument(
         "--out",
@@ -407,15 +392,7 @@ def add_executor_flags(p: argparse.ArgumentParser, then: str) -> None:
 def add_cell_flags(p: argparse.ArgumentParser) -> None:
     """The flags that pick a table's cells and where their run folders are."""
     p.add_argument("--protocol", choices=list(PROTOCOLS), help="only this protocol's cells")
-    p.add_argument(
-        "--only", nargs="+", action=Distinct, metavar="METHOD", help="only these methods"
-    )
-    p.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        action=Distinct,
-        help="one run per cell and seed (default: 0)",
-    )
+    list_flag(p, "--only", metavar="METHOD", help="only these methods")
+    list_flag(p, "--seeds", type=int, help="one run per cell and seed (default: 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the 240 epochs")
     p.add_argument("--runs-dir", default="runs", help=RUNS_DIR_HELP)
