@@ -237,7 +237,7 @@ def test_a_study_on_slurm_waits_for_its_jobs_and_names_a_failed_run(slurm, tmp_p
     summary = pd.read_csv(runs_dir / "weights-smoke.csv")
     assert len(summary) == len(slurm_markers(runs_dir)) == out.count("submitted ")
     assert set(summary["method"]) == {"vanilla", "kd"} and summary["val_top1"].notna().all()
-    bad = RunConfig.from_profile("smoke", method="ega", beta=1e39, runs_dir=str(runs_dir))
+    bad = RunConfig.from_profile("smoke", method="ega", beta=1e30, runs_dir=str(runs_dir))
     with pytest.raises(
         RuntimeError,
         match=rf"1 cell\(s\) failed: {re.escape(bad.run_name)}: failed, .*diverged in epoch 1",
