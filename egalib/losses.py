@@ -38,7 +38,8 @@ def ega(fs: Tensor, ft: Tensor, node_weight: float = 0.8, edge_weight: float = 0
 
 def kd(logits_s: Tensor, logits_t: Tensor, T: float = 4.0) -> Tensor:
     """Hinton's KD: T^2 * KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch."""
-    check.pair("kd", logits_s, logits_t, same_shape=True, T=T)
+    check.pair("kd", logits_s, logits_t, T=T)
+    check.logits("kd", logits_s, logits_t, len(logits_s))
     log_p_s = F.log_softmax(logits_s / T, dim=1)
     log_p_t = F.log_softmax(logits_t / T, dim=1)
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * T * T
