@@ -26,22 +26,31 @@ def option_in_range(key: str, value: float) -> tuple[bool, str]:
     return holds(value), expected
 
 
-def pair(
-    name: str, s: torch.Tensor, t: torch.Tensor, min_batch=1, same_shape=False, **options
-) -> None:
-    """A loss's student and teacher tensors, and its `options`, each in the range its formula
-    fixes (`option_in_range`): a temperature of 0 would make the loss NaN."""
-    for key, value in options.items():
+def options(name: str, **values) -> None:
+    """Each of a loss's options in the range its formula fixes (`option_in_range`): a
+    temperature of 0 would make the loss NaN."""
+    for key, value in values.items():
         in_range, expected = option_in_range(key, value)
         if not in_range:
             raise ValueError(
                 f"{name}'s {key} must be {expected}, got {value!r}; give such a value."
             )
-    if not (s.is_floating_point() and s.dtype == t.dtype):
+
+
+def one_float_dtype(name: str, what: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if not (a.is_floating_point() and a.dtype == b.dtype):
         raise ValueError(
-            f"{name} expects student and teacher tensors of one float dtype, got {s.dtype} and "
-            f"{t.dtype}; cast both, e.g. with .float()."
+            f"{name} expects {what} of one float dtype, got {a.dtype} and {b.dtype}; cast both, "
+            "e.g. with .float()."
         )
+
+
+def pair(
+    name: str, s: torch.Tensor, t: torch.Tensor, min_batch=1, same_shape=False, **values
+) -> None:
+    """A loss's student and teacher tensors, and the option `values` it takes per call."""
+    options(name, **values)
+    one_float_dtype(name, "student and teacher tensors", s, t)
     if s.dim() != 2 or t.dim() != 2:
         raise ValueError(
             f"{name} expects 2-d (batch, features) tensors, got shapes {tuple(s.shape)} and "
@@ -83,11 +92,7 @@ def logits(name: str, logits_s: torch.Tensor, logits_t: torch.Tensor, batch: int
 
 
 def features(a: torch.Tensor, b: torch.Tensor) -> None:
-    if not (a.is_floating_point() and a.dtype == b.dtype):
-        raise ValueError(
-            f"pearson expects two tensors of one float dtype, got {a.dtype} and {b.dtype}; cast "
-            "both, e.g. with .float()."
-        )
+    one_float_dtype("pearson", "two tensors", a, b)
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(
             f"pearson expects two 2-d tensors with the same number of features, got shapes "

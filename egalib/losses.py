@@ -237,8 +237,8 @@ class CRD(nn.Module):
             )
         self.embed_s = nn.Linear(student_dim, embed_dim)
         self.embed_t = nn.Linear(teacher_dim, embed_dim)
-        self.tau = tau
-        self.momentum = momentum
+        check.options("CRD", tau=tau, momentum=momentum)  # fixed for the module's life
+        self.tau, self.momentum = tau, momentum
         self.num_negatives = min(num_negatives, len(labels) - int(class_count.max()))
         stdv = 1.0 / math.sqrt(embed_dim / 3)
         self.register_buffer("memory_s", torch.empty(len(labels), embed_dim).uniform_(-stdv, stdv))
@@ -303,7 +303,7 @@ class CRD(nn.Module):
         bank.index_copy_(0, index, F.normalize(mixed, dim=1))
 
     def _check_inputs(self, fs: Tensor, ft: Tensor, index: Tensor) -> None:
-        check.pair("CRD", fs, ft, min_batch=2, tau=self.tau, momentum=self.momentum)
+        check.pair("CRD", fs, ft, min_batch=2)
         sizes = (self.embed_s.in_features, self.embed_t.in_features)
         if (fs.shape[1], ft.shape[1]) != sizes:
             raise ValueError(
