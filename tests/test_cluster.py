@@ -5,8 +5,10 @@ submits to Slurm (only the cluster name differs), with the same signal handling 
 """
 
 import fcntl
+import io
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -403,6 +405,37 @@ def test_slurm_submission_and_state_through_stand_in_slurm_commands(tmp_path, mo
     status = cluster.cell_status([config])
     assert status["state"][0] == "failed" and "TIMEOUT" in status["detail"][0]
     assert [c.run_name for c in cluster.pending([config])] == [config.run_name]
+
+
+class Writes(io.RawIOBase):
+    """A stream's bytes, as the write calls that carried them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self.calls.append(bytes(data))
+        return len(data)
+
+
+def test_a_worker_writes_each_line_whole_when_python_is_unbuffered(monkeypatch):
+    """Workers share one terminal or pipe; under `python -u` print writes a line's text and its
+    newline apart, and another worker's line could come between them."""
+    streams = {
+        name: io.TextIOWrapper(Writes(), write_through=True) for name in ("stdout", "stderr")
+    }
+    for name, stream in streams.items():
+        monkeypatch.setattr(sys, name, stream)
+    cells, results = queue.Queue(), queue.Queue()
+    cells.put(None)  # no cell: the worker reports no failure and returns
+    cluster.worker(cells, results, threads=None)
+    assert results.get_nowait() == []
+    for stream in streams.values():
+        print("cell: starting of 1 (pid 7)", file=stream, flush=True)
+        assert stream.buffer.calls == [b"cell: starting of 1 (pid 7)\n"]
 
 
 @pytest.mark.integration

@@ -30,6 +30,7 @@ import queue as queue_module
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -543,8 +544,17 @@ def train_cells(configs, threads: int | None, queue=None) -> list[str]:
 
 
 def worker(queue, results, threads: int | None) -> None:
+    whole_lines(sys.stdout, sys.stderr)  # the workers share this command's terminal or pipe
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the parent reports it, in one line
         results.put(train_cells([], threads, queue))
+
+
+def whole_lines(*streams) -> None:
+    """Each line goes to its stream in one write. Under `python -u` or PYTHONUNBUFFERED, `print`
+    writes a line's text and its newline apart, and another process can write between them."""
+    for stream in streams:
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def train_in_workers(configs: list[RunConfig], parallel: int, threads: int | None) -> list[str]:
