@@ -269,12 +269,11 @@ def test_once(state: TrainState, selected: Selected) -> tuple[dict, dict[str, to
     return tested, embeddings
 
 
-def report(config: RunConfig, row: dict) -> None:
+def report(config: RunConfig, row: dict, who: str = "") -> None:
+    """An epoch's line, naming its run as `who` (the method alone when one run is training)."""
     measured = f"validation top-1 {100 * row['val_acc']:.2f} %, " if "val_acc" in row else ""
-    print(
-        f"[{config.method}] epoch {row['epoch']}/{config.epochs}: {measured}{row['seconds']:.1f} s",
-        flush=True,
-    )
+    epoch = f"epoch {row['epoch']}/{config.epochs}: {measured}{row['seconds']:.1f} s"
+    print(f"[{who or config.method}] {epoch}", flush=True)
 
 
 def train_run(state: TrainState, run: Run, progress: bool, on_epoch_end: EpochEnd | None) -> None:

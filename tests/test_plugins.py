@@ -180,6 +180,7 @@ def test_worker_processes_train_a_plugin_s_method(tmp_path):
     assert len(finished) == 4 and sum("_ega-cosine_" in name for name in finished) == 2
     pids = {line.split("(pid ")[1] for line in done.stdout.splitlines() if "starting of" in line}
     assert len(pids) == 2  # two worker processes, neither of them this command's own
+    assert all(f"\n[{name}] epoch 1/1: validation top-1 " in done.stdout for name in finished)
 
 
 @pytest.mark.integration

@@ -146,12 +146,9 @@ class CellJob:
         return str(run.path)
 
     def _epoch_end(self, epoch: int, row: dict) -> None:
-        print(
-            f"epoch {epoch}/{self.config.epochs}: "
-            + (f"validation top-1 {100 * row['val_acc']:.2f} %, " if "val_acc" in row else "")
-            + f"{row['seconds']:.1f} s",
-            flush=True,
-        )
+        from ..train import report
+
+        report(self.config, row, who=self.config.run_name)  # workers' lines mix in one terminal
         if self.on_epoch_end is not None:
             self.on_epoch_end(epoch, row)
 
