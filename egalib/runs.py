@@ -143,6 +143,8 @@ class Run:
         """The test set's student embeddings and logits (`xs`, `logits_s`), with a teacher its
         head's (`xt`, `logits_t`), and the `labels`: one row an image."""
         path = self.path / "embeddings.pt"
+        if not self.path.is_dir():  # a mistyped path: rerunning a run is not the advice
+            raise FileNotFoundError(f"no run folder {self.path}; give one that load_runs lists.")
         fix = "delete metrics.json in that folder and run it again to rewrite it."
         saved = load_tensors(path, fix)
         tensors = saved.values() if isinstance(saved, dict) else [None]

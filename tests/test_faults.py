@@ -5,6 +5,7 @@ import errno
 import fcntl
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -229,6 +230,17 @@ def test_a_held_lock_that_holds_no_pid_but_bytes_is_still_one_sentence(tmp_path)
         with pytest.raises(RunBusyError, match="being trained by process \ufffd{40};"):
             with Run(tmp_path / "run").lock():
                 pass
+
+
+def test_embeddings_of_a_folder_that_does_not_exist_name_the_folder_not_a_rerun(tmp_path):
+    missing = tmp_path / "runs" / "mistyped"
+    with pytest.raises(
+        FileNotFoundError, match=f"^no run folder {re.escape(str(missing))}; give one"
+    ):
+        Run(missing).load_embeddings()
+    missing.mkdir(parents=True)  # a run folder without the file: training it again rewrites it
+    with pytest.raises(RuntimeError, match="embeddings.pt cannot be read .*delete metrics.json"):
+        Run(missing).load_embeddings()
 
 
 def test_a_lock_left_by_a_dead_process_is_stale(tmp_path):
