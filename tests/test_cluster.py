@@ -350,6 +350,14 @@ def test_a_reused_pid_is_not_the_job_and_an_unknown_executor_is_refused(tmp_path
         cluster.dispatch([cell(tmp_path, "vanilla")], "pbs")
     with pytest.raises(ValueError, match="--parallel is for --executor local"):
         cluster.dispatch([cell(tmp_path, "vanilla")], "slurm", parallel=2)
+    for parallel in (0, -1):  # refused, not taken as one run at a time
+        with pytest.raises(
+            ValueError, match=f"parallel must be a whole number >= 1, got {parallel}"
+        ):
+            cluster.dispatch([cell(tmp_path, "vanilla")], "local", parallel=parallel)
+        with pytest.raises(ValueError, match="parallel must be a whole number >= 1"):
+            cluster.Launcher(parallel=parallel)
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.integration
@@ -368,6 +376,19 @@ def test_a_failing_local_cell_writes_its_error_and_shows_failed(tmp_path, monkey
     assert (status["detail"] == "RuntimeError: the GPU fell off").all()
     assert json.loads((folder(configs[0]) / "job.json").read_text())["executor"] == "local"
     assert len(cluster.pending(configs)) == 2  # failed cells are dispatched again
+
+
+def test_cells_that_fail_for_one_reason_share_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "DATA_DIR", tmp_path / "no-data")
+    configs = [cell(tmp_path, m, dataset="cifar100") for m in ("vanilla", "kd", "ega")]
+    with pytest.raises(RuntimeError) as failed:
+        cluster.dispatch(configs, "local")  # no CIFAR-100: every cell fails the same way
+    message = str(failed.value)
+    assert message.startswith(f"3 cell(s) failed: {configs[0].run_name} and 2 more: CIFAR-100 ")
+    assert message.count("not found") == 1 and configs[1].run_name not in message
+    with pytest.raises(RuntimeError) as failed:
+        cluster.report_failures([("a", "one reason"), ("b", "another"), ("c", "one reason")])
+    assert str(failed.value) == "3 cell(s) failed: a and 1 more: one reason; b: another"
 
 
 @pytest.mark.integration

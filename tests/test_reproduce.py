@@ -1,5 +1,7 @@
 """The paper's tables as configs, and the supervised WRN-40-2 teacher egalib trains itself."""
 
+import json
+
 import pytest
 import torch
 from helpers import run_egalib
@@ -90,7 +92,12 @@ def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch)
         progress=False,
     )
     result = transfer(rgb.path, "stl10", epochs=2, device="cpu")
-    assert 0 <= result["top1"] <= 100 and (rgb.path / "transfer_stl10.json").is_file()
+    written = rgb.path / "transfer_stl10.json"
+    assert 0 <= result["top1"] <= 100 and written.is_file()
+    for epochs in (0, -2):  # no classifier trained: chance, written over the result
+        with pytest.raises(ValueError, match=f"epochs must be a whole number >= 1, got {epochs}"):
+            transfer(rgb.path, "stl10", epochs=epochs, device="cpu")
+    assert json.loads(written.read_text()) == result
     assert rgb.metrics["selected_epoch"] is None and rgb.metrics["val_top1"] is None
 
 

@@ -36,8 +36,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
-from ..config import RunConfig
+from ..config import RunConfig, check_numbers
 from ..files import atomic_write_text
 from ..runs import LOCK, Run, RunBusyError
 
@@ -519,15 +520,24 @@ def run_local(configs: list[RunConfig], parallel: int = 1, threads: int | None =
     return [config.run_name for config in todo]
 
 
-def report_failures(failures: list[str]) -> None:
-    """One RuntimeError naming every failed cell, if any failed."""
-    if failures:
-        raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(failures))
+def report_failures(failures: list[tuple[str, str]]) -> None:
+    """One RuntimeError for the failed cells, if any, given as (run name, reason): cells that
+    failed for the same reason (a missing dataset fails every cell of a table) share it."""
+    if not failures:
+        return
+    names_by_reason = collections.defaultdict(list)
+    for name, reason in failures:
+        names_by_reason[reason].append(name)
+    parts = [
+        f"{names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''}: {reason}"
+        for reason, names in names_by_reason.items()
+    ]
+    raise RuntimeError(f"{len(failures)} cell(s) failed: " + "; ".join(parts))
 
 
-def train_cells(configs, threads: int | None, queue=None) -> list[str]:
+def train_cells(configs, threads: int | None, queue=None) -> list[tuple[str, str]]:
     """Train `configs` (or, with `queue`, the configs taken from it until None) one after
-    another with one shared TeacherMemo; the failures, one line each."""
+    another with one shared TeacherMemo; the failures, as (run name, reason)."""
     from ..teacher_features import TeacherMemo
 
     set_threads(threads)
@@ -536,7 +546,7 @@ def train_cells(configs, threads: int | None, queue=None) -> list[str]:
         try:
             CellJob(config, memo=memo)()
         except Exception as error:
-            failures.append(f"{config.run_name}: {reported(error)}")
+            failures.append((config.run_name, reported(error)))
     return failures
 
 
@@ -554,7 +564,9 @@ def whole_lines(*streams) -> None:
             stream.reconfigure(line_buffering=True, write_through=False)
 
 
-def train_in_workers(configs: list[RunConfig], parallel: int, threads: int | None) -> list[str]:
+def train_in_workers(
+    configs: list[RunConfig], parallel: int, threads: int | None
+) -> list[tuple[str, str]]:
     """`parallel` processes that take cells from one queue, in order, until it is empty."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
     queue, results = context.Queue(), context.Queue()
@@ -579,7 +591,7 @@ def train_in_workers(configs: list[RunConfig], parallel: int, threads: int | Non
     return failures
 
 
-def collect_reports(workers, results) -> list[str]:
+def collect_reports(workers, results) -> list[tuple[str, str]]:
     """Each worker's failures, as it reports them when its queue runs out."""
     failures, reported = [], 0
     while reported < len(workers):
@@ -589,7 +601,7 @@ def collect_reports(workers, results) -> list[str]:
         except queue_module.Empty:
             if not any(process.is_alive() for process in workers) and results.empty():
                 missing = len(workers) - reported
-                failures.append(f"{missing} worker process(es) died without a report")
+                failures.append((f"{missing} worker process(es)", "died without a report"))
                 break
     return failures
 
@@ -612,6 +624,9 @@ class Launcher:
     parallel: int = 2
     options: SlurmOptions | None = None
 
+    def __post_init__(self):
+        check_parallel(self.parallel)
+
     def train(self, configs: list[RunConfig]) -> None:
         """Train what is missing of `configs`; return when every one is over. A failed run
         raises RuntimeError naming it, after the others have finished."""
@@ -620,6 +635,11 @@ class Launcher:
             return
         dispatch(configs, self.executor, options=self.options)
         wait_for(configs)
+
+
+def check_parallel(parallel: int) -> None:
+    """At least one run at a time: refused in one sentence, not taken as one."""
+    check_numbers(SimpleNamespace(parallel=parallel), {"parallel": 1})
 
 
 LOCAL = Launcher()  # two processes here, one thread each: the best use of a 2-core CPU
@@ -643,7 +663,7 @@ def wait_for(configs: list[RunConfig], longest_poll_s: float = 30.0) -> None:
         poll = min(2 * poll, longest_poll_s)
     report_failures(
         [
-            f"{c.run_name}: {state}, {detail}"
+            (c.run_name, f"{state}, {detail}")
             for c, (state, detail) in zip(configs, states)
             if state != "finished"
         ]
@@ -660,6 +680,7 @@ def dispatch(
     submitted to Slurm (returns the submitit jobs at once)."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; known executors: {', '.join(EXECUTORS)}.")
+    check_parallel(parallel)
     todo = pending(configs)
     skipped = len({c.run_name for c in configs}) - len(todo)
     print(f"{len(todo)} cell(s) to dispatch ({executor}); {skipped} finished or running skipped")
