@@ -69,6 +69,8 @@ def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path, capfd):
     runs = load_runs(tmp_path)
     assert sorted(runs["method"]) == sorted([*METHODS, "ega"])  # and EGA's joint protocol
     assert "<th>ega (joint)</th>" in html and "EGA beats kd" in html and "verdict" in html
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert ", 1 epoch, protocol pretrained, seeds 0\n" in printed  # smoke trains one epoch
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}
     execute_notebook("02_distillation.ipynb", parameters, tmp_path / "again")
     assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}
@@ -85,6 +87,7 @@ def test_notebook_06_reruns_the_study_at_smoke_size_and_draws_its_three_figures(
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "EGA minus vanilla in validation top-1, paired over 1 seed(s): batch 8 (0.7" in text
     assert "The rule picks batch 16 of [16]; the demo profile trains at batch 16." in text
+    assert " runs, 1 seed; trained or read from the run folders under " in text
     summary = (tmp_path / "results" / "regime-smoke.csv").read_text().splitlines()
     assert summary[0].startswith("method,batch_size,lr,beta,seed,val_top1,node_diagonal")
     assert len(summary) == 1 + 2 * 4 + 1  # 2 batch sizes x 4 methods, and one more beta
