@@ -34,6 +34,13 @@ def test_a_fork_changes_the_url_once_and_the_cells_follow(tmp_path, monkeypatch)
     assert notebooks.write_colab_cells(fork) == []  # already written: nothing changes
 
 
+def test_a_list_parameter_given_as_one_value_is_a_list_of_it():
+    assert notebooks.listed(None) is None  # the profile's
+    assert notebooks.listed(0) == [0]  # seed 0 alone, though 0 is false
+    assert notebooks.listed("ega") == ["ega"]  # not "e", "g", "a"
+    assert notebooks.listed((1, 2)) == [1, 2] and notebooks.listed([]) == []
+
+
 def test_the_install_check_of_the_colab_cell_is_one_sentence():
     namespace = {}
     cell = notebooks.colab_cell("https://example.org/x")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from helpers import read_notebook
 
-from egalib.experiments.demo import NOTEBOOK_DIR, execute_notebook
+from egalib.experiments.demo import NOTEBOOK_DIR, NotebookError, execute_notebook
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +74,21 @@ def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path, capfd):
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}
     execute_notebook("02_distillation.ipynb", parameters, tmp_path / "again")
     assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}
+
+
+def test_notebook_02_takes_one_method_and_one_seed_as_papermill_s_command_line_gives_them(
+    tmp_path,
+):
+    """`papermill ... -p methods vanilla -p seeds 1`: one value each, not a list."""
+    parameters = {"profile": "smoke", "runs_dir": str(tmp_path), "methods": "vanilla", "seeds": 1}
+    nb = read_notebook(execute_notebook("02_distillation.ipynb", parameters, tmp_path / "nb"))
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert ", protocol pretrained, seeds 1\n" in printed
+    [run] = tmp_path.glob("*/metrics.json")
+    assert "_vanilla_" in run.parent.name and "_s1_" in run.parent.name
+    unknown = {**parameters, "methods": ["vanilla", "nosuch"]}
+    with pytest.raises(NotebookError, match="unknown method 'nosuch'; known methods: vanilla, kd"):
+        execute_notebook("02_distillation.ipynb", unknown, tmp_path / "nb")
 
 
 def test_notebook_06_reruns_the_study_at_smoke_size_and_draws_its_three_figures(tmp_path):

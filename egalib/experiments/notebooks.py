@@ -84,6 +84,15 @@ def code_cells(path: Path) -> list[str]:
     ]
 
 
+def listed(value) -> list | None:
+    """A notebook parameter that holds a list, as papermill's command line may give it:
+    `-p seeds 0` or `-p methods ega` pass one value, which stands for a list of that one (seed 0
+    alone, not the profile's seeds because 0 is false). None stays None: the profile's."""
+    if value is None or isinstance(value, list | tuple):
+        return None if value is None else list(value)
+    return [value]
+
+
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
