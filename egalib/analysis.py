@@ -5,10 +5,13 @@ features and scaled to unit length (`pearson_normalise`), so the Euclidean dista
 rows is a monotone function of their Pearson correlation (|a - b|^2 = 2 - 2 corr(a, b)).
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import torch
 
+from .config import check_numbers
 from .graph import centre_and_normalise
 
 
@@ -25,6 +28,7 @@ def pearson_normalise(x) -> np.ndarray:
 
 def balanced_subsample(labels, max_points: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of at most `max_points` samples, as equal per class as the data allow."""
+    check_numbers(SimpleNamespace(max_points=max_points), {"max_points": 1})
     labels = as_numpy(labels)
     if max_points >= len(labels):
         return np.arange(len(labels))
@@ -49,11 +53,16 @@ def knn_accuracy(x, labels, k: int = 5, seed: int = 0, normalise: bool = True) -
     """k-NN top-1 (%): fitted on one random half of the samples, scored on the other half."""
     from sklearn.neighbors import KNeighborsClassifier
 
+    check_numbers(SimpleNamespace(k=k), {"k": 1})
     x = pearson_normalise(x) if normalise else as_numpy(x)
     labels = as_numpy(labels)
     order = np.random.default_rng(seed).permutation(len(labels))
     fit_on, score_on = order[: len(order) // 2], order[len(order) // 2 :]
-    k = max(1, min(k, len(fit_on)))
+    if k > len(fit_on):  # not clamped: the score is labelled with this k
+        raise ValueError(
+            f"k must be at most {len(fit_on)}, the samples the classifier is fitted on (half of "
+            f"the {len(labels)}), got {k}; give a smaller k."
+        )
     knn = KNeighborsClassifier(n_neighbors=k).fit(x[fit_on], labels[fit_on])
     return 100.0 * float(knn.score(x[score_on], labels[score_on]))
 

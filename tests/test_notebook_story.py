@@ -296,6 +296,21 @@ def test_separable_embedding_scores_higher_than_mixed():
     assert analysis.knn_accuracy(*separable, seed=3) == analysis.knn_accuracy(*separable, seed=3)
 
 
+def test_a_k_or_a_point_budget_that_would_mislabel_a_score_is_refused():
+    x, labels = _clusters(mixed=False)  # 240 samples: the k-NN classifier is fitted on 120
+    assert analysis.knn_accuracy(x, labels, k=120) > 0  # every fitted sample votes
+    for k in (0, -1, 2.5):  # was scored as 1-NN (or failed in scikit-learn) under the label k-NN
+        with pytest.raises(ValueError, match=f"k must be a whole number >= 1, got {k}"):
+            analysis.embedding_scores({"x": x}, labels, k=k)
+    with pytest.raises(ValueError, match="k must be at most 120, the samples the classifier"):
+        analysis.knn_accuracy(x, labels, k=121)  # was scored as 120-NN
+    for budget in (0, -5):  # was an empty subsample
+        with pytest.raises(
+            ValueError, match=f"max_points must be a whole number >= 1, got {budget}"
+        ):
+            analysis.balanced_subsample(labels, budget)
+
+
 def test_balanced_subsample_and_tsne_on_few_points():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 5)
     keep = analysis.balanced_subsample(labels, 30, seed=0)
