@@ -129,6 +129,17 @@ def node_matrix_stats(xs, xt, labels, batch_size: int, seed: int = 0) -> dict[st
     the same class and over pairs of other classes, and the mean number of same-class partners
     per image per batch (the other images of its class in its batch)."""
     xs, xt, labels = (torch.as_tensor(as_numpy(v)) for v in (xs, xt, labels))
+    check_numbers(SimpleNamespace(batch_size=batch_size), {"batch_size": 2})
+    if not len(xs) == len(xt) == len(labels):
+        raise ValueError(
+            f"xs, xt and labels must have a row per image, got {len(xs)}, {len(xt)} and "
+            f"{len(labels)} rows; give the three arrays of one run's embeddings."
+        )
+    if batch_size > len(labels):  # no whole batch: every statistic would be NaN
+        raise ValueError(
+            f"batch_size must be at most the {len(labels)} images, got {batch_size}; give a "
+            "smaller batch."
+        )
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     batches = order[: len(order) // batch_size * batch_size].view(-1, batch_size)
     node = centre_and_normalise(xt[batches].double()) @ centre_and_normalise(

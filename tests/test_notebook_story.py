@@ -296,7 +296,7 @@ def test_separable_embedding_scores_higher_than_mixed():
     assert analysis.knn_accuracy(*separable, seed=3) == analysis.knn_accuracy(*separable, seed=3)
 
 
-def test_a_k_or_a_point_budget_that_would_mislabel_a_score_is_refused():
+def test_analysis_refuses_sizes_that_would_mislabel_or_empty_its_numbers():
     x, labels = _clusters(mixed=False)  # 240 samples: the k-NN classifier is fitted on 120
     assert analysis.knn_accuracy(x, labels, k=120) > 0  # every fitted sample votes
     for k in (0, -1, 2.5):  # was scored as 1-NN (or failed in scikit-learn) under the label k-NN
@@ -304,6 +304,17 @@ def test_a_k_or_a_point_budget_that_would_mislabel_a_score_is_refused():
             analysis.embedding_scores({"x": x}, labels, k=k)
     with pytest.raises(ValueError, match="k must be at most 120, the samples the classifier"):
         analysis.knn_accuracy(x, labels, k=121)  # was scored as 120-NN
+    xs, xt = np.random.default_rng(0).normal(size=(2, 40, 8))
+    assert analysis.node_matrix_stats(xs, xt, labels[::6], batch_size=40)["partners"] == 9
+    refusals = {
+        0: "batch_size must be a whole number >= 2, got 0",  # was a ZeroDivisionError
+        41: "batch_size must be at most the 40 images, got 41",  # was NaN for every statistic
+    }
+    for batch, problem in refusals.items():
+        with pytest.raises(ValueError, match=problem):
+            analysis.node_matrix_stats(xs, xt, labels[::6], batch_size=batch)
+    with pytest.raises(ValueError, match="must have a row per image, got 40, 30 and 40 rows"):
+        analysis.node_matrix_stats(xs, xt[:30], labels[::6], batch_size=4)
     for budget in (0, -5):  # was an empty subsample
         with pytest.raises(
             ValueError, match=f"max_points must be a whole number >= 1, got {budget}"
