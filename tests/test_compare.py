@@ -101,6 +101,27 @@ def test_compare_pairs_each_setting_s_runs_by_seed_against_the_chosen_method(tmp
     assert any(line.startswith("| ega | 0 1 2 | 73.50 ± 1.50") for line in by_val)
 
 
+def test_runs_without_a_validation_split_are_named_when_compared_by_a_validation_score(tmp_path):
+    import json
+
+    from egalib.runs import load_runs
+
+    for method in ("vanilla", "ega"):
+        folder = finished_run(tmp_path, method, 0, 70.0, val_size=0)
+        metrics = {"top1": 70.0, "selected_top1": None, "val_top1": None}  # as fit writes them
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    runs = load_runs(tmp_path)
+    assert any(line.startswith("| ega | 0 | 70.00") for line in compare.compare_runs(runs))
+    for score in ("val_top1", "selected_top1"):  # was "a paired difference is NaN"
+        with pytest.raises(ValueError) as refused:
+            compare.compare_runs(runs, score=score)
+        assert str(refused.value) == (
+            f"{runs['run'][0]} and 1 more have no {score}: a run trained with val_size 0 holds "
+            "out no validation split; compare by --score top1, or give a --runs-dir whose runs "
+            "held one out."
+        )
+
+
 def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by_name(tmp_path):
     from egalib.runs import load_runs
 

@@ -121,9 +121,22 @@ def run_label(row: dict, protocols: int) -> str:
     return label + (f" [{row['protocol']}]" if protocols > 1 else "")
 
 
+def check_scores(runs: pd.DataFrame, score: str) -> None:
+    """Every run has the validation `score`: one trained with val_size 0 has none."""
+    missing = runs.loc[runs[score].isna(), "run"].tolist() if score != "top1" else []
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ValueError(
+            f"{missing[0]}{more} {'have' if more else 'has'} no {score}: a run trained with "
+            "val_size 0 holds out no validation split; compare by --score top1, or give a "
+            "--runs-dir whose runs held one out."
+        )
+
+
 def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top1") -> list[str]:
     """Markdown lines: per setting, each method's mean ± sd over its seeds and its paired
     difference to `against` (a method of the same setting) with its 95 % interval."""
+    check_scores(runs, score)
     lines = []
     for setting, group in runs.groupby(list(SETTING), dropna=False, sort=False):
         protocols = group.protocol.nunique()
