@@ -23,6 +23,10 @@ def test_every_method_gets_the_same_grid_around_its_paper_weight_and_the_same_tr
     assert {c.gamma for c in kd} == {1.0} and {c.beta for c in kd} == {None}
     assert sorted({c.alpha for c in kd}) == [0.0009, 0.009, 0.09, 0.9, 9.0]
     assert len({c.run_name for c in configs}) == len(configs)
+    only = weights.weight_configs("demo", methods=["vanilla", "ega"])
+    assert {c.method for c in only} == {"vanilla", "ega"}
+    with pytest.raises(ValueError, match="--methods vanilla leaves nothing to tune"):
+        weights.weight_configs("demo", methods=["vanilla"])  # was a study that chose nothing
 
 
 def test_the_choice_is_the_best_mean_validation_point_and_says_if_it_is_interior():

@@ -43,6 +43,11 @@ def weight_configs(
 ) -> list[RunConfig]:
     """vanilla at each seed, then every other method (or those of `methods`) at each weight of
     its grid and each seed."""
+    if methods and set(methods) == {"vanilla"}:  # it would train vanilla and choose nothing
+        raise ValueError(
+            "--methods vanilla leaves nothing to tune: vanilla has no weight, and the study "
+            "always trains it as the reference; name the methods to tune."
+        )
     make = lambda **values: RunConfig.from_profile(profile, runs_dir=runs_dir, **values)
     seeds = seeds or SEEDS
     configs = [make(method="vanilla", seed=s) for s in seeds]
