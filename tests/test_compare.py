@@ -122,6 +122,20 @@ def test_runs_without_a_validation_split_are_named_when_compared_by_a_validation
         )
 
 
+def test_compare_with_methods_refuses_the_flags_of_the_finished_runs_table(tmp_path, capsys):
+    from egalib.experiments.cli import main
+
+    train = ["compare", "--methods", "ega", "--profile", "smoke", "--runs-dir", str(tmp_path)]
+    refusals = {  # were ignored: the table of --methods is against vanilla, by test top-1
+        ("--against", "kd"): "--against applies",
+        ("--against", "kd", "--score", "val_top1"): "--against and --score apply",
+    }
+    for flags, said in refusals.items():
+        assert main([*train, *flags]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {said} only without --methods, ")
+    assert not any(tmp_path.iterdir())  # nothing trained
+
+
 def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by_name(tmp_path):
     from egalib.runs import load_runs
 

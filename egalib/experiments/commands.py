@@ -122,6 +122,13 @@ def cmd_compare(args) -> None:
     from .demo import results_table, run_frame, train_paired
 
     began = time.time()
+    given = [flag for flag in ("against", "score") if getattr(args, flag) is not None]
+    if args.methods and given:  # the demo's table: against vanilla, by test top-1
+        raise ValueError(
+            f"--{' and --'.join(given)} {'apply' if len(given) > 1 else 'applies'} only without "
+            "--methods, to the finished runs under --runs-dir; with --methods the table is "
+            "against vanilla, by test top-1."
+        )
     if args.methods:
         seeds = args.seeds or profile_seeds(args.profile)
         make = lambda m, s: RunConfig.from_profile(
@@ -140,7 +147,7 @@ def cmd_compare(args) -> None:
                 f"no finished runs under {args.runs_dir}; train some first, give --runs-dir, "
                 "or name --methods to train."
             )
-        table = "\n".join(compare_runs(frame, args.against, args.score))
+        table = "\n".join(compare_runs(frame, args.against or "vanilla", args.score or "top1"))
     out = Path(args.out or args.runs_dir)
     atomic_write_text(out / "compare.md", table + "\n")
     atomic_write_text(out / "compare.csv", frame.to_csv(index=False))
@@ -329,14 +336,14 @@ def add_commands(sub) -> None:
     add_executor_flags(compare, "waited for, then the table")
     compare.add_argument("--out", help="where compare.md and compare.csv go (default: --runs-dir)")
     compare.add_argument(
-        "--against", default="vanilla", help="without --methods: the method differences are to"
+        "--against",
+        help="without --methods: the method differences are to (default: vanilla)",
     )
     compare.add_argument(
         "--score",
-        default="top1",
         choices=["top1", "selected_top1", "val_top1"],
-        help="without --methods: last-epoch test top-1, the validation-selected epoch's, or "
-        "validation top-1",
+        help="without --methods: last-epoch test top-1 (the default), the validation-selected "
+        "epoch's, or validation top-1",
     )
     compare.set_defaults(func=cmd_compare)
 
