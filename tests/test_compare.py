@@ -122,7 +122,7 @@ def test_runs_without_a_validation_split_are_named_when_compared_by_a_validation
         )
 
 
-def test_compare_with_methods_refuses_the_flags_of_the_finished_runs_table(tmp_path, capsys):
+def test_compare_refuses_the_flags_of_its_other_mode(tmp_path, capsys):
     from egalib.experiments.cli import main
 
     train = ["compare", "--methods", "ega", "--profile", "smoke", "--runs-dir", str(tmp_path)]
@@ -134,6 +134,8 @@ def test_compare_with_methods_refuses_the_flags_of_the_finished_runs_table(tmp_p
         assert main([*train, *flags]) == 2
         assert capsys.readouterr().err.startswith(f"error: {said} only without --methods, ")
     assert not any(tmp_path.iterdir())  # nothing trained
+    assert main(["compare", "--runs-dir", str(tmp_path), "--seeds", "0"]) == 2  # was ignored
+    assert capsys.readouterr().err.startswith("error: --seeds applies only with --methods, ")
 
 
 def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by_name(tmp_path):

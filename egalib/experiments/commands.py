@@ -129,6 +129,11 @@ def cmd_compare(args) -> None:
             "--methods, to the finished runs under --runs-dir; with --methods the table is "
             "against vanilla, by test top-1."
         )
+    if args.seeds and not args.methods:
+        raise ValueError(
+            "--seeds applies only with --methods, to the runs it trains; without it every "
+            "finished run under --runs-dir is compared."
+        )
     if args.methods:
         seeds = args.seeds or profile_seeds(args.profile)
         make = lambda m, s: RunConfig.from_profile(
