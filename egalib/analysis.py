@@ -5,13 +5,11 @@ features and scaled to unit length (`pearson_normalise`), so the Euclidean dista
 rows is a monotone function of their Pearson correlation (|a - b|^2 = 2 - 2 corr(a, b)).
 """
 
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import torch
 
-from .config import check_numbers
+from .config import check_whole
 from .graph import centre_and_normalise
 
 
@@ -28,7 +26,7 @@ def pearson_normalise(x) -> np.ndarray:
 
 def balanced_subsample(labels, max_points: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of at most `max_points` samples, as equal per class as the data allow."""
-    check_numbers(SimpleNamespace(max_points=max_points), {"max_points": 1})
+    check_whole("max_points", max_points, 1)
     labels = as_numpy(labels)
     if max_points >= len(labels):
         return np.arange(len(labels))
@@ -53,7 +51,7 @@ def knn_accuracy(x, labels, k: int = 5, seed: int = 0, normalise: bool = True) -
     """k-NN top-1 (%): fitted on one random half of the samples, scored on the other half."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    check_numbers(SimpleNamespace(k=k), {"k": 1})
+    check_whole("k", k, 1)
     x = pearson_normalise(x) if normalise else as_numpy(x)
     labels = as_numpy(labels)
     order = np.random.default_rng(seed).permutation(len(labels))
@@ -129,7 +127,7 @@ def node_matrix_stats(xs, xt, labels, batch_size: int, seed: int = 0) -> dict[st
     the same class and over pairs of other classes, and the mean number of same-class partners
     per image per batch (the other images of its class in its batch)."""
     xs, xt, labels = (torch.as_tensor(as_numpy(v)) for v in (xs, xt, labels))
-    check_numbers(SimpleNamespace(batch_size=batch_size), {"batch_size": 2})
+    check_whole("batch_size", batch_size, 2)
     if not len(xs) == len(xt) == len(labels):
         raise ValueError(
             f"xs, xt and labels must have a row per image, got {len(xs)}, {len(xt)} and "

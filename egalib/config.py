@@ -7,6 +7,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -61,6 +62,11 @@ def check_numbers(config, whole: dict, above_zero=(), at_least_zero=(), optional
             ok, expected = False, f"at most {FLOAT32_MAX:.4g}, float32's largest number"
         if not ok:
             raise ValueError(f"{key} must be {expected}, got {value!r}; give such a value.")
+
+
+def check_whole(name: str, value, least: int) -> None:
+    """`check_numbers` for one whole number outside a config: a flag or a function's argument."""
+    check_numbers(SimpleNamespace(**{name: value}), {name: least})
 
 
 def choices() -> dict[str, list[str]]:

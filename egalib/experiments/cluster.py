@@ -36,9 +36,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 
-from ..config import RunConfig, check_numbers
+from ..config import RunConfig, check_whole
 from ..files import atomic_write_text
 from ..runs import LOCK, Run, RunBusyError
 
@@ -639,7 +638,7 @@ class Launcher:
 
 def check_parallel(parallel: int) -> None:
     """At least one run at a time: refused in one sentence, not taken as one."""
-    check_numbers(SimpleNamespace(parallel=parallel), {"parallel": 1})
+    check_whole("parallel", parallel, 1)
 
 
 LOCAL = Launcher()  # two processes here, one thread each: the best use of a 2-core CPU

@@ -88,9 +88,9 @@ def listed(value) -> list | None:
     """A notebook parameter that holds a list, as papermill's command line may give it:
     `-p seeds 0` or `-p methods ega` pass one value, which stands for a list of that one (seed 0
     alone, not the profile's seeds because 0 is false). None stays None: the profile's."""
-    if value is None or isinstance(value, list | tuple):
-        return None if value is None else list(value)
-    return [value]
+    if value is None:
+        return None
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 WIDGET = "application/vnd.jupyter.widget-view+json"

@@ -8,10 +8,9 @@ new dataset, with images resized to the student's 32 pixels.
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 from .. import models
-from ..config import check_numbers, resolve_device
+from ..config import check_whole, resolve_device
 from ..datasets import load_dataset
 from ..files import atomic_write_text, described
 from ..models import Teacher
@@ -42,7 +41,7 @@ def frozen_student(run: Run, image_size: int = 32) -> Teacher:
 def transfer(run_path: str | Path, dataset: str, epochs: int = 240, device: str = "auto") -> dict:
     """Top-1 of a linear classifier on the frozen student's features of `dataset`; the result
     is written to <run>/transfer_<dataset>.json."""
-    check_numbers(SimpleNamespace(epochs=epochs), {"epochs": 1})  # 0 would report chance
+    check_whole("epochs", epochs, 1)  # 0 would report chance
     run = Run(Path(run_path))
     if not run.finished:
         raise ValueError(f"{run.path} is not a finished run folder; finish training it first.")
