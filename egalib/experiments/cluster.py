@@ -624,7 +624,7 @@ class Launcher:
     options: SlurmOptions | None = None
 
     def __post_init__(self):
-        check_parallel(self.parallel)
+        check_whole("parallel", self.parallel, 1)  # 0 or less: refused, not taken as 1
 
     def train(self, configs: list[RunConfig]) -> None:
         """Train what is missing of `configs`; return when every one is over. A failed run
@@ -634,11 +634,6 @@ class Launcher:
             return
         dispatch(configs, self.executor, options=self.options)
         wait_for(configs)
-
-
-def check_parallel(parallel: int) -> None:
-    """At least one run at a time: refused in one sentence, not taken as one."""
-    check_whole("parallel", parallel, 1)
 
 
 LOCAL = Launcher()  # two processes here, one thread each: the best use of a 2-core CPU
@@ -679,7 +674,7 @@ def dispatch(
     submitted to Slurm (returns the submitit jobs at once)."""
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; known executors: {', '.join(EXECUTORS)}.")
-    check_parallel(parallel)
+    check_whole("parallel", parallel, 1)
     todo = pending(configs)
     skipped = len({c.run_name for c in configs}) - len(todo)
     print(f"{len(todo)} cell(s) to dispatch ({executor}); {skipped} finished or running skipped")
