@@ -138,6 +138,24 @@ def test_compare_refuses_the_flags_of_its_other_mode(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --seeds applies only with --methods, ")
 
 
+def test_compare_against_a_method_without_runs_names_the_methods_there(tmp_path, capsys):
+    from egalib.experiments.cli import main
+
+    for method in ("vanilla", "ega"):
+        finished_run(tmp_path, method, 0, 70.0)
+    for against in ("nosuch", "kd"):  # printed a table with empty difference columns
+        assert main(["compare", "--runs-dir", str(tmp_path), "--against", against]) == 2
+        assert capsys.readouterr().err == (
+            f"error: --against {against}: no finished run under {tmp_path} is of that method; "
+            "give one of those there: ega, vanilla.\n"
+        )
+    assert not (tmp_path / "compare.md").exists()
+    assert main(["compare", "--runs-dir", str(tmp_path), "--against", "ega"]) == 0
+    assert "| vanilla | 0 | 70.00 (1 seed, no sd) | +0.00 (1 seed, no interval) |" in (
+        capsys.readouterr().out
+    )
+
+
 def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by_name(tmp_path):
     from egalib.runs import load_runs
 

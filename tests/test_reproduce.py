@@ -47,6 +47,22 @@ def test_reproduce_dry_run_lists_the_cells_and_trains_nothing(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_reproduce_profile_refuses_the_flags_of_the_tables(tmp_path, capsys):
+    from egalib.experiments.cli import main
+
+    notebooks = ["reproduce", "--profile", "smoke", "--runs-dir", str(tmp_path)]
+    refusals = {  # were ignored: the notebooks ran at the profile's own settings
+        ("--only", "ega"): "--only applies",
+        ("--seeds", "1", "--parallel", "3"): "--seeds, --parallel apply",
+        ("--executor", "slurm", "--time", "5"): "--executor, --time apply",
+        ("--no-teacher-table", "--dry-run"): "--teacher-table, --dry-run apply",
+    }
+    for flags, said in refusals.items():
+        assert main([*notebooks, *flags]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {said} only with --table; --profile ")
+    assert not any(tmp_path.iterdir())  # no notebook ran
+
+
 def test_train_teacher_makes_the_weights_the_wrn40_teacher_loads(tmp_path, monkeypatch):
     write_cifar100(tmp_path / "data" / "cifar100", train=8, test=4)
     monkeypatch.setattr(data, "DATA_DIR", tmp_path / "data")

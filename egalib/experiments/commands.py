@@ -68,6 +68,7 @@ def cmd_reproduce(args) -> None:
             "(execute the notebooks 01-06 at that size); see `python -m egalib reproduce -h`."
         )
     if args.profile is not None:
+        check_table_flags_unused(args)
         run_notebooks(args.profile, args.runs_dir)
         return
     given = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs}
@@ -84,6 +85,21 @@ def cmd_reproduce(args) -> None:
     if args.dry_run:
         return
     dispatch(configs, args.executor, args.parallel, slurm_options(args))
+
+
+def check_table_flags_unused(args) -> None:
+    """`reproduce --profile` runs the notebooks at their own settings: a flag that picks or trains
+    a table's cells would be ignored, so it is refused."""
+    shared = ("func", "table", "profile", "runs_dir", "table_defaults")
+    given = [k for k, v in args.table_defaults.items() if k not in shared and getattr(args, k) != v]
+    if given:
+        named = {field: flag for flag, (field, _, _) in SLURM_FLAGS.items()}
+        flags = [named.get(k, "--" + k.replace("_", "-")) for k in given]
+        raise ValueError(
+            f"{', '.join(flags)} {'apply' if len(flags) > 1 else 'applies'} only with --table; "
+            "--profile executes the notebooks at that profile's settings: drop "
+            f"{'them' if len(flags) > 1 else 'it'}, or give --table."
+        )
 
 
 def slurm_options(args) -> SlurmOptions:
@@ -151,6 +167,11 @@ def cmd_compare(args) -> None:
             raise ValueError(
                 f"no finished runs under {args.runs_dir}; train some first, give --runs-dir, "
                 "or name --methods to train."
+            )
+        if args.against and args.against not in set(frame.method):
+            raise ValueError(
+                f"--against {args.against}: no finished run under {args.runs_dir} is of that "
+                f"method; give one of those there: {', '.join(sorted(set(frame.method)))}."
             )
         table = "\n".join(compare_runs(frame, args.against or "vanilla", args.score or "top1"))
     out = Path(args.out or args.runs_dir)
@@ -317,6 +338,7 @@ def add_commands(sub) -> None:
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells, train nothing")
     add_executor_flags(reproduce, "submitted, not waited for")
     reproduce.set_defaults(func=cmd_reproduce)
+    reproduce.set_defaults(table_defaults=vars(reproduce.parse_args([])))
 
     status = command(sub, "status", "each run folder or cell: finished, running, failed, missing")
     list_flag(
