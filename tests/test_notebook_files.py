@@ -34,6 +34,20 @@ def test_a_fork_changes_the_url_once_and_the_cells_follow(tmp_path, monkeypatch)
     assert notebooks.write_colab_cells(fork) == []  # already written: nothing changes
 
 
+def test_a_url_the_colab_cell_cannot_clone_is_refused_and_no_notebook_changes(
+    tmp_path, monkeypatch
+):
+    for path in SOURCES:
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(notebooks, "notebook_paths", lambda: sorted(tmp_path.glob("*.ipynb")))
+    before = {path: path.read_bytes() for path in tmp_path.glob("*.ipynb")}
+    # a typo, a quote that ended the cell's string (a syntax error in all six), an SSH address
+    for url in ("notaurl", 'https://example.org/a"b', "git@github.com:a/b.git", "https://a b"):
+        with pytest.raises(ValueError, match="is not a URL that the notebooks' Colab cell can"):
+            notebooks.write_colab_cells(url)
+    assert {path: path.read_bytes() for path in tmp_path.glob("*.ipynb")} == before
+
+
 def test_a_list_parameter_given_as_one_value_is_a_list_of_it():
     assert notebooks.listed(None) is None  # the profile's
     assert notebooks.listed(0) == [0]  # seed 0 alone, though 0 is false

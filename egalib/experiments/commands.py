@@ -319,7 +319,7 @@ def add_commands(sub) -> None:
     demo.set_defaults(func=cmd_demo)
 
     colab = command(sub, "colab-cell", "write the notebooks' Colab set-up cell")
-    colab.add_argument("--url", help="the repository to clone (default: pyproject.toml's)")
+    colab.add_argument("--url", help="the https:// repository to clone (default: pyproject.toml's)")
     colab.set_defaults(func=cmd_colab_cell)
 
     publish = command(sub, "publish", "execute the notebooks at demo into docs/notebooks/")

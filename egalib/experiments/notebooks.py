@@ -52,7 +52,16 @@ def repository_url() -> str:
     return found.group(1)
 
 
+# what Colab can clone (it holds no SSH key) and the cell's Python string can hold as it is
+CLONE_URL = re.compile(r"https?://[^\s\"'\\]+")
+
+
 def colab_cell(url: str) -> str:
+    if not CLONE_URL.fullmatch(url):
+        raise ValueError(
+            f"{url!r} is not a URL that the notebooks' Colab cell can clone; give an https:// URL "
+            "without spaces, quotes or backslashes, e.g. https://github.com/<owner>/egalib."
+        )
     return COLAB_CELL.format(url=url)
 
 
