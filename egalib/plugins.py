@@ -9,6 +9,7 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import re
 from dataclasses import fields
 
 from .config import check_numbers
@@ -74,8 +75,11 @@ def register_dataset(name: str, source: Source) -> Source:
 
 
 def _register(table: dict, built_in: frozenset, kind: str, name: str, value):
-    if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
-        raise PluginError(f"a {kind} name must be one word without spaces, got {name!r}.")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.+-]*", name, re.ASCII):
+        raise PluginError(  # it becomes part of run folder names: no '/' or '..' out of them
+            f"a {kind} name must be one word of letters, digits and - _ + . (it names run "
+            f"folders), got {name!r}."
+        )
     if name in built_in:
         raise PluginError(
             f"{kind} {name!r} is one of egalib's own and cannot be replaced; register yours "

@@ -12,6 +12,7 @@ from helpers import run_egalib
 import egalib
 from egalib import plugins
 from egalib.config import RunConfig
+from egalib.datasets import DATASETS
 from egalib.methods import METHODS, DistillInputs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
@@ -58,8 +59,13 @@ def test_a_name_is_refused_in_one_sentence_when_it_is_taken_or_not_a_method(meth
     assert egalib.register_method("cosine", egalib.Method(cosine, beta=2.0)) == method  # again
     with pytest.raises(plugins.PluginError, match="not an egalib.methods.Method; wrap"):
         egalib.register_method("plain", cosine)
-    with pytest.raises(plugins.PluginError, match="one word without spaces"):
-        egalib.register_method("two words", egalib.Method(cosine))
+    # a name is part of its run folders' names: '/' or '..' trained outside --runs-dir
+    for name in ("two words", "", "../../outside", "a/b", "a\\b", ".hidden", "é"):
+        with pytest.raises(plugins.PluginError, match="one word of letters, digits and - _ "):
+            egalib.register_method(name, egalib.Method(cosine))
+        with pytest.raises(plugins.PluginError, match="(it names run folders)"):
+            egalib.register_dataset(name, egalib.ImageFolder("unused"))
+    assert not {"a/b", "../../outside"} & (METHODS.keys() | DATASETS.keys())
     assert METHODS["ega"].loss.__name__ == "ega_with_terms" and "plain" not in METHODS
 
 
