@@ -93,8 +93,11 @@ class TensorSource(Source):
                 "(x * 255).to(torch.uint8) of floats in [0, 1], x.permute(0, 3, 1, 2) of "
                 "channels-last images."
             )
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"dataset {self.name!r}: labels are {labels.dtype}, not integers.")
+        if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+            raise ValueError(
+                f"dataset {self.name!r}: labels are {labels.dtype} of shape {labels.shape}; "
+                "expected integers, one per image (N,)."
+            )
         try:
             return as_tensors(images, labels, len(self.classes))
         except ValueError as error:

@@ -157,6 +157,11 @@ def test_a_tensor_dataset_loads_and_refuses_what_is_not_uint8_images(registered)
     registered("labels", egalib.TensorSource(images, labels + 5, images, labels, "ab"))
     with pytest.raises(ValueError, match=r"'labels': labels outside 0..1\.$"):
         load_dataset("labels")
+    for kind, wrong in (("column", labels[:, None]), ("fractions", labels.float())):
+        # a column of labels read as "0 training images", after the split
+        registered(kind, egalib.TensorSource(images, wrong, images, labels, "ab"))
+        with pytest.raises(ValueError, match=rf"'{kind}': labels are .* one per image \(N,\)\.$"):
+            load_dataset(kind)
     registered("one", egalib.TensorSource(images, labels * 0, images, labels * 0, ["a"]))
     with pytest.raises(ValueError, match=r"'one': 1 class\(es\), where a classifier needs at"):
         load_dataset("one")
