@@ -5,11 +5,13 @@ features and scaled to unit length (`pearson_normalise`), so the Euclidean dista
 rows is a monotone function of their Pearson correlation (|a - b|^2 = 2 - 2 corr(a, b)).
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import torch
 
-from .config import check_whole
+from .config import check_numbers, check_whole
 from .graph import centre_and_normalise
 
 
@@ -96,6 +98,7 @@ def tsne_2d(x, perplexity: float = 30.0, seed: int = 0, normalise: bool = True) 
     """A 2-d t-SNE map of the rows of x; the perplexity is clamped below the number of points."""
     from sklearn.manifold import TSNE
 
+    check_numbers(SimpleNamespace(perplexity=perplexity), {}, above_zero=["perplexity"])
     x = pearson_normalise(x) if normalise else as_numpy(x)
     perplexity = float(min(perplexity, max(1.0, (len(x) - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)

@@ -332,3 +332,6 @@ def test_balanced_subsample_and_tsne_on_few_points():
     x, _ = _clusters(mixed=False, per_class=5)
     points = analysis.tsne_2d(x, perplexity=30.0)  # 20 points: the perplexity is clamped
     assert points.shape == (20, 2) and np.isfinite(points).all()
+    for perplexity in (0, -5, float("nan")):  # was scikit-learn's error, or a map at 1
+        with pytest.raises(ValueError, match="^perplexity must be a finite number > 0, got"):
+            analysis.tsne_2d(x, perplexity=perplexity)
