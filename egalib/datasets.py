@@ -23,7 +23,7 @@ import torch
 from . import image_folders
 from .files import REPO_DATA, atomic_write, described, first_line, load_pickle
 
-DATA_DIR = Path(os.environ.get("EGALIB_DATA", REPO_DATA))  # where datasets are downloaded
+DATA_DIR = Path(os.environ.get("EGALIB_DATA") or REPO_DATA)  # where datasets are downloaded
 DEBIAN_DATASETS = Path("/usr/share/datasets")  # where Debian's dataset-* packages put theirs
 _TENSORS = ("train_images", "train_labels", "test_images", "test_labels")
 _HELD_OUT = ("val_images", "val_labels")  # present after `Dataset.split` holds some out

@@ -386,6 +386,25 @@ def test_registry_has_the_four_datasets():
     assert set(data.DATASETS) == {"fashion-mnist", "cifar100", "stl10", "tinyimagenet"}
 
 
+@pytest.mark.integration
+def test_an_empty_egalib_data_is_the_default_folder_not_the_working_directory(tmp_path):
+    import subprocess
+    import sys
+
+    read = "from egalib.datasets import DATA_DIR; print(DATA_DIR)"
+    for value, folder in (("", data.REPO_DATA), (str(tmp_path), tmp_path)):  # "": was cwd
+        env = {**os.environ, "EGALIB_DATA": value}
+        out = subprocess.run(
+            [sys.executable, "-c", read],
+            env=env,
+            cwd=tmp_path,
+            text=True,
+            capture_output=True,
+            check=True,
+        )
+        assert out.stdout.strip() == str(folder)
+
+
 @by_name
 def test_missing_dataset_is_one_sentence_with_where_and_how(tmp_path, dataset):
     empty = tmp_path / "empty"
