@@ -130,6 +130,11 @@ class RunConfig:
                 f"method {self.method!r} distils from a teacher, but teacher is {NO_TEACHER!r}; "
                 "name a teacher (see `python -m egalib list`) or use method 'vanilla'."
             )
+        if self.beta is not None and self.weights.loss is None:  # a second, identical run
+            raise ValueError(
+                f"method {self.method!r} has no term of its own for beta to weigh; leave beta "
+                "unset (alpha weighs KD)."
+            )
         self._check_numbers()
         if self.batch_size < 2:
             raise ValueError(

@@ -32,6 +32,11 @@ from egalib.config import RunConfig, resolve_device
             r"edge_weight of method 'ega' must be a finite float",
         ),
         ({"options": {"edge_weight": True}}, r"edge_weight of method 'ega' must be a finite float"),
+        (  # trained a second vanilla run, identical but for its name, beside the first
+            {"method": "vanilla", "beta": 5.0},
+            r"^method 'vanilla' has no term of its own for beta to weigh; leave beta unset",
+        ),
+        ({"method": "kd", "beta": 0.0}, r"^method 'kd' has no term of its own for beta to weigh"),
     ],
 )
 def test_bad_config_is_one_clear_sentence(overrides, message):
