@@ -47,6 +47,28 @@ def test_reproduce_dry_run_lists_the_cells_and_trains_nothing(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_cells_that_no_table_has_are_refused_not_an_empty_list(tmp_path, capsys):
+    from egalib.experiments.cli import main
+
+    where = ["--runs-dir", str(tmp_path)]
+    refusals = {  # each was "0 cells", and reproduce then trained nothing with rc 0
+        "reproduce --table datasets --only egaa --dry-run": "--only egaa: no cell of table "
+        "'datasets' is of that method; the methods there: kd, fitnet, pkt, rkd, nce, crd, ccl, "
+        "ega, ega+kd.",
+        "status --table supervised-teachers --only irg": "--only irg: no cell of table "
+        "'supervised-teachers' is of that method; the methods there: kd, fitnet, pkt, rkd, "
+        "nce, crd, ccl, ega.",
+        "reproduce --table supervised-teachers --protocol joint": "no cell of table "
+        "'supervised-teachers' has protocol joint; drop --protocol.",
+    }
+    for command, said in refusals.items():
+        assert main([*command.split(), *where]) == 2
+        assert capsys.readouterr().err == f"error: {said}\n"
+    assert main(["status", "--table", "all", "--only", "irg", *where]) == 0  # architectures'
+    assert "missing   clip-vit-b32" in capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
+
+
 def test_reproduce_profile_refuses_the_flags_of_the_tables(tmp_path, capsys):
     from egalib.experiments.cli import main
 

@@ -60,7 +60,7 @@ def cmd_publish(args) -> None:
 def cmd_reproduce(args) -> None:
     from .cluster import cell_status, dispatch
     from .demo import run_notebooks
-    from .reproduce import table_configs
+    from .reproduce import check_cells, table_configs
 
     if (args.table is None) == (args.profile is None):
         raise ValueError(
@@ -71,6 +71,7 @@ def cmd_reproduce(args) -> None:
         check_table_flags_unused(args)
         run_notebooks(args.profile, args.runs_dir)
         return
+    check_cells([args.table], args.protocol, args.only)
     given = {"runs_dir": args.runs_dir, "device": args.device, "epochs": args.epochs}
     overrides = {**given, **speed_overrides(args)}
     configs = table_configs(args.table, args.protocol, args.only, args.seeds, **overrides)
@@ -113,14 +114,16 @@ def launcher(args) -> Launcher:
 
 def cmd_status(args) -> None:
     from .cluster import cell_status, folder_status, status_lines
-    from .reproduce import table_configs
+    from .reproduce import check_cells, table_configs
 
     if not args.table:
         lines = folder_status(args.runs_dir)
         print(f"run folders under {args.runs_dir}:", *lines, sep="\n")
         return
     overrides = {"runs_dir": args.runs_dir, "epochs": args.epochs}
-    for table in TABLES if "all" in args.table else args.table:
+    tables = TABLES if "all" in args.table else args.table
+    check_cells(tables, args.protocol, args.only)
+    for table in tables:
         frame = cell_status(table_configs(table, args.protocol, args.only, args.seeds, **overrides))
         print(f"table {table!r}: {len(frame)} cells, run folders under {args.runs_dir}")
         print("\n".join(status_lines(frame)))

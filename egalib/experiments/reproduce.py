@@ -34,6 +34,22 @@ def table_rows(table: str, protocol: str | None = None) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
+def check_cells(tables, protocol: str | None, only: list[str] | None) -> None:
+    """The cells asked for exist: a protocol that the tables lack, or a method of `only` that
+    none of them has (a typo), would pick none."""
+    known = [m for table in tables for m in table_rows(table, protocol)["egalib_method"]]
+    where = f"table{'s' if len(tables) > 1 else ''} {', '.join(map(repr, tables))}"
+    if not known:
+        raise ValueError(f"no cell of {where} has protocol {protocol}; drop --protocol.")
+    if missing := [m for m in only or [] if m not in known]:
+        raise ValueError(
+            f"--only {' '.join(missing)}: no cell of {where}"
+            f"{f' with protocol {protocol}' if protocol else ''} is of "
+            f"{'these methods' if len(missing) > 1 else 'that method'}; the methods there: "
+            f"{', '.join(dict.fromkeys(known))}."
+        )
+
+
 def table_configs(
     table: str,
     protocol: str | None = None,
