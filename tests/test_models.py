@@ -58,6 +58,13 @@ def test_shipped_teacher_loads_with_its_card():
     assert card["config"] == asdict(PretrainConfig())
 
 
+@pytest.mark.parametrize("name", ["clip-vit-b32", "supervised-wrn40", "nosuch"])
+def test_pretrain_makes_only_the_teacher_whose_file_egalib_reads(name):
+    # was SimCLR on a randomly initialised ViT-B/32, its weights saved where nothing reads them
+    with pytest.raises(ValueError, match=rf"^pretrain-teacher makes .* not of '{name}'; leave"):
+        PretrainConfig(teacher=name)
+
+
 def test_missing_or_corrupt_teacher_weights_say_how_to_fix(tmp_path):
     encoder = teachers.GridPooledCNN()
     with pytest.raises(FileNotFoundError, match="pretrain-teacher"):

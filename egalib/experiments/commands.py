@@ -244,7 +244,8 @@ def speed_overrides(args) -> dict:
 
 RUNS_DIR_HELP = "the folder of the run folders"
 PRETRAIN_HELP = {
-    "teacher": "the teacher whose encoder is pretrained",
+    "teacher": "the teacher whose encoder is pretrained: only ssl-fmnist, the one that egalib "
+    "reads from such a file",
     "dataset": "its images, without their labels",
     "epochs": "SimCLR epochs",
     "batch_size": "images per SimCLR batch (each seen in two views)",

@@ -87,6 +87,11 @@ class PretrainConfig:
     probe_epochs: int = 30
 
     def __post_init__(self):
+        if self.teacher != "ssl-fmnist":  # any other's file would be read by nothing
+            raise ValueError(
+                f"pretrain-teacher makes the weights of teacher 'ssl-fmnist', the one that egalib "
+                f"loads from such a file, not of {self.teacher!r}; leave --teacher out."
+            )
         whole = {"epochs": 1, "batch_size": 2, "seed": 0, "train_size": 2, "probe_epochs": 1}
         check_numbers(self, whole, above_zero=("lr", "tau"), optional=("train_size",))
 
