@@ -428,6 +428,28 @@ def test_slurm_submission_and_state_through_stand_in_slurm_commands(tmp_path, mo
     assert [c.run_name for c in cluster.pending([config])] == [config.run_name]
 
 
+def test_a_job_that_slurm_refuses_is_one_sentence_and_the_flags_are_checked_first(
+    tmp_path, monkeypatch
+):
+    refusal = "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    stand_in_commands(
+        tmp_path, monkeypatch, sbatch=f'echo "sbatch: error: one" >&2; echo "{refusal}" >&2; exit 1'
+    )
+    config = cell(tmp_path, "ega")
+    with pytest.raises(RuntimeError) as refused:  # was sbatch's lines, as they came
+        cluster.dispatch([config], "slurm", options=cluster.SlurmOptions(partition="nosuch"))
+    assert str(refused.value) == (
+        f"Slurm did not take the job of {config.run_name} ({refusal}); check that Slurm runs "
+        "here (`sinfo`) and takes these --partition, --gpus, --time, --mem and --cpus, or use "
+        "--executor local."
+    )
+    values = {"gpus": -1, "time_min": 0, "mem_gb": 0, "cpus": 0, "max_requeues": -1}
+    for field, value in values.items():  # were handed to sbatch, or to submitit's requeuing
+        flag = field.removesuffix("_min").removesuffix("_gb")
+        with pytest.raises(ValueError, match=f"^{flag} must be a whole number >= {value + 1}, "):
+            cluster.SlurmOptions(**{field: value})
+
+
 class Writes(io.RawIOBase):
     """A stream's bytes, as the write calls that carried them."""
 

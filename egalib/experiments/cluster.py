@@ -79,6 +79,11 @@ class SlurmOptions:
     cpus: int = 8
     max_requeues: int = 10  # time-outs a job may be requeued after (pre-emptions are free)
 
+    def __post_init__(self):  # in the words of the flags: sbatch's refusal names neither
+        flags = {"gpus": 0, "time_min": 1, "mem_gb": 1, "cpus": 1, "max_requeues": 0}
+        for field, least in flags.items():
+            check_whole(field.removesuffix("_min").removesuffix("_gb"), getattr(self, field), least)
+
 
 @contextlib.contextmanager
 def failure_recorded(path: Path):
@@ -474,6 +479,21 @@ def make_executor(folder: Path, cluster: str, options: SlurmOptions, name: str):
     return executor
 
 
+def submit(executor, cell: "CellJob"):
+    """`executor.submit(cell)`; a job that Slurm refuses is one sentence, not sbatch's lines."""
+    from submitit.core.utils import FailedJobError  # the [cluster] extra
+
+    try:
+        return executor.submit(cell)
+    except FailedJobError as refused:  # its message: sbatch's stderr
+        last = (str(refused).strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(
+            f"Slurm did not take the job of {cell.config.run_name} ({last}); check that Slurm "
+            "runs here (`sinfo`) and takes these --partition, --gpus, --time, --mem and --cpus, "
+            "or use --executor local."
+        ) from None
+
+
 def submit_cells(
     configs: list[RunConfig],
     cluster: str = "slurm",
@@ -492,7 +512,7 @@ def submit_cells(
         path = config.run_path
         folder = path / cluster
         executor = make_executor(folder, cluster, options, config.run_name)
-        job = executor.submit(CellJob(config, on_epoch_end))
+        job = submit(executor, CellJob(config, on_epoch_end))
         label = "slurm" if cluster == "slurm" else f"submitit-{cluster}"
         write_marker(path, label, job.job_id, folder)
         print(
