@@ -137,6 +137,12 @@ def test_transfer_protocol_probes_a_frozen_student(tmp_path, smoke, monkeypatch)
             transfer(rgb.path, "stl10", epochs=epochs, device="cpu")
     assert json.loads(written.read_text()) == result
     assert rgb.metrics["selected_epoch"] is None and rgb.metrics["val_top1"] is None
+    (rgb.path / "metrics.json").unlink()
+    with pytest.raises(ValueError, match="is not a finished run folder; finish training it"):
+        transfer(rgb.path, "stl10", epochs=2, device="cpu")
+    for where in (rgb.path.parent, tmp_path / "typo"):  # were "finish training it first"
+        with pytest.raises(ValueError, match=r"is not a run folder \(it has no config.json\)"):
+            transfer(where, "stl10", epochs=2, device="cpu")
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,11 @@ def transfer(run_path: str | Path, dataset: str, epochs: int = 240, device: str 
     is written to <run>/transfer_<dataset>.json."""
     check_whole("epochs", epochs, 1)  # 0 would report chance
     run = Run(Path(run_path))
+    if not run.config_path.is_file():  # a mistyped path, or the folder around the runs
+        raise ValueError(
+            f"{run.path} is not a run folder (it has no config.json); give one of those that "
+            "`python -m egalib status --runs-dir FOLDER` lists."
+        )
     if not run.finished:
         raise ValueError(f"{run.path} is not a finished run folder; finish training it first.")
     data = load_dataset(dataset).to(resolve_device(device))
