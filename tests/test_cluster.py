@@ -361,6 +361,26 @@ def test_a_reused_pid_is_not_the_job_and_an_unknown_executor_is_refused(tmp_path
 
 
 @pytest.mark.integration
+def test_no_more_worker_processes_start_than_there_are_cells(tmp_path, monkeypatch):
+    import multiprocessing
+
+    spawn, started = multiprocessing.get_context("spawn"), []
+
+    class Counted:  # the spawn context, counting the processes made from it
+        def __getattr__(self, name):
+            return getattr(spawn, name)
+
+        def Process(self, **kwargs):
+            started.append(kwargs)
+            return spawn.Process(**kwargs)
+
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method: Counted())
+    configs = [cell(tmp_path, "vanilla"), cell(tmp_path, "kd")]
+    cluster.dispatch(configs, "local", parallel=6)  # were 6 processes, each importing torch
+    assert len(started) == 2 and cluster.pending(configs) == []
+
+
+@pytest.mark.integration
 def test_a_failing_local_cell_writes_its_error_and_shows_failed(tmp_path, monkeypatch):
     import egalib.train
 

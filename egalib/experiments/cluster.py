@@ -586,14 +586,13 @@ def whole_lines(*streams) -> None:
 def train_in_workers(
     configs: list[RunConfig], parallel: int, threads: int | None
 ) -> list[tuple[str, str]]:
-    """`parallel` processes that take cells from one queue, in order, until it is empty."""
+    """`parallel` processes that take cells from one queue, in order, until it is empty; no more
+    processes than cells, since each one imports torch before it looks for work."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-    queue, results = context.Queue(), context.Queue()
-    for config in [*configs, *[None] * parallel]:
+    queue, results, count = context.Queue(), context.Queue(), min(parallel, len(configs))
+    for config in [*configs, *[None] * count]:
         queue.put(config)
-    workers = [
-        context.Process(target=worker, args=(queue, results, threads)) for _ in range(parallel)
-    ]
+    workers = [context.Process(target=worker, args=(queue, results, threads)) for _ in range(count)]
     try:
         for process in workers:
             process.start()
