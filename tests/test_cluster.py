@@ -463,10 +463,15 @@ def test_a_job_that_slurm_refuses_is_one_sentence_and_the_flags_are_checked_firs
         "here (`sinfo`) and takes these --partition, --gpus, --time, --mem and --cpus, or use "
         "--executor local."
     )
-    values = {"gpus": -1, "time_min": 0, "mem_gb": 0, "cpus": 0, "max_requeues": -1}
-    for field, value in values.items():  # were handed to sbatch, or to submitit's requeuing
-        flag = field.removesuffix("_min").removesuffix("_gb")
-        with pytest.raises(ValueError, match=f"^{flag} must be a whole number >= {value + 1}, "):
+    refusals = {  # were handed to sbatch, or to submitit's requeuing; named as the flags are
+        ("gpus", -1): "gpus must be a whole number >= 0, got -1",
+        ("time_min", 0): "time must be a whole number >= 1, got 0",
+        ("mem_gb", 0): "mem must be a whole number >= 1, got 0",
+        ("cpus", 0): "cpus must be a whole number >= 1, got 0",
+        ("max_requeues", -1): "max_requeues must be a whole number >= 0, got -1",
+    }
+    for (field, value), said in refusals.items():
+        with pytest.raises(ValueError, match=f"^{said}; give such a value.$"):
             cluster.SlurmOptions(**{field: value})
 
 
