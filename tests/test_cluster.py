@@ -453,9 +453,15 @@ def test_a_job_that_slurm_refuses_is_one_sentence_and_the_flags_are_checked_firs
 ):
     refusal = "sbatch: error: Batch job submission failed: Invalid partition name specified"
     stand_in_commands(
-        tmp_path, monkeypatch, sbatch=f'echo "sbatch: error: one" >&2; echo "{refusal}" >&2; exit 1'
+        tmp_path,
+        monkeypatch,
+        srun="exit 0",
+        sbatch=f'echo "sbatch: error: one" >&2; echo "{refusal}" >&2; exit 1',
     )
     config = cell(tmp_path, "ega")
+    earlier_log = folder(config) / "slurm" / "4242_log.out"  # of a job that ran before
+    earlier_log.parent.mkdir(parents=True)
+    earlier_log.write_text("epoch 1\n")
     with pytest.raises(RuntimeError) as refused:  # was sbatch's lines, as they came
         cluster.dispatch([config], "slurm", options=cluster.SlurmOptions(partition="nosuch"))
     assert str(refused.value) == (
@@ -463,6 +469,8 @@ def test_a_job_that_slurm_refuses_is_one_sentence_and_the_flags_are_checked_firs
         "here (`sinfo`) and takes these --partition, --gpus, --time, --mem and --cpus, or use "
         "--executor local."
     )
+    # submitit's pickled job and script for the refused submission are gone, the old log stays
+    assert list(earlier_log.parent.iterdir()) == [earlier_log]
     refusals = {  # were handed to sbatch, or to submitit's requeuing; named as the flags are
         ("gpus", -1): "gpus must be a whole number >= 0, got -1",
         ("time_min", 0): "time must be a whole number >= 1, got 0",
@@ -473,6 +481,24 @@ def test_a_job_that_slurm_refuses_is_one_sentence_and_the_flags_are_checked_firs
     for (field, value), said in refusals.items():
         with pytest.raises(ValueError, match=f"^{said}; give such a value.$"):
             cluster.SlurmOptions(**{field: value})
+
+
+def test_slurm_without_its_commands_on_this_machine_is_refused_before_any_submission(
+    tmp_path, monkeypatch
+):
+    only_sbatch = stand_in_commands(tmp_path, monkeypatch, sbatch="exit 1")
+    monkeypatch.setenv("PATH", str(only_sbatch))
+    config = cell(tmp_path, "ega")
+    with pytest.raises(RuntimeError) as refused:  # was submitit's 'Could not detect "srun"'
+        cluster.dispatch([config], "slurm")
+    assert str(refused.value) == (
+        "--executor slurm needs Slurm's srun, not found on this machine; run it on the "
+        "cluster's login node, or use --executor local."
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError, match="^--executor slurm needs Slurm's sbatch and srun, "):
+        cluster.dispatch([config], "slurm")
+    assert not (folder(config) / "slurm").exists()
 
 
 class Writes(io.RawIOBase):

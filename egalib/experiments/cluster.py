@@ -479,13 +479,17 @@ def make_executor(folder: Path, cluster: str, options: SlurmOptions, name: str):
     return executor
 
 
-def submit(executor, cell: "CellJob"):
-    """`executor.submit(cell)`; a job that Slurm refuses is one sentence, not sbatch's lines."""
+def submit(executor, cell: "CellJob", folder: Path):
+    """`executor.submit(cell)`; a job that Slurm refuses is one sentence, not sbatch's lines, and
+    the files submitit wrote for it into `folder` are removed (its earlier logs stay)."""
     from submitit.core.utils import FailedJobError  # the [cluster] extra
 
+    before = set(folder.iterdir()) if folder.is_dir() else set()
     try:
         return executor.submit(cell)
     except FailedJobError as refused:  # its message: sbatch's stderr
+        for left in set(folder.iterdir()) - before:
+            left.unlink()
         last = (str(refused).strip().splitlines() or ["no message"])[-1]
         raise RuntimeError(
             f"Slurm did not take the job of {cell.config.run_name} ({last}); check that Slurm "
@@ -502,17 +506,18 @@ def submit_cells(
 ) -> list:
     """Submit one submitit job per pending cell, logs in runs/<name>/<cluster>/; the jobs."""
     options, todo, jobs = options or SlurmOptions(), pending(configs), []
-    if todo and cluster == "slurm" and shutil.which("sbatch") is None:
+    missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
+    if todo and cluster == "slurm" and missing:
         raise RuntimeError(
-            "--executor slurm needs Slurm's sbatch, not found on this machine; run it on the "
-            "cluster's login node, or use --executor local."
+            f"--executor slurm needs Slurm's {' and '.join(missing)}, not found on this machine; "
+            "run it on the cluster's login node, or use --executor local."
         )
     for config in todo:
         config = _prepare(config)
         path = config.run_path
         folder = path / cluster
         executor = make_executor(folder, cluster, options, config.run_name)
-        job = submit(executor, CellJob(config, on_epoch_end))
+        job = submit(executor, CellJob(config, on_epoch_end), folder)
         label = "slurm" if cluster == "slurm" else f"submitit-{cluster}"
         write_marker(path, label, job.job_id, folder)
         print(
