@@ -86,6 +86,27 @@ def test_graphs_ignore_the_scale_of_embeddings_in_float32(scale):
 LOW = [torch.float16, torch.bfloat16]
 
 
+@pytest.mark.parametrize("dtype", [*LOW, torch.float32])
+@pytest.mark.parametrize("name", SCALE_FREE)
+def test_scale_free_losses_are_finite_at_the_largest_features_their_dtype_holds(name, dtype):
+    """Features up to the dtype's largest finite number: a difference of two of them would
+    overflow, so each loss scales its features before it subtracts or squares them."""
+    fs, ft, ls, lt = batch(dtype)
+    top = torch.finfo(dtype).max
+    fs, ft = [
+        (x.float() / x.float().abs().amax() * top).clamp(-top, top).to(dtype) for x in (fs, ft)
+    ]
+    inputs = [x.requires_grad_() for x in (fs, ft, ls, lt)]
+    loss = LOSSES[name](*inputs)
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    assert torch.isfinite(loss.float()).item(), loss
+    assert all(g is None or torch.isfinite(g.float()).all() for g in grads)
+    at_one = LOSSES[name](
+        fs.detach().float() / top, ft.detach().float() / top, ls.float(), lt.float()
+    )
+    torch.testing.assert_close(loss.float(), at_one, rtol=0.05, atol=0.05)
+
+
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("case", ["random", "constant_rows", "repeated_samples", "zero"])
 @pytest.mark.parametrize("name", LOSSES)
