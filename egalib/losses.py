@@ -112,9 +112,8 @@ def _scaled_distances(x: Tensor, by: str) -> Tensor:
 
 
 def _angle_cosines(x: Tensor) -> Tensor:
-    """(B, B, B) tensor: entry [i, j, k] is e_ij . e_ik, e_ij the unit vector from x_i to x_j (0 if
-    x_j = x_i), i.e. the cosine of the angle at vertex i of the triangle (x_i, x_j, x_k); x is
-    max-scaled first, so that no difference overflows."""
+    """(B, B, B) tensor: [i, j, k] is e_ij . e_ik, e_ij the unit vector from x_i to x_j (0 if
+    x_j = x_i), the cosine of the angle at x_i in (x_i, x_j, x_k); max-scaled: nothing overflows."""
     e = unit_rows(_differences(max_scaled(x)))
     return e @ e.transpose(1, 2)
 
