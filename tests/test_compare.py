@@ -101,6 +101,26 @@ def test_compare_pairs_each_setting_s_runs_by_seed_against_the_chosen_method(tmp
     assert any(line.startswith("| ega | 0 1 2 | 73.50 ± 1.50") for line in by_val)
 
 
+def test_runs_that_differ_in_a_field_outside_the_setting_are_told_apart_not_hidden(tmp_path):
+    from egalib.runs import load_runs
+
+    for seed in (0, 1):
+        finished_run(tmp_path, "vanilla", seed, 70.0 + seed)
+        finished_run(tmp_path, "kd", seed, 72.0 + seed)
+    common = compare.compare_runs(load_runs(tmp_path))
+    assert common[0].endswith("val_size 256, test_size 256")  # nothing else differs: unnamed
+    assert any(line.startswith("| kd | 0 1 | 72.50 ± 0.71 | +2.00 ") for line in common)
+    finished_run(tmp_path, "kd", 0, 60.0, kd_temperature=8.0)  # was hidden behind the kd row
+    finished_run(tmp_path, "vanilla", 0, 50.0, padding=0)  # was paired with the kd of padding 4
+    lines = compare.compare_runs(load_runs(tmp_path))
+    assert "| kd (kd_temperature 4) | 0 1 | 72.50 ± 0.71 | +2.00 [+2.00, +2.00] | holds |" in lines
+    assert any(line.startswith("| kd (kd_temperature 8) | 0 | 60.00 (1 seed") for line in lines)
+    assert "| vanilla | 0 1 | 70.50 ± 0.71 |  |  |" in lines  # one temperature: none named
+    headings = [line for line in lines if line.startswith("dataset ")]
+    assert [heading.rsplit(", ", 1)[-1] for heading in headings] == ["padding 4", "padding 0"]
+    assert lines[lines.index(headings[1]) + 4] == "| vanilla | 0 | 50.00 (1 seed, no sd) |  |  |"
+
+
 def test_runs_without_a_validation_split_are_named_when_compared_by_a_validation_score(tmp_path):
     import json
 

@@ -6,11 +6,13 @@ of their top-1 seed by seed. Its 95 % interval is Student's t over those differe
 """
 
 import math
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..config import EXECUTION_ONLY, RunConfig
 from .paper import paper_top1
 from .paper_tables import mean_sd
 
@@ -109,14 +111,23 @@ def interval_text(interval: dict) -> str:
 # what makes runs comparable: they differ only in method, weights, options, protocol and seed
 SETTING = ("dataset", "teacher", "student", "epochs", "batch_size", "lr", "embed_dim")
 SETTING += ("train_size", "val_size", "test_size")
+# a run's own choices, which its label names: its weights and options where given, kd_temperature
+# where the runs of its method differ in it
+OWN = ("method", "protocol", "seed", "name", "gamma", "alpha", "beta", "options", "kd_temperature")
+# every other field that shapes results (momentum, padding, ...) splits settings too; the
+# heading names it where the runs differ in it
+MORE_SETTING = [f.name for f in fields(RunConfig) if f.name not in (*SETTING, *OWN)]
+MORE_SETTING = [name for name in MORE_SETTING if name not in EXECUTION_ONLY]
 
 
-def run_label(row: dict, protocols: int) -> str:
-    """The method, with the weights and options given in place of its defaults, and its protocol
-    where runs of both are compared."""
+def run_label(row: dict, protocols: int, temperatures: int = 1) -> str:
+    """The method, with the weights and options given in place of its defaults (and its
+    kd_temperature where its runs have `temperatures` of them), and its protocol where runs of
+    both are compared."""
     given = [f"{k} {row[k]:g}" for k in ("gamma", "alpha", "beta") if pd.notna(row.get(k))]
     options = row.get("options")
     given += [f"{k} {v:g}" for k, v in (options if isinstance(options, dict) else {}).items()]
+    given += [f"kd_temperature {row['kd_temperature']:g}"] if temperatures > 1 else []
     label = row["method"] + (f" ({', '.join(given)})" if given else "")
     return label + (f" [{row['protocol']}]" if protocols > 1 else "")
 
@@ -138,11 +149,16 @@ def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top
     difference to `against` (a method of the same setting) with its 95 % interval."""
     check_scores(runs, score)
     lines = []
-    for setting, group in runs.groupby(list(SETTING), dropna=False, sort=False):
+    split = [*SETTING, *(k for k in MORE_SETTING if k in runs and runs[k].nunique() > 1)]
+    for setting, group in runs.groupby(split, dropna=False, sort=False):
         protocols = group.protocol.nunique()
-        labels = [run_label(row, protocols) for row in group.to_dict("records")]
+        temperatures = group.groupby("method").kd_temperature.nunique()
+        labels = [
+            run_label(row, protocols, temperatures[row["method"]])
+            for row in group.to_dict("records")
+        ]
         group = group.assign(method=labels).drop_duplicates(["method", "seed"], keep="last")
-        named = ", ".join(f"{k} {'all' if pd.isna(v) else v}" for k, v in zip(SETTING, setting))
+        named = ", ".join(f"{k} {'all' if pd.isna(v) else v}" for k, v in zip(split, setting))
         lines += [
             "",
             named,
