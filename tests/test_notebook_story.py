@@ -124,8 +124,12 @@ def test_05_tables_are_empty_at_smoke_size_and_list_the_runs(story):
     assert "assumed" in html  # the supervised table's method names
     for header in ("<th>method</th>", "<th>top1</th>", "<th>selected_top1</th>", "<th>epochs</th>"):
         assert header in html
-    # the four smoke runs in the "all finished runs" table, and their one setting over seeds
-    assert html.count("small-cnn") == 4 + 1 and "(1 seed, no sd)" in html
+    # the four smoke runs in the "all finished runs" table, and their one setting over seeds as
+    # `compare` lays it out: against vanilla, with an interval (none from one seed)
+    assert html.count("small-cnn") == 4 and markdown.count("student small-cnn") == 1
+    assert (
+        "| ega | 0 | " in markdown and "(1 seed, no interval) | unresolved at 1 seed |" in markdown
+    )
     assert "<th>missing</th>" in html  # the status of every table's cells (none has a run)
     long = pd.read_csv(runs_dir / "tables.csv")
     assert list(long.columns) == tables.LONG_COLUMNS
