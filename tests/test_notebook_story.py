@@ -242,6 +242,25 @@ def test_tables_fill_only_the_cells_that_have_a_run(tmp_path):
     assert (row["ours"], row["paper"], row["diff"]) == (77.00, ega_r8, round(77.00 - ega_r8, 2))
 
 
+def test_a_cell_is_filled_only_by_the_runs_reproduce_trains_for_it_at_any_seed(tmp_path):
+    def finished(name: str, top1: float, **given) -> None:
+        values = dict(method="kd", teacher=VIT, student=R8, dataset="cifar100", **given)
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(RunConfig(**values).to_dict()))
+        (folder / "metrics.json").write_text(json.dumps({"top1": top1}))
+
+    finished("seed0", 72.0)
+    finished("seed1", 74.0, seed=1)  # another seed of the cell: averaged with the first
+    finished("weights-study", 10.0, alpha=0.1)  # were all averaged into the cell
+    finished("smaller", 20.0, train_size=4000)
+    finished("other-temperature", 30.0, kd_temperature=8.0)
+    cells = tables.table_cells("architectures", "pretrained", load_runs(tmp_path), epochs=240)
+    kd = cells[(cells.method == "kd") & (cells.student == R8)].iloc[0]
+    assert (kd["ours"], kd["runs"]) == (73.0, 2)
+    assert cells["ours"].notna().sum() == 1
+
+
 def test_write_tables_and_notebook_05_on_fabricated_runs(tmp_path):
     _fabricate(tmp_path)
     md, csv = tables.write_tables(tmp_path, epochs=240)

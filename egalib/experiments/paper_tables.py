@@ -1,22 +1,26 @@
 """The poster's tables filled with our finished runs, beside the paper's numbers.
 
-A run fills a cell when its config's teacher, student, dataset, method and protocol are the
-cell's and it trained for exactly `epochs` epochs (the paper's 240 by default). A cell without
-such a run stays empty ("–"): it is never filled with another run or with the paper's number.
-Where several runs match a cell (e.g. seeds), the cell shows their mean top-1 and says how many.
+A run fills a cell when it is a run that `reproduce` trains for that cell, of `epochs` epochs
+(the paper's 240 by default): its config is the cell's in everything that shapes results but the
+seed. A run of another weight, size or setting (a study's, say) fills none. A cell without such
+a run stays empty ("–"): it is never filled with another run or with the paper's number. Where
+several seeds match a cell, the cell shows their mean top-1 and says how many.
 
 `table_cells` gives one row per cell (the long form written to tables.csv), `paper_table` the
 poster's layout (rows: methods, columns: the cells' teacher / student or dataset), and
 `write_tables` writes every table to <runs_dir>/tables.md and <runs_dir>/tables.csv.
 """
 
+import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
+from ..config import RunConfig
 from ..files import atomic_write_text
 from ..runs import load_runs
-from .reproduce import SUPERVISED_ROWS, table_rows
+from .reproduce import SUPERVISED_ROWS, table_configs, table_rows
 
 # (table, protocol, title) of every table, in the poster's order.
 TABLE_LAYOUTS = (
@@ -37,7 +41,6 @@ LONG_COLUMNS = [
     "paper",
     "diff",
 ]
-KEYS = ["teacher", "student", "dataset", "method", "protocol"]
 MISSING = "–"
 RUN_COLUMNS = [
     "method",
@@ -56,20 +59,38 @@ SUPERVISED_NOTE = (
 )
 
 
-def matching_runs(runs: pd.DataFrame, epochs: int) -> pd.DataFrame:
-    """The finished runs that may fill a cell: those trained for exactly `epochs` epochs."""
-    if runs is None or len(runs) == 0 or not set(KEYS + ["epochs", "top1"]) <= set(runs):
-        return pd.DataFrame(columns=KEYS + ["epochs", "top1"])
-    return runs[runs["epochs"] == epochs]
+def setting_key(values: dict) -> str | None:
+    """What shapes a run's results, its seed and folder name aside, as text; None where `values`
+    is no valid config."""
+    values = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in values.items()}
+    try:
+        shaping = RunConfig.from_dict(values).shaping()
+    except (TypeError, ValueError):  # e.g. a method of a plugin that is not loaded
+        return None
+    shaping = {k: v for k, v in shaping.items() if k not in ("seed", "name")}
+    return json.dumps({k: _whole(v) for k, v in shaping.items()}, sort_keys=True, default=str)
+
+
+def _whole(value):
+    """4000.0 as 4000: a column of runs with gaps holds its whole numbers as floats."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def run_keys(runs: pd.DataFrame | None) -> pd.Series:
+    """`setting_key` of each run, on the runs' index."""
+    if runs is None or len(runs) == 0:
+        return pd.Series(dtype=object)
+    return pd.Series([setting_key(row) for row in runs.to_dict("records")], index=runs.index)
 
 
 def table_cells(table: str, protocol: str, runs: pd.DataFrame, epochs: int = 240) -> pd.DataFrame:
     """One row per cell of a poster table: our top-1 (NaN without a matching run), the paper's,
     their difference, how many runs matched, and whether ours is the best of its column."""
     cells = table_rows(table, protocol)
-    mine = matching_runs(runs, epochs)
+    configs = table_configs(table, protocol, seeds=(0,), epochs=epochs)  # one a cell, in order
+    keys = run_keys(runs)
     rows = []
-    for cell in cells.itertuples():
+    for cell, config in zip(cells.itertuples(), configs):
         wanted = dict(
             teacher=cell.teacher,
             student=cell.student,
@@ -77,9 +98,7 @@ def table_cells(table: str, protocol: str, runs: pd.DataFrame, epochs: int = 240
             method=cell.egalib_method,
             protocol=cell.egalib_protocol,
         )
-        hit = mine
-        for key, value in wanted.items():
-            hit = hit[hit[key] == value]
+        hit = runs[keys == setting_key(config.to_dict())] if len(keys) else keys
         ours = float(hit["top1"].mean()) if len(hit) else float("nan")
         rows.append(
             {
