@@ -63,6 +63,27 @@ def test_the_install_check_of_the_colab_cell_is_one_sentence():
     assert "REPO" not in namespace
 
 
+def test_a_notebook_made_for_readers_shows_no_machine_path_and_passes_ruff_format(tmp_path):
+    import subprocess
+    import sys
+
+    import nbformat
+
+    runs_dir = tmp_path / "runs"
+    executed = nbformat.v4.new_notebook()
+    injected = f'# Parameters\nprofile = "demo"\nruns_dir = "{runs_dir}"\n'  # papermill's
+    executed.cells = [nbformat.v4.new_code_cell(injected)]
+    executed.cells[0].outputs = [nbformat.v4.new_output("stream", text=f"written: {runs_dir}/x\n")]
+    readable = notebooks.for_readers(executed, runs_dir)
+    assert readable.cells[0].source == '# Parameters\nprofile = "demo"\nruns_dir = "../runs"'
+    assert readable.cells[0].outputs[0].text == "written: ../runs/x\n"
+    path = tmp_path / "published.ipynb"
+    path.write_text(nbformat.writes(readable))
+    ruff = [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", str(path)]
+    # was 1: `make publish` wrote executed copies that `make lint` then refused
+    assert subprocess.run(ruff, capture_output=True).returncode == 0
+
+
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_each_published_notebook_has_its_sources_code_and_its_outputs(source):
     published = notebooks.PUBLISHED / source.name

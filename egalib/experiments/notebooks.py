@@ -116,7 +116,7 @@ def for_readers(notebook, runs_dir: Path | None = None):
     for cell in notebook["cells"]:
         for key in ("papermill", "execution"):
             cell.get("metadata", {}).pop(key, None)
-        cell["source"] = local(cell["source"])
+        cell["source"] = local(cell["source"]).rstrip("\n")  # as `ruff format` leaves a cell
         if "outputs" in cell:
             cell["outputs"] = [o for o in cell["outputs"] if WIDGET not in o.get("data", {})]
         for output in cell.get("outputs", []):
