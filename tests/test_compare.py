@@ -101,6 +101,19 @@ def test_compare_pairs_each_setting_s_runs_by_seed_against_the_chosen_method(tmp
     assert any(line.startswith("| ega | 0 1 2 | 73.50 ± 1.50") for line in by_val)
 
 
+def test_a_difference_over_fewer_seeds_than_its_row_says_how_many_it_pairs(tmp_path):
+    from egalib.runs import load_runs
+
+    for seed, top1 in enumerate([70.0, 71.0, 75.0]):
+        finished_run(tmp_path, "ega", seed, top1)
+    for seed, top1 in enumerate([69.0, 69.5]):  # vanilla has seeds 0 and 1 only
+        finished_run(tmp_path, "vanilla", seed, top1)
+    lines = compare.compare_runs(load_runs(tmp_path))
+    interval = compare.interval_text(compare.paired_interval([1.0, 1.5]))
+    ega = f"| ega | 0 1 2 | 72.00 ± 2.65 | {interval} (2 seeds paired) | unresolved at 2 seeds |"
+    assert ega in lines
+
+
 def test_runs_that_differ_in_a_field_outside_the_setting_are_told_apart_not_hidden(tmp_path):
     from egalib.runs import load_runs
 

@@ -175,6 +175,8 @@ def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top
                 interval = paired(group, method, reference[0], score)
                 if interval["seeds"]:
                     difference, verdict_text = interval_text(interval), verdict(interval)
+                if 1 < interval["seeds"] < len(values):  # the seeds that both have
+                    difference += f" ({interval['seeds']} seeds paired)"
             row = f"| {method} | {seeds} | {mean_sd(values.mean(), values.std(), len(values))} |"
             lines.append(f"{row} {difference} | {verdict_text} |")
     return lines[1:]
