@@ -1,6 +1,7 @@
 """The weights study: one log grid and one rule for every method, read on validation only."""
 
 import json
+import math
 from collections import Counter
 
 import pandas as pd
@@ -37,6 +38,8 @@ def test_the_choice_is_the_best_mean_validation_point_and_says_if_it_is_interior
         rows += [("ega", "beta", value, s, score) for s, score in enumerate(scores)]
     for value, scores in ((0.1, (71, 71)), (1.0, (75, 76)), (10.0, (76, float("nan")))):
         rows += [("irg", "beta", value, s, score) for s, score in enumerate(scores)]
+    for value, scores in ((1.0, (float("nan"), 70)), (10.0, (float("nan"), float("nan")))):
+        rows += [("fitnet", "beta", value, s, score) for s, score in enumerate(scores)]
     table = pd.DataFrame(rows, columns=["method", "weight", "value", "seed", "val_top1"])
     table["paper"] = table.value.max()
     chosen = weights.chosen_weights(table).set_index("method")
@@ -44,6 +47,10 @@ def test_the_choice_is_the_best_mean_validation_point_and_says_if_it_is_interior
     assert chosen.loc["pkt", "val_top1"] == 74.0 and chosen.loc["pkt", "vanilla_val_top1"] == 70.0
     assert chosen.loc["ega", "chosen"] == 1.0 and not chosen.loc["ega", "interior"]
     assert chosen.loc["irg", "chosen"] == 1.0  # 10 diverged in one seed: never chosen
+    # every point diverged in a seed: nothing chosen, the others still are (was pandas' error
+    # "Encountered all NA values", and no summary at all)
+    assert math.isnan(chosen.loc["fitnet", "chosen"]) and not chosen.loc["fitnet", "interior"]
+    assert math.isnan(chosen.loc["fitnet", "val_top1"])
 
 
 @pytest.mark.integration

@@ -87,8 +87,9 @@ def weight_row(config: RunConfig) -> dict:
 
 def chosen_weights(table: pd.DataFrame) -> pd.DataFrame:
     """Per method: the grid point with the best mean validation top-1 over the seeds (a point
-    where a seed diverged has no mean and is never chosen), that mean, vanilla's, and whether
-    the point is interior to the grid (not its smallest or largest)."""
+    where a seed diverged has no mean and is never chosen; a method with no other point has
+    none, NaN), that mean, vanilla's, and whether the point is interior to the grid (not its
+    smallest or largest)."""
     vanilla = table.loc[table.method == "vanilla", "val_top1"].mean()
     points = table[table.method != "vanilla"].groupby(["method", "weight", "value"], sort=False)
     mean = lambda scores: scores.mean(skipna=False)
@@ -97,14 +98,15 @@ def chosen_weights(table: pd.DataFrame) -> pd.DataFrame:
     )
     rows = []
     for (method, weight), group in means.reset_index().groupby(["method", "weight"], sort=False):
-        best = group.loc[group.val_top1.idxmax()]
-        interior = group.value.min() < best.value < group.value.max()
+        best = group.loc[group.val_top1.fillna(-math.inf).idxmax()]
+        chosen = math.nan if math.isnan(best.val_top1) else best.value
+        interior = group.value.min() < chosen < group.value.max()
         rows.append(
             {
                 "method": method,
                 "weight": weight,
                 "paper": best.paper,
-                "chosen": best.value,
+                "chosen": chosen,
                 "val_top1": best.val_top1,
                 "vanilla_val_top1": vanilla,
                 "interior": bool(interior),
