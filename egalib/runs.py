@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from .config import resolve_device
 from .files import (
     atomic_torch_save,
     atomic_write_text,
@@ -54,7 +53,8 @@ class Run:
 
     @classmethod
     def open(cls, config) -> "Run":
-        """The folder of `config`; created with its config.json, or checked against it."""
+        """The folder of `config`; created with its config.json, or checked against it. Its
+        trainer adds what trains it (`record_provenance`), not a host that only submits its job."""
         run = cls(config.run_path)
         wanted = config.shaping()
         if run.config_path.is_file():
@@ -69,10 +69,17 @@ class Run:
                     f"{', '.join(changed)}); choose another --name or remove that folder."
                 )
         else:
-            made = provenance(resolve_device(config.device))
-            written = {**config.to_dict(), "resolved": config.resolved(), "provenance": made}
+            written = {**config.to_dict(), "resolved": config.resolved()}
             atomic_write_text(run.config_path, json.dumps(written, indent=2) + "\n")
         return run
+
+    def record_provenance(self, device: torch.device) -> None:
+        """`files.provenance` of the process that trains on `device`, into config.json, once: the
+        first trainer's, which resumes keep."""
+        written = self.config
+        if "provenance" not in written:
+            made = {**written, "provenance": provenance(device)}
+            atomic_write_text(self.config_path, json.dumps(made, indent=2) + "\n")
 
     @property
     def config_path(self) -> Path:

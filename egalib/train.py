@@ -206,7 +206,9 @@ def fit(
     run = Run.open(config)
     with run.lock():  # a second trainer of this folder is refused, naming the first one's pid
         if not run.finished:
-            data = prepare_data(config, resolve_device(config.device))
+            device = resolve_device(config.device)
+            run.record_provenance(device)
+            data = prepare_data(config, device)
             train_run(TrainState.build(config, data, memo=memo), run, progress, on_epoch_end)
     return run
 

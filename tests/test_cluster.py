@@ -483,6 +483,26 @@ def test_a_job_that_slurm_refuses_is_one_sentence_and_the_flags_are_checked_firs
             cluster.SlurmOptions(**{field: value})
 
 
+def test_a_job_for_a_gpu_is_submitted_from_a_host_without_one_and_its_trainer_records_itself(
+    tmp_path, monkeypatch
+):
+    import torch
+
+    from egalib.runs import Run
+
+    stand_in_commands(tmp_path, monkeypatch, srun="exit 0", sbatch='echo "Submitted batch job 7"')
+    config = cell(tmp_path, "ega", device="cuda")  # this host has no GPU; the job's node has
+    [job] = cluster.dispatch([config], "slurm")  # was "device 'cuda' is not available ..."
+    assert job.job_id == "7"
+    run = Run(folder(config))
+    assert "provenance" not in run.config  # was this host's CPU, named as the run's device
+    run.record_provenance(torch.device("cpu"))  # as `fit` does, on the node that trains it
+    made = run.config["provenance"]
+    assert made["device"] == made["cpu"] and {"commit", "torch", "date"} <= made.keys()
+    run.record_provenance(torch.device("meta"))  # a resumed job keeps the first trainer's
+    assert run.config["provenance"] == made
+
+
 def test_slurm_without_its_commands_on_this_machine_is_refused_before_any_submission(
     tmp_path, monkeypatch
 ):
