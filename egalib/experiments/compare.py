@@ -116,8 +116,7 @@ SETTING += ("train_size", "val_size", "test_size")
 OWN = ("method", "protocol", "seed", "name", "gamma", "alpha", "beta", "options", "kd_temperature")
 # every other field that shapes results (momentum, padding, ...) splits settings too; the
 # heading names it where the runs differ in it
-MORE_SETTING = [f.name for f in fields(RunConfig) if f.name not in (*SETTING, *OWN)]
-MORE_SETTING = [name for name in MORE_SETTING if name not in EXECUTION_ONLY]
+MORE_SETTING = [f.name for f in fields(RunConfig) if f.name not in SETTING + OWN + EXECUTION_ONLY]
 
 
 def run_label(row: dict, protocols: int, temperatures: int = 1) -> str:
