@@ -86,6 +86,12 @@ def test_03_draws_tsne_and_scores(story):
     ):
         assert header in html
     assert (runs_dir / "figures" / "03_tsne.png").stat().st_size > 10_000
+    # the students compared over the profile's seeds, paired, not ranked from one run each
+    assert "minus vanilla" in html and "unresolved at 1 seed" in html
+    assert _markdown(nb) == (
+        "Over 1 seed: the measures do not both resolve **ega** against vanilla the same way; "
+        "where they do not, these runs do not say which separates the classes better."
+    )
 
 
 def test_04_draws_learning_dynamics_and_reuses_runs(story):
