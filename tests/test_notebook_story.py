@@ -112,6 +112,10 @@ def test_04_draws_learning_dynamics_and_reuses_runs(story):
         assert header in html
     for name in ("04_learning_dynamics.png", "04_graph_terms.png"):
         assert (runs_dir / "figures" / name).stat().st_size > 10_000
+    # each answer is a paired difference with its seeds, not one seed's beside a 5 % threshold
+    answers = [line for line in _markdown(nb).splitlines() if line.startswith("- Does the")]
+    assert len(answers) == 2 and all("(1 seed, no interval) (last epoch)." in a for a in answers)
+    assert all("**not resolved**: validation $L_{" in a for a in answers)
     # 04 read the vanilla and ega runs that 03 made: four runs in all, not six
     assert sorted(load_runs(runs_dir)["method"]) == ["ega", "ega-edge", "ega-node", "vanilla"]
 
