@@ -36,10 +36,14 @@ def paired_interval(differences) -> dict:
     d = np.asarray(differences, dtype=float)
     if np.isnan(d).any():
         raise ValueError("a paired difference is NaN; every run compared needs a finite top-1.")
-    n, mean = len(d), float(d.mean()) if len(d) else math.nan
-    half = math.nan
-    if n > 1:
-        half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    n = len(d)
+    return t_interval(float(d.mean()) if n else math.nan, float(d.std(ddof=1)) if n > 1 else 0, n)
+
+
+def t_interval(mean: float, sd: float, n: int) -> dict:
+    """The interval of the mean of n paired differences whose sample sd is `sd` (NaN with fewer
+    than two)."""
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
     return {"difference": mean, "low": mean - half, "high": mean + half, "seeds": n}
 
 

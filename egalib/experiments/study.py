@@ -28,6 +28,7 @@ from ..files import PACKAGE_DATA, atomic_write_text, device_name, git_commit
 from ..runs import Run
 from . import weights
 from .cluster import LOCAL, Launcher
+from .compare import t_interval
 from .paper_tables import seed_summary
 
 BATCHES = (8, 16, 32, 64)
@@ -141,12 +142,14 @@ def card(began: float) -> dict:
 
 def paired_differences(table: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
     """Per method and batch size at the profile's weights: validation top-1 minus the
-    baseline's at the same seed and batch size, mean and sample sd over the seeds (NaN with one
-    seed), beside the mean partners and N_st diagonal."""
+    baseline's at the same seed and batch size, its mean, sample sd and 95 % interval (`low`,
+    `high`) over the seeds (NaN with one seed), beside the mean partners and N_st diagonal."""
     rows = table[~table.sweep]
     keys = ["method", "batch_size"]
     summary = seed_summary(rows, by=keys, baseline=baseline, score="val_top1")
     summary = summary.join(rows.groupby(keys)[["partners", "node_diagonal"]].mean())
     summary = summary.drop(baseline, level="method").reset_index()
     summary = summary.rename(columns={"sd": "val_top1_sd", "difference_sd": "sd"})
-    return summary[[*keys, "difference", "sd", "seeds", "partners", "node_diagonal"]]
+    intervals = [t_interval(r.difference, r.sd, r.seeds) for r in summary.itertuples()]
+    summary[["low", "high"]] = [[i["low"], i["high"]] for i in intervals]
+    return summary[[*keys, "difference", "sd", "low", "high", "seeds", "partners", "node_diagonal"]]
