@@ -235,3 +235,19 @@ def test_status_lists_every_run_folder_and_compare_reads_them_from_the_command_l
     (tmp_path / "empty").mkdir()
     nothing = run_egalib("compare", "--runs-dir", str(tmp_path / "empty"))
     assert nothing.returncode == 2 and nothing.stderr.startswith("error: no finished runs under")
+
+
+def test_the_regime_study_s_differences_carry_the_interval_that_compare_gives():
+    from egalib.experiments import study
+
+    rows = [
+        dict(method=method, batch_size=8, seed=seed, val_top1=top1, sweep=False)
+        for seed, pair in enumerate([(70.0, 71.0), (72.0, 74.0), (71.0, 72.5)])
+        for method, top1 in zip(("vanilla", "ega"), pair)
+    ]
+    table = pd.DataFrame(rows).assign(partners=0.7, node_diagonal=0.3)
+    [ega] = study.paired_differences(table).itertuples()
+    expected = compare.paired_interval([1.0, 2.0, 1.5])
+    assert (ega.difference, ega.seeds) == (expected["difference"], 3)
+    assert (ega.low, ega.high) == pytest.approx((expected["low"], expected["high"]))
+    assert compare.verdict(ega._asdict()) == "holds"
