@@ -506,8 +506,8 @@ def submit_cells(
 ) -> list:
     """Submit one submitit job per pending cell, logs in runs/<name>/<cluster>/; the jobs."""
     options, todo, jobs = options or SlurmOptions(), pending(configs), []
-    missing = [command for command in ("sbatch", "srun") if shutil.which(command) is None]
-    if todo and cluster == "slurm" and missing:
+    needed = ("sbatch", "srun") if todo and cluster == "slurm" else ()
+    if missing := [command for command in needed if shutil.which(command) is None]:
         raise RuntimeError(
             f"--executor slurm needs Slurm's {' and '.join(missing)}, not found on this machine; "
             "run it on the cluster's login node, or use --executor local."

@@ -37,7 +37,8 @@ def paired_interval(differences) -> dict:
     if np.isnan(d).any():
         raise ValueError("a paired difference is NaN; every run compared needs a finite top-1.")
     n = len(d)
-    return t_interval(float(d.mean()) if n else math.nan, float(d.std(ddof=1)) if n > 1 else 0, n)
+    sd = float(d.std(ddof=1)) if n > 1 else math.nan
+    return t_interval(float(d.mean()) if n else math.nan, sd, n)
 
 
 def t_interval(mean: float, sd: float, n: int) -> dict:
