@@ -1,34 +1,26 @@
-"""Datasets as uint8 tensors: file formats, downloads, checksums and decoded caches.
-
-A dataset is held whole as uint8 (N, C, H, W) images and int64 labels and moved to the device
-once; `views` makes each batch's augmented views there."""
+"""Datasets' files: where they sit, their formats, downloads, checksums and decoded caches, read
+into a checked in-memory `splits.Dataset`."""
 
 import contextlib
 import functools
 import gzip
 import hashlib
 import io
-import numbers
 import os
 import tempfile
 import urllib.request
 import warnings
 import zipfile
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import image_folders
-from .files import REPO_DATA, atomic_write, described, first_line, load_pickle
+from .files import REPO_DATA, atomic_write, described, first_line, is_plain_name, load_pickle
+from .splits import TENSORS, Dataset, as_tensors
 
 DATA_DIR = Path(os.environ.get("EGALIB_DATA") or REPO_DATA)  # where datasets are downloaded
 DEBIAN_DATASETS = Path("/usr/share/datasets")  # where Debian's dataset-* packages put theirs
-_TENSORS = ("train_images", "train_labels", "test_images", "test_labels")
-_HELD_OUT = ("val_images", "val_labels")  # present after `Dataset.split` holds some out
-# the validation split's own shuffle, apart from the runs' seeds: one split for all of them
-HOLDOUT_SEED = 1_000_003
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -37,82 +29,6 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class DatasetCorruptError(ValueError):
     """A dataset file is there but cannot be read; the message names it and how to fix it."""
-
-
-@dataclass
-class Dataset:
-    name: str
-    train_images: torch.Tensor  # uint8 (N, C, H, W)
-    train_labels: torch.Tensor  # int64 (N,)
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    classes: tuple[str, ...]
-    val_images: torch.Tensor | None = None  # held out of the training images by `split`
-    val_labels: torch.Tensor | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def channels(self) -> int:
-        return self.train_images.shape[1]
-
-    @property
-    def image_size(self) -> int:
-        return self.train_images.shape[-1]
-
-    def to(self, device: torch.device | str) -> "Dataset":
-        present = (key for key in (*_TENSORS, *_HELD_OUT) if getattr(self, key) is not None)
-        moved = {key: getattr(self, key).to(device, non_blocking=True) for key in present}
-        return replace(self, **moved)
-
-    def split(
-        self, train: int | None = None, val: int = 0, test: int | None = None, seed: int = 0
-    ) -> "Dataset":
-        """A run's images, each part class-balanced: `val` training images held out as the
-        validation split, drawn by a shuffle of its own and so the same for every seed; then
-        `train` of the other training images and `test` test images, drawn by `seed`."""
-        held_out = balanced_indices(self.train_labels, val, HOLDOUT_SEED) if val else None
-        pool = torch.arange(len(self.train_labels))
-        if held_out is not None:
-            if len(held_out) >= len(pool):
-                raise ValueError(
-                    f"a validation split of {val} images leaves none of {self.name}'s "
-                    f"{len(pool)} training images to train on; give a smaller val_size."
-                )
-            pool = pool[~torch.isin(pool, held_out)]
-        train_idx = pool[balanced_indices(self.train_labels[pool], train, seed)]
-        test_idx = balanced_indices(self.test_labels, test, seed)
-        take = lambda tensor, index: None if index is None else tensor[index]
-        return replace(
-            self,
-            train_images=self.train_images[train_idx],
-            train_labels=self.train_labels[train_idx],
-            val_images=take(self.train_images, held_out),
-            val_labels=take(self.train_labels, held_out),
-            test_images=self.test_images[test_idx],
-            test_labels=self.test_labels[test_idx],
-        )
-
-
-def balanced_indices(labels: torch.Tensor, count: int | None, seed: int) -> torch.Tensor:
-    """`count` indices with (nearly) equal numbers per class, or all indices when count is None."""
-    if count is not None and not (isinstance(count, numbers.Integral) and count >= 0):
-        raise ValueError(
-            f"a number of images must be whole and >= 0, or None (all); got {count!r}."
-        )
-    if count is None or count >= len(labels):
-        return torch.arange(len(labels))
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    shuffled = labels[order].cpu()
-    # rank of each sample within its class, in shuffled order; take low ranks first
-    rank = torch.zeros_like(shuffled)
-    for c in shuffled.unique():
-        members = shuffled == c
-        rank[members] = torch.arange(int(members.sum()))
-    take = order[torch.argsort(rank * len(labels) + torch.arange(len(labels)))[:count]]
-    return take.sort().values
 
 
 class Source:
@@ -228,25 +144,11 @@ class Source:
 
     def write_cache(self, data: Dataset, path: Path) -> None:
         try:
-            arrays = {key: getattr(data, key).numpy() for key in _TENSORS}
+            arrays = {key: getattr(data, key).numpy() for key in TENSORS}
             np.savez(buffer := io.BytesIO(), classes=np.array(data.classes), **arrays)
             atomic_write(path, buffer.getvalue())
         except OSError as error:  # a read-only or full disk: the data is still good
             warnings.warn(f"{first_line(error)} The data is read again next time.", stacklevel=3)
-
-
-def as_tensors(images: np.ndarray, labels, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    labels = np.asarray(labels, dtype=np.int64)
-    if num_classes < 2:
-        raise ValueError(f"{num_classes} class(es), where a classifier needs at least 2")
-    if np.ndim(images) != 4:
-        raise ValueError(f"images of shape {np.shape(images)}, where (N, C, H, W) was expected")
-    if len(labels) != len(images):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels outside 0..{num_classes - 1}")
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    return torch.from_numpy(images), torch.from_numpy(labels)
 
 
 FASHION_MNIST_CLASSES = tuple(
@@ -254,10 +156,15 @@ FASHION_MNIST_CLASSES = tuple(
 )
 
 
-@functools.lru_cache(maxsize=8)
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An IDX file, gzipped or not: bytes 0, 0, 8 (uint8) and `ndim`, each dimension as a
-    big-endian uint32, then the values, row-major. Cached: notebooks reload the same files."""
+    """An IDX file, gzipped or not; cached while the file is unchanged (notebooks reload it)."""
+    return _decode_idx(path, ndim, path.stat().st_mtime_ns, path.stat().st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_idx(path: Path, ndim: int, *stamp) -> np.ndarray:
+    """Bytes 0, 0, 8 (uint8) and `ndim`, each dimension as a big-endian uint32, then the values,
+    row-major; `stamp` (time and size) keys the cache, so a file changed since is read again."""
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     if raw[:4] != bytes([0, 0, 8, ndim]):
         raise ValueError(f"it does not begin 0, 0, 8, {ndim} as an IDX file of {ndim}-D uint8 does")
@@ -316,7 +223,7 @@ class CIFAR100(Source):
         for split in ("train", "test"):
             with self.reading(where, split) as path, self.verified(path) as f:
                 entry = load_pickle(f)
-                images = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                images = np.asarray(entry["data"]).reshape(-1, 3, 32, 32)
                 splits.append(as_tensors(images, entry["fine_labels"], len(classes)))
         return Dataset(self.name, *splits[0], *splits[1], classes)
 
@@ -332,6 +239,8 @@ class STL10(Source):
     def read(self, where: Path) -> Dataset:
         with self.reading(where, "class_names.txt") as path:
             classes = tuple(filter(None, map(str.strip, path.read_text().splitlines())))
+            if len(classes) != 10:
+                raise ValueError(f"{len(classes)} class names, expected 10")
         splits = []
         for split in ("train", "test"):
             with self.reading(where, f"{split}_X.bin") as path:
@@ -370,13 +279,15 @@ class TinyImageNet(Source):
     def read(self, where: Path) -> Dataset:
         with self.reading(where, "wnids.txt") as path:
             wnids = sorted({w.strip() for w in path.read_text().split()})
+            if len(wnids) < 2 or not all(map(is_plain_name, wnids)):
+                raise ValueError(f"its {len(wnids)} ids must be 2 or more plain folder names")
         with self.reading(where, "words.txt") as path:  # a class is named by its first name there
             lines = (line.split("\t", 1) for line in path.read_text().splitlines())
             words = {parts[0]: parts[1] for parts in lines if len(parts) == 2}
             classes = tuple(words[w].split(",")[0].strip() for w in wnids)
         base = where / self.folder
         with self.reading(where, base / "val" / "val_annotations.txt"):
-            image_folders.sort_by_class(base / "val", "val_annotations.txt")
+            image_folders.sort_by_class(base / "val", "val_annotations.txt", wnids)
         train, test = (self.read_classes(where, base / split, wnids) for split in ("train", "val"))
         return Dataset(self.name, *train, *test, classes)
 

@@ -71,9 +71,10 @@ def decode(paths: list[Path], reading, size: int | None = None, mode: str = "RGB
     return images
 
 
-def sort_by_class(folder: Path, annotations: str) -> None:
+def sort_by_class(folder: Path, annotations: str, classes) -> None:
     """folder/images/* -> folder/<class>/images/*, as `annotations` (file, tab, class per line)
-    says: built as <folder>.tmp and swapped in by two renames. A run stopped while building is
+    says: built as <folder>.tmp and swapped in by two renames, once the annotations are found to
+    list every image exactly once, each in one of `classes`. A run stopped while building is
     redone; one stopped between the renames is finished."""
     new, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     if old.exists():
@@ -83,11 +84,11 @@ def sort_by_class(folder: Path, annotations: str) -> None:
     if not (folder / "images").is_dir():
         return
     shutil.rmtree(new, ignore_errors=True)
+    lines = (folder / annotations).read_text().splitlines()
+    rows = [line.split("\t") for line in lines if line.strip()]
+    check_annotations(rows, folder / "images", classes)
     try:
-        lines = (folder / annotations).read_text().splitlines()
-        for name, label in [tuple(line.split("\t")[:2]) for line in lines if line.strip()]:
-            if not (is_plain_name(name) and is_plain_name(label)):
-                raise ValueError(f"{name!r} or {label!r} is not a plain file or folder name")
+        for name, label, *_ in rows:
             (new / label / "images").mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / "images" / name, new / label / "images" / name)
         shutil.copyfile(folder / annotations, new / annotations)
@@ -97,3 +98,17 @@ def sort_by_class(folder: Path, annotations: str) -> None:
     os.replace(folder, old)
     os.replace(new, folder)
     shutil.rmtree(old)
+
+
+def check_annotations(rows: list[list[str]], images: Path, classes) -> None:
+    """Refuse, before any file moves, annotations that would lose, repeat or misplace an image."""
+    if any(len(row) < 2 or not (is_plain_name(row[0]) and is_plain_name(row[1])) for row in rows):
+        raise ValueError("a line is not a plain file name, a tab and a plain class name")
+    listed, present = sorted(row[0] for row in rows), sorted(p.name for p in images.iterdir())
+    if listed != present:
+        raise ValueError(
+            f"it lists {len(listed)} files ({len(set(listed))} different) for the "
+            f"{len(present)} files in {images}, where each must be listed once"
+        )
+    if unknown := sorted({row[1] for row in rows} - set(classes)):
+        raise ValueError(f"it names classes outside the dataset's list: {', '.join(unknown[:3])}")

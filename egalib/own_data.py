@@ -5,11 +5,10 @@ built-in datasets do (uint8 on the device, the same held-out validation split)."
 import contextlib
 from pathlib import Path
 
-import numpy as np
-
 from . import image_folders
-from .datasets import Dataset, DatasetCorruptError, DatasetNotFoundError, Source, as_tensors
+from .datasets import DatasetCorruptError, DatasetNotFoundError, Source
 from .files import first_line
+from .splits import Dataset, as_tensors
 
 
 class ImageFolder(Source):
@@ -85,25 +84,13 @@ class TensorSource(Source):
         return Dataset(self.name, train, train_labels, test, test_labels, self.classes)
 
     def checked(self, images, labels) -> tuple:
-        images, labels = np.asarray(images), np.asarray(labels)
-        if images.dtype != np.uint8 or images.ndim != 4 or not square_grey_or_rgb(images.shape):
-            raise ValueError(
-                f"dataset {self.name!r}: images are {images.dtype} with shape {images.shape}; "
-                "expected uint8 (N, C, H, W), C 1 (grey) or 3 (RGB), H = W: e.g. "
-                "(x * 255).to(torch.uint8) of floats in [0, 1], x.permute(0, 3, 1, 2) of "
-                "channels-last images."
-            )
-        if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
-            raise ValueError(
-                f"dataset {self.name!r}: labels are {labels.dtype} of shape {labels.shape}; "
-                "expected integers, one per image (N,)."
-            )
         try:
             return as_tensors(images, labels, len(self.classes))
         except ValueError as error:
-            raise ValueError(f"dataset {self.name!r}: {error}.") from None
-
-
-def square_grey_or_rgb(shape: tuple) -> bool:
-    """(N, C, H, W) as an image folder gives them, and the views and teachers take them."""
-    return shape[1] in (1, 3) and shape[2] == shape[3]
+            hint = ""
+            if str(error).startswith("images are"):
+                hint = (
+                    ": e.g. (x * 255).to(torch.uint8) of floats in [0, 1], x.permute(0, 3, 1, 2) "
+                    "of channels-last images"
+                )
+            raise ValueError(f"dataset {self.name!r}: {error}{hint}.") from None

@@ -8,6 +8,7 @@ import io
 import os
 import pathlib
 import pickle
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -314,6 +315,49 @@ def test_tinyimagenet_annotations_cannot_write_outside_their_folder(tmp_path, na
     assert not (base / "val.tmp").exists()  # nothing half-built is left
 
 
+def _drop_last_line(text):
+    return "".join(text.splitlines(keepends=True)[:-1])
+
+
+ANNOTATION_FAULTS = {
+    "an image left out": (_drop_last_line, "lists 5 files (5 different) for the 6"),
+    "an image listed twice": (lambda text: text + text.splitlines()[0] + "\n", "(6 different)"),
+    "a class not in wnids.txt": (lambda text: text.replace("\tn02\t", "\tn99\t"), "n99"),
+    "a line without a class": (lambda text: text + "val_0.JPEG\n", "plain class name"),
+}
+
+
+@pytest.mark.parametrize("fault", ANNOTATION_FAULTS)
+def test_tinyimagenet_annotations_that_would_lose_or_repeat_images_move_nothing(tmp_path, fault):
+    base = write_tinyimagenet(tmp_path)
+    annotations = base / "val" / "val_annotations.txt"
+    damage, said = ANNOTATION_FAULTS[fault]
+    annotations.write_text(damage(annotations.read_text()))
+    with pytest.raises(data.DatasetCorruptError, match=re.escape(said)) as error:
+        data.load_dataset("tinyimagenet", tmp_path)
+    assert str(annotations) in str(error.value)
+    assert len(list((base / "val" / "images").iterdir())) == 6  # every image still in place
+    assert sorted(p.name for p in (base / "val").iterdir()) == ["images", "val_annotations.txt"]
+    assert not (tmp_path / "tinyimagenet-uint8.npz").exists()
+
+
+@pytest.mark.parametrize("wnids", ["n01\n", "n01\nn02\n../../outside\n"])
+def test_tinyimagenet_ids_must_be_two_or_more_plain_names(tmp_path, wnids):
+    base = write_tinyimagenet(tmp_path)
+    (base / "wnids.txt").write_text(wnids)
+    with pytest.raises(data.DatasetCorruptError, match="2 or more plain folder names") as error:
+        data.load_dataset("tinyimagenet", tmp_path)
+    assert str(base / "wnids.txt") in str(error.value)
+
+
+def test_stl10_needs_its_ten_class_names(tmp_path):
+    write_stl10(tmp_path)
+    names = tmp_path / "stl10_binary" / "class_names.txt"
+    names.write_text("\n".join(f"class{i}" for i in range(30)))
+    with pytest.raises(data.DatasetCorruptError, match="30 class names, expected 10"):
+        data.load_dataset("stl10", tmp_path)
+
+
 def test_tinyimagenet_greyscale_jpeg_becomes_rgb(tmp_path):
     base = write_tinyimagenet(tmp_path)
     _jpeg(base / "train" / "n01" / "images" / "n01_1.JPEG", (90, 90, 90), grey=True)
@@ -339,9 +383,24 @@ def flat_images_cache(path):
     np.savez(path, classes=np.array(["a"]), test_labels=labels, **arrays)
 
 
+def cache_of(images, labels):
+    """A writer of a well-formed npz that holds these arrays as both splits of two classes."""
+
+    def write(path):
+        arrays = dict(train_images=images, train_labels=labels, test_images=images)
+        np.savez(path, classes=np.array(["a", "b"]), test_labels=labels, **arrays)
+
+    return write
+
+
+LABELS = np.zeros(2, np.int64)
 CORRUPT_CACHES = {
     "truncated": lambda path: path.write_bytes(b"PK\x03\x04 truncated"),
     "flat images": flat_images_cache,
+    # each of these was once cast without a word: floats rounded, NaN read as 0
+    "float images": cache_of(np.full((2, 3, 4, 4), 0.7, np.float32), LABELS),
+    "five channels": cache_of(np.zeros((2, 5, 4, 4), np.uint8), LABELS),
+    "fractional labels": cache_of(np.zeros((2, 3, 4, 4), np.uint8), np.array([0.0, 1.5])),
 }
 
 

@@ -1,4 +1,5 @@
 import gzip
+import os
 
 import numpy as np
 import pytest
@@ -120,3 +121,15 @@ def test_a_negative_or_fractional_number_of_images_is_refused(fmnist, given):
     expected = f"must be whole and >= 0, or None \\(all\\); got {next(iter(given.values()))}"
     with pytest.raises(ValueError, match=expected):
         fmnist.split(**given)
+
+
+def test_an_idx_file_changed_on_disk_is_read_again(tmp_path, monkeypatch):
+    write_fashion_mnist(tmp_path)
+    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
+    first = data.load_dataset("fashion-mnist", root=tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    raw = gzip.decompress(labels.read_bytes())
+    labels.write_bytes(gzip.compress(raw[:8] + bytes([9]) * (len(raw) - 8)))
+    os.utime(labels, ns=(1, 1))  # a different time stamp, however coarse the file system's
+    assert first.train_labels.tolist() != [9] * len(first.train_labels)
+    assert data.load_dataset("fashion-mnist", root=tmp_path).train_labels.tolist() == [9] * 3
