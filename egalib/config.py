@@ -257,10 +257,15 @@ class RunConfig:
         """Readable and unique: the main choices, then a hash of everything that shapes results."""
         if self.name:
             return self.name
-        shaping = {k: v for k, v in self.shaping().items() if k != "name"}
-        digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
         parts = (self.dataset, self.teacher, self.student, self.method, self.protocol)
-        return "_".join([*parts, *self.override_tags(), f"e{self.epochs}", f"s{self.seed}", digest])
+        tags = [*self.override_tags(), f"e{self.epochs}", f"s{self.seed}", self.digest]
+        return "_".join([*parts, *tags])
+
+    @property
+    def digest(self) -> str:
+        """A hash of everything that shapes the results, the run folder's name aside."""
+        shaping = {k: v for k, v in self.shaping().items() if k != "name"}
+        return hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:8]
 
     @property
     def run_path(self) -> Path:

@@ -99,10 +99,13 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def read_json(path: Path, fix: str):
-    """json.loads of a file; one that is not JSON is one sentence naming it and `fix`."""
+    """json.loads of a file; one that cannot be read or is not JSON is one sentence naming it
+    and `fix`."""
     try:
         return json.loads(Path(path).read_text())
-    except (ValueError, UnicodeDecodeError) as cause:
+    except OSError as cause:  # missing, a folder, unreadable
+        raise ValueError(f"{path} cannot be read ({first_line(cause)}); {fix}") from None
+    except (ValueError, RecursionError) as cause:  # RecursionError: nested too deep
         raise ValueError(f"{path} is not valid JSON ({first_line(cause)}); {fix}") from None
 
 
@@ -113,6 +116,8 @@ def read_table(path: Path, fix: str, columns: tuple[str, ...]):
 
     try:
         table = pd.read_csv(path)
+    except OSError as cause:  # missing, a folder, unreadable
+        raise ValueError(f"{path} cannot be read ({first_line(cause)}); {fix}") from None
     except ValueError as cause:  # pandas' parser and empty-file errors, and decoding
         raise ValueError(f"{path} is not a CSV table ({first_line(cause)}); {fix}") from None
     if missing := [c for c in columns if c not in table.columns]:
@@ -175,7 +180,7 @@ def load_tensors(path: Path, fix: str, error: type[Exception] = RuntimeError):
 
 def weights_misfit(saved, expected: dict) -> str:
     """Why the weights `saved` cannot be loaded where the state dict `expected` is ("" when they
-    can): a dict of the same names and shapes, all finite."""
+    can): a dict of the same names, shapes and kinds of number (float or integer), all finite."""
     if not isinstance(saved, dict):
         return f"are a {type(saved).__name__}, not a dict of named tensors"
     missing = sorted(expected.keys() - saved.keys())
@@ -185,6 +190,9 @@ def weights_misfit(saved, expected: dict) -> str:
     reshaped = [k for k, v in expected.items() if getattr(saved[k], "shape", None) != v.shape]
     if reshaped:
         return f"have other shapes in {', '.join(reshaped[:3])}"
+    floats = lambda v: isinstance(v, torch.Tensor) and v.is_floating_point()
+    if retyped := [k for k, v in expected.items() if floats(v) != floats(saved[k])]:
+        return f"hold integers for floats, or the reverse, in {', '.join(retyped[:3])}"
     bad = [k for k, v in saved.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     return f"hold NaN or inf in {', '.join(bad[:3])}" if bad else ""
 

@@ -169,6 +169,7 @@ class TrainState:
     def state_dict(self) -> dict:
         """The checkpoint: weights, optimisers, schedule, scaler and random streams."""
         return {
+            "run": self.config.digest,  # which run's checkpoint it is
             "model": self.networks.trainable_state(),
             "optimizers": {name: optimizer_state(o) for name, o in self.optimizers.items()},
             "schedule": self.schedule.state_dict(),
@@ -180,11 +181,18 @@ class TrainState:
     def load_state_dict(self, state: dict) -> None:
         """Everything `state_dict` saved, loaded exactly: a checkpoint of other networks, or one
         holding a non-finite weight, is refused in one sentence (CheckpointError)."""
-        missing = [k for k in ("model", "optimizers", "schedule", "streams") if k not in state]
+        missing = [
+            k for k in ("run", "model", "optimizers", "schedule", "streams") if k not in state
+        ]
         if missing:
             raise CheckpointError(
                 f"the checkpoint lacks {', '.join(missing)} (another egalib version wrote it); "
                 "delete checkpoint.pt to train the run afresh."
+            )
+        if state["run"] != self.config.digest:
+            raise CheckpointError(
+                f"the checkpoint is another run's (its settings hash to {state['run']!r}, this "
+                f"run's to {self.config.digest!r}); delete checkpoint.pt to train the run afresh."
             )
         check_weights(state["model"], self.networks.trainable_state())
         self.networks.load_state_dict(state["model"], strict=False)  # the frozen encoder aside

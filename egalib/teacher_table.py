@@ -130,13 +130,18 @@ def table_path(card: dict) -> Path:
     return cache_dir("tables") / f"{name}.bin"
 
 
+def table_shape(encoder: "EncodedFeatures", spec: TableSpec) -> tuple[int, int]:
+    """(rows, dim): a row for each of the spec's keys, or for every view of every image."""
+    rows = len(spec.images) * views_per_image(spec.padding) if spec.keys is None else len(spec.keys)
+    return rows, encoder.teacher.feature_dim
+
+
 def build(encoder: "EncodedFeatures", card: dict, spec: TableSpec, path: Path) -> None:
     """Encode every view of the spec (its keys, or all) and write the features, then the card."""
     images = spec.images
     began, dtype = time.time(), encoder.table_dtype(images.device)
-    keys = spec.keys
-    keys = torch.arange(len(images) * views_per_image(spec.padding)) if keys is None else keys
-    dim = encoder.teacher.feature_dim
+    rows, dim = table_shape(encoder, spec)
+    keys = torch.arange(rows) if spec.keys is None else spec.keys
     size = len(keys) * dim * dtype.itemsize
     print(
         f"building the teacher table {path.name}: {len(keys):,} views x {dim} features in "
@@ -177,10 +182,10 @@ def file_checksum(path: Path) -> str:
     return checksum.hexdigest()[:16]
 
 
-def read(path: Path, card: dict, dtype: torch.dtype, keys: torch.Tensor | None) -> TeacherTable:
-    """The table at `path`, memory-mapped, after its card is checked against `card`: its fields,
-    the file's size and its checksum. Its rows are those of `keys`, the run's own: the card's
-    views (their count and digest) must match."""
+def read(path: Path, card: dict, dtype: torch.dtype, keys, shape: tuple[int, int]) -> TeacherTable:
+    """The table at `path`, memory-mapped, after its card is checked against `card` and the
+    (rows, dim) `shape` the run needs: its fields, the file's size and its checksum. Its rows
+    are those of `keys`, the run's own: the card's views (their count and digest) must match."""
     fix = f"delete {path} and its card {path.with_suffix('.json').name} to have it rebuilt."
     found = files.read_json(path.with_suffix(".json"), fix)
     fields = found if isinstance(found, dict) else {}
@@ -193,9 +198,14 @@ def read(path: Path, card: dict, dtype: torch.dtype, keys: torch.Tensor | None) 
                 f"teacher table {path} was built for {key} {found[key]!r}, but this run "
                 f"needs {card[key]!r}; delete it and its card to have the right one built."
             )
-    shape = found["shape"]
-    if not (isinstance(shape, list) and len(shape) == 2 and all(type(v) is int for v in shape)):
+    given = found["shape"]
+    if not (isinstance(given, list) and len(given) == 2 and all(type(v) is int for v in given)):
         raise TableError(f"the card of teacher table {path} gives no (rows, dim) shape; {fix}")
+    if tuple(given) != shape:
+        raise TableError(
+            f"the card of teacher table {path} gives the shape {given}, where this run "
+            f"needs {list(shape)}; {fix}"
+        )
     rows, dim = shape
     if not path.is_file() or path.stat().st_size != rows * dim * dtype.itemsize:
         raise TableError(f"teacher table {path} is missing or not the size its card gives; {fix}")
@@ -228,4 +238,4 @@ def open_table(encoder: "EncodedFeatures", spec: TableSpec) -> TeacherTable:
                 f"the teacher table {path.name} is not in {path.parent}, which cannot be "
                 "written; make it writable or set EGALIB_CACHE to a folder that is."
             ) from None
-    return read(path, card, dtype, spec.keys).to(spec.images.device)
+    return read(path, card, dtype, spec.keys, table_shape(encoder, spec)).to(spec.images.device)

@@ -184,6 +184,8 @@ def resume(state: TrainState, checkpoint: dict) -> tuple[int, list[dict], Select
         counts = (epoch, len(history), state.schedule.last_epoch)
         if len(set(counts)) > 1 or not 0 < epoch <= state.config.epochs:
             raise ValueError(f"its epoch, history rows and schedule steps are {counts}")
+        if not all(is_history_row(row, number) for number, row in enumerate(history, 1)):
+            raise ValueError("its history rows are not numbers of epochs 1, 2, ... in turn")
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
@@ -192,6 +194,14 @@ def resume(state: TrainState, checkpoint: dict) -> tuple[int, list[dict], Select
             " delete checkpoint.pt to train the run afresh."
         ) from None
     return epoch, history, selected
+
+
+def is_history_row(row, epoch: int) -> bool:
+    """A row as `epoch_row` writes it: numbers only, its epoch the one expected."""
+    plain_number = lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+    return (
+        isinstance(row, dict) and row.get("epoch") == epoch and all(map(plain_number, row.values()))
+    )
 
 
 def fit(

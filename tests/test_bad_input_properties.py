@@ -161,7 +161,7 @@ def test_any_teacher_table_card_is_read_or_refused_naming_the_file(content):
         path.with_suffix(".json").write_text(json.dumps(content))
         card = dict.fromkeys(teacher_table.CHECKED, "x")
         try:
-            teacher_table.read(path, card, torch.float32, None)
+            teacher_table.read(path, card, torch.float32, None, (2, 2))
         except ValueError as error:
             one_sentence(error)
             assert str(path) in str(error)

@@ -189,13 +189,26 @@ def test_compare_against_a_method_without_runs_names_the_methods_there(tmp_path,
     )
 
 
-def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by_name(tmp_path):
+CONFIG_DAMAGES = {
+    "not an object": (lambda path: path.write_text("[1, 2]"), "does not hold a JSON object"),
+    # each of these stopped load_runs and compare with Python's own error
+    "missing": (lambda path: path.unlink(), "cannot be read"),
+    "a folder": (lambda path: path.unlink() or path.mkdir(), "cannot be read"),
+    "nested too deep": (lambda path: path.write_text("[" * 100_000), "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("damage", CONFIG_DAMAGES)
+def test_a_finished_folder_that_cannot_be_read_stops_load_runs_or_is_left_out_by_name(
+    tmp_path, damage
+):
     from egalib.runs import load_runs
 
     finished_run(tmp_path, "vanilla", 0, 70.0)
     broken = finished_run(tmp_path, "ega", 0, 71.0)
-    (broken / "config.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="does not hold a JSON object"):
+    write, says = CONFIG_DAMAGES[damage]
+    write(broken / "config.json")
+    with pytest.raises(ValueError, match=says):
         load_runs(tmp_path)
     unreadable = []
     frame = load_runs(tmp_path, unreadable)

@@ -126,7 +126,7 @@ def test_a_table_built_for_something_else_is_refused_in_one_sentence(teacher, ke
     card = table.table_card(spec, torch.float32, EncodedFeatures(teacher, 1).weights)
     path = table.table_path(card)
     with pytest.raises(table.TableError) as caught:
-        table.read(path, {**card, key: value}, torch.float32, None)
+        table.read(path, {**card, key: value}, torch.float32, None, (108, 1024))
     message = str(caught.value)
     assert f"built for {key}" in message and "delete it" in message and "\n" not in message
 
@@ -287,16 +287,21 @@ def test_a_deleted_table_file_is_rebuilt_and_a_killed_builds_leftover_removed(te
     assert not leftover.exists()
 
 
-@pytest.mark.parametrize("damage", ["no checksum", "one row short"])
+CARD_DAMAGES = {
+    "no checksum": lambda card: card.pop("checksum"),
+    "one row short": lambda card: card["shape"].__setitem__(0, card["shape"][0] - 1),
+    # the file's size and checksum still agree: this card was once read as (1024, 108)
+    "rows and dim swapped": lambda card: card.update(shape=card["shape"][::-1]),
+}
+
+
+@pytest.mark.parametrize("damage", CARD_DAMAGES)
 def test_a_damaged_card_is_one_sentence_naming_the_file(teacher, cache, damage):
     images = _images()
     _open(teacher, images, 1)
     card_path = _built(cache).with_suffix(".json")
     card = json.loads(card_path.read_text())
-    if damage == "no checksum":
-        del card["checksum"]
-    else:
-        card["shape"][0] -= 1
+    CARD_DAMAGES[damage](card)
     card_path.write_text(json.dumps(card))
     with pytest.raises(table.TableError) as caught:
         _open(teacher, images, 1)

@@ -165,6 +165,13 @@ DAMAGES = {
     "an epoch past the run's": lambda c: c.update(epoch=9, history=[{}] * 9),
     "an epoch that is no number": lambda c: c.update(epoch="1"),
     "a selected epoch without weights": lambda c: c.update(selected={"epoch": 1}),
+    # each of these once resumed: another run's settings, or a crash an epoch later
+    "another run's checkpoint": lambda c: c.update(run="0123abcd"),
+    "a history row that is not numbers": lambda c: c.update(
+        history=[{"epoch": 1, "val_acc": "high"}]
+    ),
+    "a history row of another epoch": lambda c: c.update(history=[{"epoch": 2}]),
+    "integer weights": lambda c: c["model"].update({FIRST_WEIGHT: c["model"][FIRST_WEIGHT].long()}),
 }
 
 
