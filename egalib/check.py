@@ -38,10 +38,11 @@ def options(name: str, **values) -> None:
 
 
 def one_float_dtype(name: str, what: str, a: torch.Tensor, b: torch.Tensor) -> None:
-    if not (a.is_floating_point() and a.dtype == b.dtype):
+    kinds = [x.dtype if isinstance(x, torch.Tensor) else type(x).__name__ for x in (a, b)]
+    if not (kinds[0] == kinds[1] and isinstance(a, torch.Tensor) and a.is_floating_point()):
         raise ValueError(
-            f"{name} expects {what} of one float dtype, got {a.dtype} and {b.dtype}; cast both, "
-            "e.g. with .float()."
+            f"{name} expects {what} of one float dtype, got {kinds[0]} and {kinds[1]}; cast "
+            "both, e.g. with torch.as_tensor(x).float()."
         )
 
 
@@ -61,6 +62,11 @@ def pair(
             f"{name} needs as many student rows as teacher rows, got {s.shape[0]} and "
             f"{t.shape[0]}; pass the two views of the same batch."
         )
+    if min(s.shape[1], t.shape[1]) < 1:
+        raise ValueError(
+            f"{name} needs at least one column (a feature or a class) per row, got shapes "
+            f"{tuple(s.shape)} and {tuple(t.shape)}; pass the outputs of a network that has some."
+        )
     if s.shape[0] < min_batch:
         raise ValueError(
             f"{name} needs a batch of at least {min_batch} samples, got {s.shape[0]}; "
@@ -74,17 +80,19 @@ def pair(
 
 
 def rows(name: str, what: str, x: torch.Tensor, batch: int, dims: int) -> None:
-    if x.dim() != dims or x.shape[0] != batch:
+    if not isinstance(x, torch.Tensor) or x.dim() != dims or x.shape[0] != batch:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(
             f"{name} expects {what} as a {dims}-d tensor with one row per sample ({batch} rows), "
-            f"got shape {tuple(x.shape)}; pass the {what} of the same batch."
+            f"got {got}; pass the {what} of the same batch."
         )
 
 
 def logits(name: str, logits_s: torch.Tensor, logits_t: torch.Tensor, batch: int) -> None:
+    one_float_dtype(name, "student and teacher logits", logits_s, logits_t)
     rows(name, "logits_s", logits_s, batch, dims=2)
     rows(name, "logits_t", logits_t, batch, dims=2)
-    if logits_s.shape != logits_t.shape:
+    if logits_s.shape != logits_t.shape or logits_s.shape[1] < 1:
         raise ValueError(
             f"{name} needs student and teacher logits over the same classes, got shapes "
             f"{tuple(logits_s.shape)} and {tuple(logits_t.shape)}; give both one output per class."
@@ -93,8 +101,36 @@ def logits(name: str, logits_s: torch.Tensor, logits_t: torch.Tensor, batch: int
 
 def features(a: torch.Tensor, b: torch.Tensor) -> None:
     one_float_dtype("pearson", "two tensors", a, b)
-    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or a.shape[1] < 1:
         raise ValueError(
-            f"pearson expects two 2-d tensors with the same number of features, got shapes "
-            f"{tuple(a.shape)} and {tuple(b.shape)}; project both to one embedding size first."
+            f"pearson expects two 2-d tensors with the same number of features (one or more), "
+            f"got shapes {tuple(a.shape)} and {tuple(b.shape)}; project both to one embedding "
+            "size first."
+        )
+
+
+def crd_inputs(crd, fs: torch.Tensor, ft: torch.Tensor, index: torch.Tensor) -> None:
+    """CRD's features of the sizes and dtype its layers were built for, and the index of each
+    sample in the training set (read on the host unless `crd.check_index` is off)."""
+    pair("CRD", fs, ft, min_batch=2)
+    sizes, weights = (crd.embed_s.in_features, crd.embed_t.in_features), crd.embed_s.weight
+    if (fs.shape[1], ft.shape[1]) != sizes:
+        raise ValueError(
+            f"CRD was built for student and teacher features of sizes {sizes}, got "
+            f"{(fs.shape[1], ft.shape[1])}; build CRD with the feature sizes of your models."
+        )
+    if fs.dtype != weights.dtype and not torch.is_autocast_enabled(fs.device.type):
+        raise ValueError(
+            f"CRD's layers hold {weights.dtype}, got features of {fs.dtype}; cast the features "
+            f"to it, or the module with .to({fs.dtype})."
+        )
+    rows("CRD", "index", index, fs.shape[0], dims=1)
+    n = len(crd.sample_class)
+    if index.dtype == torch.long and not crd.check_index:
+        return
+    if index.dtype != torch.long or bool(((index < 0) | (index >= n)).any()):
+        raise ValueError(
+            f"CRD expects index as int64 positions in the training set, in [0, {n}), got "
+            f"dtype {index.dtype} with values {index.min().item()} to {index.max().item()}; "
+            "have the dataset return each sample's position and pass it unchanged."
         )

@@ -20,8 +20,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor | None = None, eps: float = 1e-8) -
     """Pearson correlation between every row of `a` (Ba x D) and every row of `b` (Bb x D).
 
     Each row is centred by its own mean over the D features, and the result is the cosine of
-    the centred rows. A constant row has no direction: its correlations are 0 (finite, not NaN),
-    because the row norm is clamped at `eps` before dividing.
+    the centred rows. A constant row has no direction: its correlations are 0 (finite, not NaN).
+    So are those of a row whose centred norm, after the row is divided by its largest absolute
+    entry (`unit_rows`), is below `eps`: its spread is below eps times its own scale.
     """
     b = a if b is None else b
     check.features(a, b)

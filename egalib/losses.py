@@ -23,6 +23,7 @@ def ega_with_terms(
     fs: Tensor, ft: Tensor, node_weight: float = 0.8, edge_weight: float = 0.24
 ) -> dict[str, Tensor]:
     """{"ega": node_weight * L_node + edge_weight * L_edge, "node": L_node, "edge": L_edge}."""
+    check.options("ega", node_weight=node_weight, edge_weight=edge_weight)
     node, edge = ega_terms(fs, ft)
     return {"ega": node_weight * node + edge_weight * edge, "node": node, "edge": edge}
 
@@ -129,7 +130,7 @@ def rkd(
     loss = distance_weight * distance + angle_weight * angle. Unchanged when both embeddings are
     scaled; widths may differ. Gradients reach the teacher too unless the caller detaches it.
     """
-    check.pair("rkd", fs, ft, min_batch=2)
+    check.pair("rkd", fs, ft, 2, distance_weight=distance_weight, angle_weight=angle_weight)
     distance = F.smooth_l1_loss(_scaled_distances(fs, "mean"), _scaled_distances(ft, "mean"))
     angle = F.smooth_l1_loss(_angle_cosines(fs), _angle_cosines(ft))
     return distance_weight * distance + angle_weight * angle
@@ -140,8 +141,9 @@ def nce(fs: Tensor, ft: Tensor, target: Tensor, tau: float = 0.1) -> Tensor:
 
     p_ij = softmax over j of cos(s_i, t_j) / tau. Row i costs the mean of -log p_ij over the j
     with target_j == target_i (i included) plus the mean of -log(1 - p_ij) over the other j (0 if
-    there is none); the loss is the mean over rows. 1 - p is floored at the dtype's smallest
-    normal number, so the loss stays finite even where p rounds to 1.
+    there is none); the loss is the mean over rows. 1 - p of a row's largest p is the sum of
+    the row's other p, not 1 minus a number near 1 (float32 would round it to 0 and lose the
+    gradient); it is floored at the dtype's smallest normal number, so the loss stays finite.
     """
     check.pair("nce", fs, ft, min_batch=2, same_shape=True, tau=tau)
     check.rows("nce", "target", target, fs.shape[0], dims=1)
@@ -149,7 +151,10 @@ def nce(fs: Tensor, ft: Tensor, target: Tensor, tau: float = 0.1) -> Tensor:
     same = (target[:, None] == target[None, :]).to(logits.dtype)
     other = 1 - same
     log_p = logits.log_softmax(dim=1)
-    log_not_p = torch.log((1 - log_p.exp()).clamp_min(torch.finfo(log_p.dtype).tiny))
+    not_top = log_p.argmax(dim=1, keepdim=True) != torch.arange(len(fs), device=fs.device)
+    p = log_p.exp() * not_top  # each p below 1/2: log1p(-p) is exact; the largest set aside
+    top_not_p = p.sum(dim=1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    log_not_p = torch.where(not_top, torch.log1p(-p), top_not_p.log())
     pull = -(same * log_p).sum(dim=1) / same.sum(dim=1)
     push = -(other * log_not_p).sum(dim=1) / other.sum(dim=1).clamp_min(1)
     return (pull + push).mean()
@@ -162,9 +167,11 @@ def ccl(
 
     p = softmax(logits / T), each KL averaged over the batch (`kd` divided by T^2).
     """
-    contrast = nce(fs, ft, target, tau)
+    check.pair("ccl", fs, ft, min_batch=2, same_shape=True, tau=tau, T=T)
     check.logits("ccl", logits_s, logits_t, fs.shape[0])
-    return contrast + (kd(logits_s, logits_t, T) + kd(logits_t, logits_s, T)) / (2 * T * T)
+    return nce(fs, ft, target, tau) + (kd(logits_s, logits_t, T) + kd(logits_t, logits_s, T)) / (
+        2 * T * T
+    )
 
 
 def irg(
@@ -179,7 +186,7 @@ def irg(
     Euclidean, not squared); a batch of identical samples has d / max(d) = 0. The paper's
     transformation term and its multi-layer graphs are left out; embedding widths may differ.
     """
-    check.pair("irg", fs, ft, min_batch=2)
+    check.pair("irg", fs, ft, 2, vertex_weight=vertex_weight, edge_weight=edge_weight)
     check.logits("irg", logits_s, logits_t, fs.shape[0])
     vertex = F.mse_loss(logits_s, logits_t)
     edge = F.mse_loss(_scaled_distances(fs, "max"), _scaled_distances(ft, "max"))
@@ -235,9 +242,11 @@ class CRD(nn.Module):
                 f"CRD draws its negatives from other classes, but the {len(labels)} labels hold "
                 f"{len(class_count)} class; pass the labels of a training set with two or more."
             )
+        check.options(
+            "CRD", tau=tau, momentum=momentum, embed_dim=embed_dim, num_negatives=num_negatives
+        )
         self.embed_s = nn.Linear(student_dim, embed_dim)
         self.embed_t = nn.Linear(teacher_dim, embed_dim)
-        check.options("CRD", tau=tau, momentum=momentum)  # fixed for the module's life
         self.tau, self.momentum = tau, momentum
         self.num_negatives = min(num_negatives, len(labels) - int(class_count.max()))
         stdv = 1.0 / math.sqrt(embed_dim / 3)
@@ -275,7 +284,7 @@ class CRD(nn.Module):
     ) -> Tensor:
         """CRD loss for features fs (B x student_dim) and ft (B x teacher_dim) of the training
         samples at positions `index` (B,); then updates those samples' memory slots."""
-        self._check_inputs(fs, ft, index)
+        check.crd_inputs(self, fs, ft, index)
         s, t = self.embed(fs, ft)
         slots = torch.cat([index.unsqueeze(1), self.sample_negatives(index, generator)], dim=1)
         # anchor . memory_k for every bank row, then the K + 1 slots picked out: one (B, N) matmul
@@ -301,22 +310,3 @@ class CRD(nn.Module):
     def _update(self, bank: Tensor, index: Tensor, new: Tensor) -> None:
         mixed = self.momentum * bank[index] + (1 - self.momentum) * new.to(bank.dtype)
         bank.index_copy_(0, index, F.normalize(mixed, dim=1))
-
-    def _check_inputs(self, fs: Tensor, ft: Tensor, index: Tensor) -> None:
-        check.pair("CRD", fs, ft, min_batch=2)
-        sizes = (self.embed_s.in_features, self.embed_t.in_features)
-        if (fs.shape[1], ft.shape[1]) != sizes:
-            raise ValueError(
-                f"CRD was built for student and teacher features of sizes {sizes}, got "
-                f"{(fs.shape[1], ft.shape[1])}; build CRD with the feature sizes of your models."
-            )
-        check.rows("CRD", "index", index, fs.shape[0], dims=1)
-        n = len(self.sample_class)
-        if index.dtype == torch.long and not self.check_index:
-            return
-        if index.dtype != torch.long or bool(((index < 0) | (index >= n)).any()):
-            raise ValueError(
-                f"CRD expects index as int64 positions in the training set, in [0, {n}), got "
-                f"dtype {index.dtype} with values {index.min().item()} to {index.max().item()}; "
-                f"have the dataset return each sample's position and pass it unchanged."
-            )

@@ -31,13 +31,19 @@ def random_pair(batch, dim, dtype, seed=0):
 # --- float64 references, loops only ---------------------------------------------------------------
 
 
+def unit_centred_ref(x, eps):
+    """x centred, at unit norm; 0 where its centred norm is below eps times its largest entry."""
+    u, top = x - x.mean(), np.abs(x).max()
+    if top == 0 or np.linalg.norm(u) / top < eps:
+        return np.zeros_like(x)
+    return u / np.linalg.norm(u)
+
+
 def pearson_ref(a, b, eps=1e-8):
     out = np.zeros((len(a), len(b)))
     for i in range(len(a)):
         for j in range(len(b)):
-            u = a[i] - a[i].mean()
-            v = b[j] - b[j].mean()
-            out[i, j] = np.dot(u, v) / (max(np.linalg.norm(u), eps) * max(np.linalg.norm(v), eps))
+            out[i, j] = np.dot(unit_centred_ref(a[i], eps), unit_centred_ref(b[j], eps))
     return out
 
 
@@ -176,6 +182,23 @@ def test_pearson_is_symmetric_with_unit_diagonal():
     torch.testing.assert_close(e, e.T, rtol=0, atol=1e-15)
     torch.testing.assert_close(e.diagonal(), torch.ones(16, dtype=torch.float64))
     assert (e.abs() <= 1 + 1e-12).all()
+
+
+@pytest.mark.parametrize(
+    "rows, eps",
+    [
+        ([[3.0, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0]], 1.0),  # cut off: spread 0.87 of scale
+        ([[3.0, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0]], 0.5),
+        ([[2e-10, 0.0, 0.0, 0.0], [0.0, -2e-10, 0.0, 0.0]], 1e-8),  # tiny, but not flat
+        ([[1.0, 1.0 + 1e-10, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0]], 1e-8),  # flat to 1e-10 of scale
+    ],
+)
+def test_pearson_eps_cuts_off_rows_flat_relative_to_their_own_scale(rows, eps):
+    """docs/method.md: eps is a cut-off on the centred norm of the max-scaled row, not a floor
+    on the raw norm."""
+    x = torch.tensor(rows, dtype=torch.float64)
+    want = pearson_ref(x.numpy(), x.numpy(), eps)
+    torch.testing.assert_close(graph.pearson(x, eps=eps), torch.from_numpy(want))
 
 
 def test_pearson_constant_rows_are_zero_not_nan():

@@ -14,6 +14,7 @@ import torch
 from helpers import finite_with_finite_grads
 
 from egalib import losses
+from egalib.graph import pearson
 
 DTYPES = [torch.float32, torch.float64]
 BATCHES = [2, 8, 64]
@@ -119,7 +120,9 @@ def nce_ref(s, t, target, tau=0.1):
     for i in range(b):
         p = softmax(np.array([np.dot(unit(s[i]), unit(t[j])) / tau for j in range(b)]))
         same = [-math.log(p[j]) for j in range(b) if target[j] == target[i]]
-        other = [-math.log(1 - p[j]) for j in range(b) if target[j] != target[i]]
+        # 1 - p_j as the sum of the other p_k: 1 minus a p near 1 loses every digit
+        rest = [sum(p[k] for k in range(b) if k != j) for j in range(b)]
+        other = [-math.log(rest[j]) for j in range(b) if target[j] != target[i]]
         total += np.mean(same) + (np.mean(other) if other else 0.0)
     return total / b
 
@@ -427,6 +430,50 @@ def test_nce_stays_finite_when_p_rounds_to_one(dtype):
     assert loss.item() > 50  # -log of the floor (about 87 in float32, 708 in float64)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tau", [0.1, 0.05])
+def test_nce_where_p_is_near_one_matches_the_float64_formula(dtype, tau):
+    """Each student row points at the other class's teacher row: p of that j is 1 - 1e-9 at
+    tau 0.1, and 1 - p, computed as 1 minus p, rounded to 0 in float32 (107.2 for 39.8)."""
+    t = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    s = np.array([[-1.0, 0.1], [1.0, 0.1]])
+    y = torch.tensor([0, 1])
+    fs = torch.tensor(s, dtype=dtype, requires_grad=True)
+    loss = losses.nce(fs, torch.tensor(t, dtype=dtype), y, tau=tau)
+    check(loss, nce_ref(s, t, y.numpy(), tau), dtype)
+    (grad,) = torch.autograd.grad(loss, fs)
+    wide = torch.tensor(s, dtype=torch.float64, requires_grad=True)
+    (want,) = torch.autograd.grad(losses.nce(wide, torch.tensor(t), y, tau=tau), wide)
+    torch.testing.assert_close(grad.double(), want, rtol=1e-4, atol=1e-6)
+
+
+ZERO_WIDTH = {
+    "ega": lambda z: losses.ega(z, z),
+    "fitnet": lambda z: losses.fitnet(z, z),
+    "pkt": lambda z: losses.pkt(z, z),
+    "kd": lambda z: losses.kd(z, z),
+    "ccl": lambda z: losses.ccl(torch.randn(4, 3), torch.randn(4, 3), TARGET[:4], z, z),
+    "pearson": lambda z: pearson(z),
+}
+
+
+@pytest.mark.parametrize("name", ZERO_WIDTH)
+def test_rows_without_features_or_classes_are_one_sentence(name):
+    """Once an IndexError deep in torch, or a silent number: NaN (fitnet), 0 (kd), 5.96 (ccl)."""
+    with pytest.raises(
+        ValueError, match=r"(one column|classes|one or more).*; (pass|give|project)"
+    ):
+        ZERO_WIDTH[name](torch.randn(4, 0))
+
+
+def test_inputs_that_are_not_tensors_are_one_sentence():
+    a = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="ega expects .* got ndarray and ndarray; cast both"):
+        losses.ega(a.numpy(), a.numpy())
+    with pytest.raises(ValueError, match="target as a 1-d tensor .* got list; pass"):
+        losses.nce(a, a, [0, 1, 0, 1])
+
+
 def test_shape_errors():
     a, b = torch.randn(4, 6), torch.randn(4, 6)
     z = torch.randn(4, 3)
@@ -454,7 +501,12 @@ def _crd_at_tau_0(s, t, y, z):
         (lambda s, t, y, z: losses.kd(z, z, 0.0), "kd's T must be a number > 0, got 0.0"),
         (lambda s, t, y, z: losses.kd(z, z, math.nan), "kd's T must be a number > 0, got nan"),
         (lambda s, t, y, z: losses.nce(s, t, y, tau=0.0), "nce's tau must be a number > 0"),
-        (lambda s, t, y, z: losses.ccl(s, t, y, z, z, T=0.0), "kd's T must be a number > 0"),
+        (lambda s, t, y, z: losses.ccl(s, t, y, z, z, T=0.0), "ccl's T must be a number > 0"),
+        (lambda s, t, y, z: losses.ega(s, t, node_weight=-1.0), "ega's node_weight must be"),
+        (lambda s, t, y, z: losses.rkd(s, t, angle_weight=-1.0), "rkd's angle_weight must be"),
+        (lambda s, t, y, z: losses.irg(s, t, z, z, vertex_weight=-1.0), "irg's vertex_weight"),
+        (lambda s, t, y, z: losses.CRD(4, 4, y, embed_dim=0), "CRD's embed_dim must be a whole"),
+        (lambda s, t, y, z: losses.CRD(4, 4, y, num_negatives=0), "CRD's num_negatives must be"),
         (lambda s, t, y, z: losses.pkt(s, t, eps=-1.0), "pkt's eps must be a number > 0"),
         (_crd_at_tau_0, "CRD's tau must be a number > 0, got 0.0"),
     ],
@@ -475,6 +527,18 @@ def test_tensors_of_two_dtypes_or_not_float_are_one_sentence(name, dtypes):
     expected = f"{name} expects student and teacher tensors of one float dtype, got {s.dtype} and "
     with pytest.raises(ValueError, match=re.escape(f"{expected}{t.dtype}; cast both")):
         getattr(losses, name)(s, t)
+
+
+@pytest.mark.parametrize("name", ["irg", "ccl"])
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.int64, torch.int64)])
+def test_logits_of_two_dtypes_or_not_float_are_one_sentence(name, dtypes):
+    """irg's logits were never checked: int64 failed inside torch's mse_loss."""
+    zs, zt = (torch.ones(4, 3).to(dtype) for dtype in dtypes)
+    a, y = torch.randn(4, 3), TARGET[:4]
+    call = {"irg": lambda: losses.irg(a, a, zs, zt), "ccl": lambda: losses.ccl(a, a, y, zs, zt)}
+    expected = f"{name} expects student and teacher logits of one float dtype, got {zs.dtype} and "
+    with pytest.raises(ValueError, match=re.escape(f"{expected}{zt.dtype}; cast both")):
+        call[name]()
 
 
 # --- CRD ------------------------------------------------------------------------------------------
@@ -632,6 +696,8 @@ def test_crd_errors():
         crd(fs[:1], ft[:1], index[:1])
     with pytest.raises(ValueError, match="feature"):
         crd(ft, fs, index)
+    with pytest.raises(ValueError, match="CRD's layers hold torch.float32, got features of torch"):
+        crd(fs.double(), ft.double(), index)
     with pytest.raises(ValueError, match="1-d integer tensor"):
         losses.CRD(12, 10, LABELS.view(2, -1))
     with pytest.raises(ValueError, match="1-d integer tensor"):
