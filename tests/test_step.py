@@ -94,8 +94,11 @@ def test_a_checkpoint_of_other_networks_or_with_a_nan_weight_is_refused(smoke):
         CheckpointError, match="do not fit this run's networks: they name.*delete checkpoint.pt"
     ):
         state_of(smoke).load_state_dict(other)
+    crd = state_of(smoke, "crd")
+    with pytest.raises(CheckpointError, match="is another run's"):
+        crd.load_state_dict(saved)
     with pytest.raises(CheckpointError, match="do not fit this run's networks"):
-        state_of(smoke, "crd").load_state_dict(saved)  # CRD's memory bank is missing
+        crd.load_state_dict(dict(saved, run=crd.config.digest))  # CRD's memory bank is missing
     broken = dict(saved, model=dict(saved["model"]))
     key = "student_head.embed.weight"
     broken["model"][key] = broken["model"][key].clone().fill_(float("nan"))
