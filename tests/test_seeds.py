@@ -10,7 +10,7 @@ from helpers import run_egalib
 from egalib.analysis import node_matrix_stats
 from egalib.config import RunConfig, profile_seeds
 from egalib.experiments import study
-from egalib.experiments.demo import results_table
+from egalib.experiments.demo import results_table, rivals, run_frame
 from egalib.experiments.paper_tables import mean_sd, seed_summary
 
 
@@ -83,7 +83,8 @@ def test_demo_table_shows_mean_sd_the_paired_interval_the_rivals_and_the_claims(
     for method, values in scores.items():
         for seed, top1 in enumerate(values):
             config = RunConfig.from_profile("demo", method=method, seed=seed)
-            runs.append((config, {"top1": top1, "wall_time_s": 10.0, "teacher_top1": 86.5}))
+            measured = {"top1": top1, "val_top1": top1, "wall_time_s": 10.0}
+            runs.append((config, {**measured, "teacher_top1": 86.5}))
     table = results_table("demo", runs, trained_s=20.0, wall_s=30.0)
     assert "| student: vanilla |  | 72.00 ± 2.00 |  |  | 10 |" in table
     # ega - vanilla: 2, 0, 4 -> mean 2, sd 2, t(0.975, 2) x 2 / sqrt(3) = 4.97
@@ -97,11 +98,29 @@ def test_demo_table_without_rivals_has_no_rivals_table_and_counts_in_words():
     runs = []
     for method, top1 in (("vanilla", 70.0), ("ega", 71.0)):
         config = RunConfig.from_profile("smoke", method=method)
-        runs.append((config, {"top1": top1, "wall_time_s": 1.0, "teacher_top1": 80.0}))
+        measured = {"top1": top1, "val_top1": top1, "wall_time_s": 1.0}
+        runs.append((config, {**measured, "teacher_top1": 80.0}))
     table = results_table("smoke", runs, trained_s=2.0, wall_s=3.0)
     assert "closest rivals" not in table  # ega and vanilla only: no rival to compare with
     assert ", 1 epoch, batch 32," in table and "over the 1 seed;" in table
     assert "| EGA beats vanilla | +1.00 (1 seed, no interval) | unresolved at 1 seed |" in table
+
+
+FIXED = {"wall_time_s": 1.0, "teacher_top1": 80.0}
+
+
+def test_egas_rivals_are_chosen_on_validation_top1_not_on_the_test_set():
+    """kd leads on the test set and sp on the validation split: sp is the rival. The rivals
+    were once the best on the test set, a choice made on the numbers then reported."""
+    scores = {"vanilla": (70, 70), "ega": (72, 72), "kd": (75, 60), "sp": (71, 74), "pkt": (73, 73)}
+    runs = [
+        (RunConfig.from_profile("demo", method=m, seed=seed), {"top1": test, "val_top1": val})
+        for m, (test, val) in scores.items()
+        for seed in (0, 1)
+    ]
+    assert rivals(run_frame("demo", [(c, m | FIXED) for c, m in runs])) == ["sp", "pkt"]
+    unsplit = [(c, m | FIXED | {"val_top1": None}) for c, m in runs]  # val_size 0: no choice
+    assert rivals(run_frame("demo", unsplit)) == []
 
 
 @pytest.mark.integration
