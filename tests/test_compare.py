@@ -101,6 +101,42 @@ def test_compare_pairs_each_setting_s_runs_by_seed_against_the_chosen_method(tmp
     assert any(line.startswith("| ega | 0 1 2 | 73.50 ± 1.50") for line in by_val)
 
 
+def test_compare_against_a_method_measures_against_its_plain_runs_not_a_variant(tmp_path):
+    """`ega (beta 0.3)` sorts before `ega`: it was once the reference of "minus ega", and ega
+    was reported as "ega minus ega"."""
+    from egalib.runs import load_runs
+
+    for seed, top1 in enumerate([70.0, 72.0, 71.0]):
+        finished_run(tmp_path, "ega", seed, top1)
+        finished_run(tmp_path, "ega", seed, top1 + 5, beta=0.3)
+        finished_run(tmp_path, "vanilla", seed, top1 - 1)
+    lines = compare.compare_runs(load_runs(tmp_path), against="ega")
+    assert "| run | seeds | top1, mean ± sd | minus ega | verdict |" in lines
+    assert any(line.startswith("| ega | 0 1 2 | 71.00 ± 1.00 |  | ") for line in lines)
+    assert any(
+        line.startswith("| ega (beta 0.3) | 0 1 2 | 76.00 ± 1.00 | +5.00 ") for line in lines
+    )
+    assert any(line.startswith("| vanilla | 0 1 2 | 70.00 ± 1.00 | -1.00 ") for line in lines)
+
+
+def test_compare_against_a_method_with_one_variant_names_it_and_with_several_pairs_none(tmp_path):
+    from egalib.runs import load_runs
+
+    for seed in (0, 1):
+        finished_run(tmp_path, "vanilla", seed, 70.0 + seed)
+    for beta in (0.3, 3.0):
+        for seed in (0, 1):
+            finished_run(tmp_path, "ega", seed, 70.0 + beta + seed, beta=beta)
+        one = compare.compare_runs(load_runs(tmp_path), against="ega")
+        if beta == 0.3:
+            assert "| run | seeds | top1, mean ± sd | minus ega (beta 0.3) | verdict |" in one
+            assert any(line.startswith("| vanilla | 0 1 | 70.50 ± 0.71 | -0.30 ") for line in one)
+    header = one.index(
+        "| run | seeds | top1, mean ± sd | minus ega (none of its runs here is plain ega) | verdict |"
+    )
+    assert all(line.endswith("|  |  |") for line in one[header + 2 :])  # nothing is paired
+
+
 def test_a_difference_over_fewer_seeds_than_its_row_says_how_many_it_pairs(tmp_path):
     from egalib.runs import load_runs
 

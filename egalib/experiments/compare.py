@@ -148,6 +148,14 @@ def check_scores(runs: pd.DataFrame, score: str) -> None:
         )
 
 
+def reference_label(labels, against: str) -> str | None:
+    """The runs every other is measured against: `against` at its defaults, else its one
+    variant (say `ega (beta 0.3)`) where there is one; None where several variants and no plain
+    one leave the choice open."""
+    variants = [label for label in labels if label.split(" ")[0] == against]
+    return against if against in variants else (variants[0] if len(variants) == 1 else None)
+
+
 def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top1") -> list[str]:
     """Markdown lines: per setting, each method's mean ± sd over its seeds and its paired
     difference to `against` (a method of the same setting) with its 95 % interval."""
@@ -163,20 +171,16 @@ def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top
         ]
         group = group.assign(method=labels).drop_duplicates(["method", "seed"], keep="last")
         named = ", ".join(f"{k} {'all' if pd.isna(v) else v}" for k, v in zip(split, setting))
-        lines += [
-            "",
-            named,
-            "",
-            f"| run | seeds | {score}, mean ± sd | minus {against} | verdict |",
-        ]
+        reference = reference_label(group.method.unique(), against)
+        minus = reference or f"{against} (none of its runs here is plain {against})"
+        lines += ["", named, "", f"| run | seeds | {score}, mean ± sd | minus {minus} | verdict |"]
         lines += ["| --- | --- | ---: | ---: | --- |"]
-        reference = [m for m in group.method.unique() if m.split(" ")[0] == against][:1]
         for method, runs_of in group.groupby("method", sort=False):
             values = runs_of[score].astype(float)
             seeds = " ".join(map(str, sorted(runs_of.seed)))
             difference = verdict_text = ""
-            if reference and method != reference[0]:
-                interval = paired(group, method, reference[0], score)
+            if reference and method != reference:
+                interval = paired(group, method, reference, score)
                 if interval["seeds"]:
                     difference, verdict_text = interval_text(interval), verdict(interval)
                 if 1 < interval["seeds"] < len(values):  # the seeds that both have
