@@ -41,6 +41,7 @@ AT_LEAST_ZERO = ("weight_decay", "gamma", "alpha", "beta", "momentum")  # moment
 OPTIONAL = ("train_size", "test_size", "gamma", "alpha", "beta")  # None: all, or the default
 NO_TEACHER = "none"  # plain supervised training: no teacher is built (methods without one)
 FLOAT32_MAX = torch.finfo(torch.float32).max  # torch takes each of these numbers as a float32
+MAX_SEED = (2**63 - 4) // 4  # the run's streams start at 4 * seed + 3, a signed 64-bit number
 
 
 def check_numbers(config, whole: dict, above_zero=(), at_least_zero=(), optional=()) -> None:
@@ -58,6 +59,8 @@ def check_numbers(config, whole: dict, above_zero=(), at_least_zero=(), optional
             ok, expected = ok and value == int(value), f"a whole number >= {low}"
         if key == "momentum":
             ok, expected = ok and value < 1, "a number in [0, 1)"
+        if key == "seed":
+            ok, expected = ok and value <= MAX_SEED, f"a whole number in [0, {MAX_SEED}]"
         if ok and key not in whole and value > FLOAT32_MAX:
             ok, expected = False, f"at most {FLOAT32_MAX:.4g}, float32's largest number"
         if not ok:

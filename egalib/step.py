@@ -24,7 +24,7 @@ from torch.profiler import record_function
 from . import models
 from .config import NO_TEACHER, RunConfig, lr_schedule
 from .datasets import Dataset
-from .files import weights_misfit
+from .files import first_line, weights_misfit
 from .methods import DistillInputs, Method
 from .models import EmbeddingHead
 from .runs import CheckpointError
@@ -132,7 +132,7 @@ class TrainState:
         check_capture(config, device, precision)
         check_memory(config, data)
         torch.manual_seed(config.seed)
-        networks = Networks(config, data, teacher).to(device)
+        networks = built_within_memory(lambda: Networks(config, data, teacher).to(device), config)
         # channels_last on every device: on a CPU too, a 1-channel first layer runs faster
         networks.to(memory_format=torch.channels_last)
         if config.compile:
@@ -283,6 +283,20 @@ def check_memory(config: RunConfig, data: Dataset) -> None:
             f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on {device}; "
             f"lower {flag}."
         )
+
+
+def built_within_memory(build, config: RunConfig):
+    """`build()`, or one sentence where its weights do not fit in memory: their size is known
+    only once the networks are made (a huge --embed-dim asks for terabytes of heads)."""
+    try:
+        return build()
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not isinstance(error, torch.OutOfMemoryError) and "allocate memory" not in str(error):
+            raise
+        raise ValueError(
+            f"the networks of this run do not fit in memory ({first_line(error)}); lower "
+            f"--embed-dim (now {config.embed_dim}) or pick a smaller student or teacher."
+        ) from None
 
 
 def check_capture(config: RunConfig, device: torch.device, precision: Precision) -> None:

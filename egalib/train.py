@@ -213,6 +213,8 @@ def fit(
     """Train (or resume, or just return) the run that `config` names. `memo` holds the teacher's
     work that the runs of one command share (test features, probes); without one, a run shares
     nothing with any other."""
+    if not config.run_path.is_dir():  # a device this machine lacks: refused before any folder
+        resolve_device(config.device)
     run = Run.open(config)
     with run.lock():  # a second trainer of this folder is refused, naming the first one's pid
         if not run.finished:

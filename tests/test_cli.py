@@ -155,3 +155,45 @@ def test_the_cli_page_has_every_command_and_every_flag_of_train():
     train = commands.choices["train"]._actions
     flags = [flag for action in train for flag in action.option_strings if flag != "--help"]
     assert [flag for flag in flags if flag.startswith("--") and f"`{flag}" not in table] == []
+
+
+REFUSED_BEFORE_TRAINING = {
+    "--seed beside --seeds": ("train --seed 5 --seeds 0", "--seed and --seeds both name"),
+    # once trained seed 0 to the end, then refused the second seed's folder
+    "one --name for two seeds": ("train --name foo --seeds 0 1", "is one run folder, but --seeds"),
+    # once torch's "Overflow when unpacking long long", with a failed run folder left behind
+    "a seed past 64 bits": ("train --seed 4611686018427387904", "seed must be a whole number in"),
+    # once a run folder recorded as failed, whose config.json kept the device
+    "a device this machine lacks": ("train --device tpu", "device 'tpu' is not available"),
+    # once torch's own message, even for the --device auto its help offers
+    "pretrain-teacher's device": ("pretrain-teacher --device tpu", "device 'tpu' is not available"),
+    # once ignored: compare without --methods trains nothing
+    "--profile of compare without --methods": ("compare --profile paper", "--profile applies only"),
+    "--executor of compare without --methods": (
+        "compare --executor slurm --parallel 3",
+        "--parallel, --executor apply only with --methods",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BEFORE_TRAINING)
+def test_conflicting_or_impossible_flags_are_refused_before_anything_is_written(
+    tmp_path, capsys, case
+):
+    from egalib.experiments import cli
+
+    command, says = REFUSED_BEFORE_TRAINING[case]
+    where = "--out" if command.startswith("pretrain") else "--runs-dir"
+    smoke = ["--profile", "smoke"] if command.startswith("train") else []
+    assert cli.main([*command.split(), *smoke, where, str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and says in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_colab_cell_clones_over_https_only():
+    from egalib.experiments.notebooks import colab_cell
+
+    assert "https://github.com/o/egalib" in colab_cell("https://github.com/o/egalib")
+    with pytest.raises(ValueError, match="give an https:// URL"):
+        colab_cell("http://github.com/o/egalib")  # once accepted, against the docs

@@ -119,3 +119,11 @@ def test_a_step_that_cannot_fit_in_memory_is_refused_before_training(smoke, meth
         ValueError, match=f"needs about .* GiB, more than .* free on cpu; lower {flag}"
     ):
         TrainState.build(config, data)
+
+
+def test_networks_that_do_not_fit_in_memory_are_one_sentence_naming_the_flag(smoke):
+    """Heads of 10^12 embedding dimensions ask for petabytes: once torch's allocator message."""
+    config = smoke(embed_dim=10**12)
+    data = train.prepare_data(config, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"do not fit in memory \(.*\); lower --embed-dim"):
+        TrainState.build(config, data)

@@ -60,6 +60,13 @@ def cmd_train(args) -> None:
     from .cluster import failure_recorded
 
     config = config_from_args(args)
+    if args.seeds and args.seed is not None:
+        raise ValueError("--seed and --seeds both name the seeds to train; give one of them.")
+    if args.seeds and len(args.seeds) > 1 and config.name:
+        raise ValueError(
+            f"--name {config.name!r} is one run folder, but --seeds gives {len(args.seeds)} runs; "
+            "leave --name out (each seed gets a folder of its own) or give one seed."
+        )
     for seed in args.seeds or [config.seed]:  # one run folder per seed
         seeded = replace(config, seed=seed)
         with failure_recorded(seeded.run_path):  # for `status`, as a dispatched job's

@@ -92,15 +92,20 @@ def check_table_flags_unused(args) -> None:
     """`reproduce --profile` runs the notebooks at their own settings: a flag that picks or trains
     a table's cells would be ignored, so it is refused."""
     shared = ("func", "table", "profile", "runs_dir", "table_defaults")
-    given = [k for k, v in args.table_defaults.items() if k not in shared and getattr(args, k) != v]
-    if given:
-        named = {field: flag for flag, (field, _, _) in SLURM_FLAGS.items()}
-        flags = [named.get(k, "--" + k.replace("_", "-")) for k in given]
+    defaults = args.table_defaults
+    if flags := flags_given(args, defaults, [k for k in defaults if k not in shared]):
         raise ValueError(
             f"{', '.join(flags)} {'apply' if len(flags) > 1 else 'applies'} only with --table; "
             "--profile executes the notebooks at that profile's settings: drop "
             f"{'them' if len(flags) > 1 else 'it'}, or give --table."
         )
+
+
+def flags_given(args, defaults: dict, fields) -> list[str]:
+    """The flags, as typed, of those `fields` that were given a value other than their default."""
+    named = {field: flag for flag, (field, _, _) in SLURM_FLAGS.items()}
+    given = [k for k in fields if getattr(args, k) != defaults[k]]
+    return [named.get(k, "--" + k.replace("_", "-")) for k in given]
 
 
 def slurm_options(args) -> SlurmOptions:
@@ -148,10 +153,18 @@ def cmd_compare(args) -> None:
             "--methods, to the finished runs under --runs-dir; with --methods the table is "
             "against vanilla, by test top-1."
         )
-    if args.seeds and not args.methods:
+    training = (
+        "seeds",
+        "profile",
+        "parallel",
+        "executor",
+        *(f for f, _, _ in SLURM_FLAGS.values()),
+    )
+    if not args.methods and (unused := flags_given(args, args.compare_defaults, training)):
         raise ValueError(
-            "--seeds applies only with --methods, to the runs it trains; without it every "
-            "finished run under --runs-dir is compared."
+            f"{', '.join(unused)} {'apply' if len(unused) > 1 else 'applies'} only with "
+            "--methods, to the runs it trains; without it every finished run under --runs-dir is "
+            "compared."
         )
     if args.methods:
         seeds = args.seeds or profile_seeds(args.profile)
@@ -376,7 +389,7 @@ def add_commands(sub) -> None:
         help="without --methods: last-epoch test top-1 (the default), the validation-selected "
         "epoch's, or validation top-1",
     )
-    compare.set_defaults(func=cmd_compare)
+    compare.set_defaults(func=cmd_compare, compare_defaults=vars(compare.parse_args([])))
 
     study = command(sub, "study", "the studies: when EGA helps, and each method's best weight")
     study.add_argument(

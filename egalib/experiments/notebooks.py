@@ -53,7 +53,7 @@ def repository_url() -> str:
 
 
 # what Colab can clone (it holds no SSH key) and the cell's Python string can hold as it is
-CLONE_URL = re.compile(r"https?://[^\s\"'\\]+")
+CLONE_URL = re.compile(r"https://[^\s\"'\\]+")
 
 
 def colab_cell(url: str) -> str:

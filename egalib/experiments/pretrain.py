@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import models
-from ..config import check_numbers
+from ..config import check_numbers, resolve_device
 from ..datasets import Dataset, load_dataset
 from ..files import atomic_torch_save, atomic_write_text, make_folder, write_error
 from ..models import EmbeddingHead, Teacher
@@ -98,6 +98,7 @@ class PretrainConfig:
 
 def pretrain_teacher(cfg: PretrainConfig, out_dir: Path, device: str = "cpu") -> dict:
     """Pretrain the teacher's encoder with SimCLR, probe it, write `<name>.pt` and `<name>.json`."""
+    device = resolve_device(device)  # "auto", or one sentence for a device this machine lacks
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     data = load_dataset(cfg.dataset).split(train=cfg.train_size, seed=cfg.seed).to(device)
