@@ -136,6 +136,22 @@ def test_compare_against_a_method_with_one_variant_names_it_and_with_several_pai
     assert all(line.endswith("|  |  |") for line in one[header + 2 :])  # nothing is paired
 
 
+def test_with_both_protocols_each_run_is_measured_against_its_own_protocol_s(tmp_path):
+    from egalib.runs import load_runs
+
+    for seed in (0, 1):
+        finished_run(tmp_path, "vanilla", seed, 70.0 + seed)
+        finished_run(tmp_path, "vanilla", seed, 60.0 + seed, protocol="joint")
+        finished_run(tmp_path, "ega", seed, 72.0 + seed)
+        finished_run(tmp_path, "ega", seed, 62.0 + 2 * seed, protocol="joint")
+    lines = compare.compare_runs(load_runs(tmp_path))
+    assert "| run | seeds | top1, mean ± sd | minus vanilla | verdict |" in lines
+    assert any(
+        line.startswith("| ega [pretrained] | 0 1 | 72.50 ± 0.71 | +2.00 ") for line in lines
+    )
+    assert any(line.startswith("| ega [joint] | 0 1 | 63.00 ± 1.41 | +2.50 ") for line in lines)
+
+
 def test_a_difference_over_fewer_seeds_than_its_row_says_how_many_it_pairs(tmp_path):
     from egalib.runs import load_runs
 

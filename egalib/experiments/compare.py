@@ -148,12 +148,18 @@ def check_scores(runs: pd.DataFrame, score: str) -> None:
         )
 
 
-def reference_label(labels, against: str) -> str | None:
-    """The runs every other is measured against: `against` at its defaults, else its one
-    variant (say `ega (beta 0.3)`) where there is one; None where several variants and no plain
-    one leave the choice open."""
-    variants = [label for label in labels if label.split(" ")[0] == against]
-    return against if against in variants else (variants[0] if len(variants) == 1 else None)
+def reference_label(labels, against: str, label: str) -> str | None:
+    """The runs that the run labelled `label` is measured against: `against` at its defaults
+    (of the run's protocol where both protocols are compared), else its one variant (say
+    `ega (beta 0.3)`); None where several variants and no plain one leave the choice open."""
+    protocol = label[label.rfind(" [") :] if label.endswith("]") else ""
+    variants = [other for other in labels if other.split(" ")[0] == against]
+    for wanted in (against + protocol, against):
+        if wanted in variants:
+            return wanted
+    plain = [other for other in variants if other.startswith(against + " [")]
+    choices = plain or variants  # the other protocol's plain runs, else any variant
+    return choices[0] if len(choices) == 1 else None
 
 
 def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top1") -> list[str]:
@@ -171,15 +177,17 @@ def compare_runs(runs: pd.DataFrame, against: str = "vanilla", score: str = "top
         ]
         group = group.assign(method=labels).drop_duplicates(["method", "seed"], keep="last")
         named = ", ".join(f"{k} {'all' if pd.isna(v) else v}" for k, v in zip(split, setting))
-        reference = reference_label(group.method.unique(), against)
-        minus = reference or f"{against} (none of its runs here is plain {against})"
+        labels = list(group.method.unique())
+        references = {label: reference_label(labels, against, label) for label in labels}
+        found = sorted({r.split(" [")[0] for r in references.values() if r})
+        minus = ", ".join(found) or f"{against} (none of its runs here is plain {against})"
         lines += ["", named, "", f"| run | seeds | {score}, mean ± sd | minus {minus} | verdict |"]
         lines += ["| --- | --- | ---: | ---: | --- |"]
         for method, runs_of in group.groupby("method", sort=False):
             values = runs_of[score].astype(float)
             seeds = " ".join(map(str, sorted(runs_of.seed)))
             difference = verdict_text = ""
-            if reference and method != reference:
+            if (reference := references[method]) and method != reference:
                 interval = paired(group, method, reference, score)
                 if interval["seeds"]:
                     difference, verdict_text = interval_text(interval), verdict(interval)
