@@ -47,6 +47,25 @@ def test_differences_pair_by_seed_and_verdicts_follow_the_interval():
     assert math.isnan(claims.loc["EGA beats vanilla", "poster"])  # not in the poster's tables
 
 
+def test_claims_of_runs_of_the_joint_protocol_take_the_poster_s_joint_cells():
+    """Plain labels ran under `protocol`; EGA's other protocol is labelled. The poster's
+    differences were once the pretrained cells' whatever protocol the plain runs had."""
+    table = runs(
+        {
+            "ega": [71.0, 73.0, 75.0],
+            "crd": [70.0, 72.5, 74.0],
+            "kd": [69.0, 70.0, 71.0],
+            "ega (pretrained)": [72.0, 73.5, 75.5],
+        }
+    )
+    claims = compare.claims_table(table, "joint").set_index("claim")
+    assert claims.loc["EGA beats crd", "poster"] == pytest.approx(76.11 - 75.51)
+    assert math.isnan(claims.loc["EGA beats kd", "poster"])  # the poster has no joint KD
+    protocols = claims.loc["EGA's pretrained protocol beats its joint one"]
+    assert protocols["difference"] == pytest.approx(2 / 3)  # pretrained minus joint, paired
+    assert protocols["poster"] == pytest.approx(76.65 - 76.11)
+
+
 def test_interval_text_says_when_there_is_no_interval():
     assert compare.interval_text(compare.paired_interval([1.0, 2.0, 3.0])) == "+2.00 [-0.48, +4.48]"
     assert compare.interval_text(compare.paired_interval([1.5])) == "+1.50 (1 seed, no interval)"

@@ -1,5 +1,6 @@
 """Notebooks in git are stripped and parametrised; papermill runs each at the smoke size."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,10 @@ def test_notebook_02_trains_every_method_and_reuses_runs(tmp_path, capfd):
     runs = load_runs(tmp_path)
     assert sorted(runs["method"]) == sorted([*METHODS, "ega"])  # and EGA's joint protocol
     assert "<th>ega (joint)</th>" in html and "EGA beats kd" in html and "verdict" in html
+    for run in runs.itertuples():  # each row its own top-1: they were once shifted by a row
+        label = run.method if run.protocol == "pretrained" else f"{run.method} ({run.protocol})"
+        top1 = rf"<td>[^<]*</td>\s*<td>{run.top1:.2f} \(1 seed, no sd\)</td>"
+        assert re.search(rf"<th>{re.escape(label)}</th>\s*<td>1</td>\s*{top1}", html), label
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert ", 1 epoch, protocol pretrained, seeds 0\n" in printed  # smoke trains one epoch
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/metrics.json")}

@@ -18,16 +18,15 @@ from .paper_tables import mean_sd
 
 LEVEL = 0.95
 # the poster's claims that the embedded default can test: (claim, method a, method b), each
-# read as "a beats b"; "ega (joint)" is EGA with the joint protocol, every other the pretrained
+# read as "a beats b", both under the protocol of the runs compared unless one is named
 BASELINES = ("vanilla", "kd", "fitnet", "pkt", "rkd", "nce", "irg", "sp", "crd", "ccl")
 CLAIMS = (
     *((f"EGA beats {b}", "ega", b) for b in BASELINES),
     ("node + edge beats the node term alone", "ega", "ega-node"),
     ("node + edge beats the edge term alone", "ega", "ega-edge"),
     ("EGA + KD beats EGA", "ega+kd", "ega"),
-    ("EGA's pretrained protocol beats its joint one", "ega", "ega (joint)"),
+    ("EGA's pretrained protocol beats its joint one", "ega (pretrained)", "ega (joint)"),
 )
-JOINT = " (joint)"  # the label of a run of the joint protocol where the others are pretrained
 
 
 def paired_interval(differences) -> dict:
@@ -75,32 +74,33 @@ def counted(count: int, thing: str) -> str:
     return f"{count} {thing}" if count == 1 else f"{count} {thing}s"
 
 
-def poster_difference(a: str, b: str) -> float:
-    """The poster's a minus b on CIFAR-100, ViT-B/32 to resnet8x4 (NaN where it lacks one)."""
-    top1 = lambda m: paper_top1(
-        "clip-vit-b32",
-        "resnet8x4",
-        "cifar100",
-        m.removesuffix(JOINT),
-        "joint" if m.endswith(JOINT) else "pretrained",
-    )
+def claim_cell(name: str, protocol: str) -> tuple[str, str]:
+    """A claim's side as (method, protocol): `ega (joint)` is EGA under the joint protocol, a
+    plain name the method under `protocol`."""
+    method, _, named = name.partition(" (")
+    return method, named.removesuffix(")") or protocol
+
+
+def poster_difference(a: tuple[str, str], b: tuple[str, str]) -> float:
+    """The poster's a minus b, each a (method, protocol), on CIFAR-100, ViT-B/32 to resnet8x4
+    (NaN where it lacks one)."""
+    top1 = lambda cell: paper_top1("clip-vit-b32", "resnet8x4", "cifar100", *cell)
     return top1(a) - top1(b)
 
 
-def claims_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each claim whose two methods both ran: the measured paired difference, its interval,
-    the verdict, and the poster's own difference beside it."""
+def claims_table(runs: pd.DataFrame, protocol: str = "pretrained") -> pd.DataFrame:
+    """Each claim whose two sides both ran: the measured paired difference, its interval, the
+    verdict, and the poster's own difference beside it. A plain label in `runs` ran under
+    `protocol`; `ega (joint)` (or `ega (pretrained)`) under the protocol it names."""
+    label = lambda cell: cell[0] if cell[1] == protocol else f"{cell[0]} ({cell[1]})"
     present, rows = set(runs.method), []
-    for claim, a, b in CLAIMS:
-        if {a, b} <= present:
-            interval = paired(runs, a, b)
+    for claim, *sides in CLAIMS:
+        a, b = (claim_cell(side, protocol) for side in sides)
+        if {label(a), label(b)} <= present:
+            interval = paired(runs, label(a), label(b))
+            poster = poster_difference(a, b)
             rows.append(
-                {
-                    "claim": claim,
-                    **interval,
-                    "verdict": verdict(interval),
-                    "poster": poster_difference(a, b),
-                }
+                {"claim": claim, **interval, "verdict": verdict(interval), "poster": poster}
             )
     return pd.DataFrame(rows)
 
