@@ -75,7 +75,7 @@ class ViewSpec:
                 f"views take images as (N, C, H, W), got shape {tuple(images.shape)}; give grey "
                 "(N, H, W) images a channel axis with images[:, None]."
             )
-        x = images.float().div_(255)
+        x = images.to(torch.float32, copy=True).div_(255)  # never the caller's float tensor
         if x.shape[1] != self.channels:
             if x.shape[1] != 1:
                 raise ValueError(
