@@ -109,3 +109,14 @@ def test_images_without_a_channel_axis_are_one_sentence_not_28_channels():
     grey = _batch(c=1)[:, 0]  # (N, H, W), as Fashion-MNIST's arrays come
     with pytest.raises(ValueError, match=r"as \(N, C, H, W\), got shape \(\d+, 28, 28\); give"):
         eval_view(grey, ViewSpec(28, 1, (0.5,), (0.5,)))
+
+
+def test_float_images_of_the_caller_are_left_as_they_are():
+    """A float32 batch was divided by 255 in place: a second call saw near-black images."""
+    spec = ViewSpec(size=8, channels=1, mean=(0.5,), std=(0.25,))
+    images = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 1, 8, 8)
+    kept = images.clone()
+    first = eval_view(images, spec)
+    assert torch.equal(images, kept)
+    assert torch.equal(eval_view(images, spec), first)
+    assert torch.equal(first, eval_view(kept.to(torch.uint8), spec))  # as uint8 pixels would
