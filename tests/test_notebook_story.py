@@ -17,6 +17,7 @@ from egalib.config import RunConfig
 from egalib.experiments import paper_tables as tables
 from egalib.experiments.demo import NOTEBOOK_DIR, execute_notebook
 from egalib.experiments.paper import paper_results
+from egalib.experiments.reproduce import VAL_SIZE
 from egalib.runs import load_runs
 
 pytestmark = pytest.mark.integration
@@ -169,6 +170,7 @@ def _fabricate(runs_dir: Path) -> pd.DataFrame:
             dataset=dataset,
             protocol=protocol,
             epochs=epochs,
+            val_size=VAL_SIZE.get(dataset, RunConfig.val_size),  # as reproduce holds out
             runs_dir=str(runs_dir),
         )
         folder = runs_dir / f"run{i}"
@@ -253,15 +255,16 @@ def test_tables_fill_only_the_cells_that_have_a_run(tmp_path):
 
 
 def test_a_cell_is_filled_only_by_the_runs_reproduce_trains_for_it_at_any_seed(tmp_path):
-    def finished(name: str, top1: float, **given) -> None:
+    def finished(folder_name: str, top1: float, **given) -> None:
         values = dict(method="kd", teacher=VIT, student=R8, dataset="cifar100", **given)
-        folder = tmp_path / name
+        folder = tmp_path / folder_name
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(RunConfig(**values).to_dict()))
         (folder / "metrics.json").write_text(json.dumps({"top1": top1}))
 
     finished("seed0", 72.0)
     finished("seed1", 74.0, seed=1)  # another seed of the cell: averaged with the first
+    finished("seed1-again", 74.0, seed=1, name="again")  # the same seed once more: counted once
     finished("weights-study", 10.0, alpha=0.1)  # were all averaged into the cell
     finished("smaller", 20.0, train_size=4000)
     finished("other-temperature", 30.0, kd_temperature=8.0)

@@ -32,6 +32,38 @@ def test_seed_summary_pairs_each_method_with_vanilla_of_the_same_seed():
     assert mean_sd(1.0, 2.0, 3, signed=True) == "+1.00 ± 2.00"
 
 
+def test_differences_are_over_the_seeds_both_have_and_a_nan_score_is_nan():
+    """vanilla lacks seed 2: ega's difference is over seeds 0 and 1 and says 2 were paired (it
+    once said 3, and its interval was that of 3); a NaN score was skipped without a word."""
+    runs = pd.DataFrame(
+        {
+            "method": ["vanilla"] * 2 + ["ega"] * 3 + ["kd"] * 2,
+            "seed": [0, 1, 0, 1, 2, 0, 1],
+            "top1": [70.0, 72.0, 71.0, 75.0, 90.0, 71.0, float("nan")],
+        }
+    )
+    summary = seed_summary(runs)
+    ega = summary.loc["ega"]
+    assert (ega.seeds, ega.paired) == (3, 2) and ega.difference == pytest.approx(2.0)
+    assert ega.difference_sd == pytest.approx(2**0.5) and ega.top1 == pytest.approx(236 / 3)
+    assert pd.isna(summary.loc["kd", "top1"]) and pd.isna(summary.loc["kd", "difference"])
+    table = pd.DataFrame(
+        {
+            "method": ["vanilla"] * 2 + ["ega"] * 3,
+            "batch_size": 8,
+            "seed": [0, 1, 0, 1, 2],
+            "val_top1": [70.0, 72.0, 71.0, 75.0, 90.0],
+            "sweep": False,
+            "partners": 1.0,
+            "node_diagonal": 0.5,
+        }
+    )
+    [regime] = study.paired_differences(table).itertuples()
+    assert regime.seeds == 2 and regime.high - regime.difference == pytest.approx(
+        12.706 * 1, rel=1e-3
+    )
+
+
 def test_one_seed_says_so_instead_of_an_sd():
     runs = pd.DataFrame({"method": ["vanilla", "ega"], "seed": [0, 0], "top1": [70.0, 71.5]})
     row = seed_summary(runs).loc["ega"]

@@ -99,7 +99,8 @@ def table_cells(table: str, protocol: str, runs: pd.DataFrame, epochs: int = 240
             protocol=cell.egalib_protocol,
         )
         hit = runs[keys == setting_key(config.to_dict())] if len(keys) else keys
-        ours = float(hit["top1"].mean()) if len(hit) else float("nan")
+        hit = hit.drop_duplicates("seed")  # one run a seed (another --name is the same cell)
+        ours = float(hit["top1"].mean(skipna=False)) if len(hit) else float("nan")
         rows.append(
             {
                 "table": table,
@@ -237,19 +238,20 @@ def seed_summary(
 ) -> pd.DataFrame:
     """Per group of `by`: the mean and sample sd over seeds of `score` (a column of `runs`, also
     the mean's column), and the paired difference to `baseline` (its run with the same seed and
-    the same other keys), mean and sd. An sd needs two seeds: with one it is NaN, and `mean_sd`
-    says so in words."""
+    the same other keys), mean and sd over the `paired` seeds that both have. An sd needs two
+    seeds: with one it is NaN, and `mean_sd` says so in words. A NaN score gives NaN, never a
+    mean of the others."""
     keys = [k for k in by if k != "method"]
     base = runs[runs["method"] == baseline].set_index([*keys, "seed"])[score].rename("base")
-    joined = runs.join(base, on=[*keys, "seed"])
+    joined = runs.join(base.to_frame().assign(paired=True), on=[*keys, "seed"])
     joined["difference"] = joined[score] - joined["base"]
-    return joined.groupby(list(by), sort=False).agg(
-        seeds=("seed", "nunique"),
-        **{score: (score, "mean")},
-        sd=(score, "std"),
-        difference=("difference", "mean"),
-        difference_sd=("difference", "std"),
+    mean, sd = (lambda s: s.mean(skipna=False)), (lambda s: s.std(skipna=False))
+    summary = joined.groupby(list(by), sort=False).agg(
+        seeds=("seed", "nunique"), **{score: (score, mean)}, sd=(score, sd)
     )
+    paired = joined[joined["paired"].notna()].groupby(list(by), sort=False)["difference"]
+    differences = paired.agg(paired="size", difference=mean, difference_sd=sd)
+    return summary.join(differences).fillna({"paired": 0}).astype({"paired": int})
 
 
 def mean_sd(mean: float, sd: float, seeds: int, signed: bool = False) -> str:

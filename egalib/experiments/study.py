@@ -143,13 +143,15 @@ def card(began: float) -> dict:
 def paired_differences(table: pd.DataFrame, baseline: str = "vanilla") -> pd.DataFrame:
     """Per method and batch size at the profile's weights: validation top-1 minus the
     baseline's at the same seed and batch size, its mean, sample sd and 95 % interval (`low`,
-    `high`) over the seeds (NaN with one seed), beside the mean partners and N_st diagonal."""
+    `high`) over the `seeds` that both have (NaN with one seed, or a NaN score), beside the mean
+    partners and N_st diagonal."""
     rows = table[~table.sweep]
     keys = ["method", "batch_size"]
     summary = seed_summary(rows, by=keys, baseline=baseline, score="val_top1")
     summary = summary.join(rows.groupby(keys)[["partners", "node_diagonal"]].mean())
     summary = summary.drop(baseline, level="method").reset_index()
     summary = summary.rename(columns={"sd": "val_top1_sd", "difference_sd": "sd"})
+    summary["seeds"] = summary.pop("paired")  # the seeds of the difference: those both have
     intervals = [t_interval(r.difference, r.sd, r.seeds) for r in summary.itertuples()]
     summary[["low", "high"]] = [[i["low"], i["high"]] for i in intervals]
     return summary[[*keys, "difference", "sd", "low", "high", "seeds", "partners", "node_diagonal"]]
