@@ -394,8 +394,28 @@ def test_a_failing_local_cell_writes_its_error_and_shows_failed(tmp_path, monkey
     status = cluster.cell_status(configs)
     assert list(status["state"]) == ["failed", "failed"]
     assert (status["detail"] == "RuntimeError: the GPU fell off").all()
-    assert json.loads((folder(configs[0]) / "job.json").read_text())["executor"] == "local"
+    assert not (folder(configs[0]) / "job.json").exists()  # the dispatch is over
     assert len(cluster.pending(configs)) == 2  # failed cells are dispatched again
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_cells_interrupted_in_a_process_that_lives_on_are_dispatched_again(
+    tmp_path, monkeypatch, parallel
+):
+    """Ctrl-C in a notebook stops the dispatch but not the kernel: its cells once read as
+    running (their marker, the kernel's live pid) and the next dispatch trained nothing."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(
+        cluster, "train_cells" if parallel == 1 else "train_in_workers", interrupted
+    )
+    configs = [cell(tmp_path, "vanilla"), cell(tmp_path, "kd")]
+    with pytest.raises(KeyboardInterrupt):
+        cluster.dispatch(configs, "local", parallel=parallel)
+    assert list(cluster.cell_status(configs)["state"]) == ["missing", "missing"]
+    assert cluster.pending(configs) == configs
 
 
 def test_cells_that_fail_for_one_reason_share_one_sentence(tmp_path, monkeypatch):

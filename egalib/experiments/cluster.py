@@ -209,6 +209,15 @@ def write_marker(path: Path, executor: str, job_id: str, log_folder: Path | None
     return marker
 
 
+def release_marker(path: Path) -> None:
+    """Remove this process's local marker from a cell, which then reads as finished, failed or
+    missing, and is dispatched again if it is not finished."""
+    marker = read_marker(path)
+    if marker and marker.get("executor") == "local" and marker.get("job_id") == str(os.getpid()):
+        with contextlib.suppress(OSError):
+            (Path(path) / MARKER).unlink()
+
+
 def _proc_stat(pid: int) -> list[str] | None:
     """Fields 3... of /proc/<pid>/stat (state first), or None."""
     try:
@@ -536,10 +545,14 @@ def run_local(configs: list[RunConfig], parallel: int = 1, threads: int | None =
     todo = [_prepare(config) for config in pending(configs)]
     for config in todo:
         write_marker(config.run_path, "local", os.getpid())
-    if parallel <= 1:
-        failures = train_cells(todo, threads=None)
-    else:
-        failures = train_in_workers(todo, parallel, threads)
+    try:
+        if parallel <= 1:
+            failures = train_cells(todo, threads=None)
+        else:
+            failures = train_in_workers(todo, parallel, threads)
+    finally:  # this process may live on (a notebook's kernel after Ctrl-C): none runs now
+        for config in todo:
+            release_marker(config.run_path)
     report_failures(failures)
     return [config.run_name for config in todo]
 
