@@ -12,6 +12,8 @@ import os
 import re
 from dataclasses import fields
 
+import torch
+
 from .config import check_numbers
 from .datasets import DATASETS, Source
 from .files import described
@@ -75,23 +77,46 @@ def register_dataset(name: str, source: Source) -> Source:
 
 
 def _register(table: dict, built_in: frozenset, kind: str, name: str, value):
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.+-]*", name, re.ASCII):
+    word = r"[A-Za-z0-9][\w.+-]{0,63}"  # within a run folder's name, which a file system caps
+    if not isinstance(name, str) or not re.fullmatch(word, name, re.ASCII):
         raise PluginError(  # it becomes part of run folder names: no '/' or '..' out of them
             f"a {kind} name must be one word of letters, digits and - _ + . (it names run "
-            f"folders), got {name!r}."
+            f"folders), at most 64 characters, got {name!r}."
         )
     if name in built_in:
         raise PluginError(
             f"{kind} {name!r} is one of egalib's own and cannot be replaced; register yours "
             "under another name."
         )
-    if name in table and table[name] is not value and table[name] != value:
+    if name in table and not made_again(table[name], value):
         raise PluginError(
             f"{kind} {name!r} is already registered by another plugin; give one of them "
             "another name."
         )
     table[name] = value
     return value
+
+
+def made_again(old, new) -> bool:
+    """`new` is `old`, or `old` made again by the same code (a notebook cell run again): of one
+    class, with equal values, a function counting as equal to one defined at the same place."""
+    if old is new:
+        return True
+    if callable(old) and hasattr(old, "__qualname__"):
+        at = lambda f: (getattr(f, "__module__", None), getattr(f, "__qualname__", None))
+        return at(old) == at(new)
+    if isinstance(old, torch.Tensor | tuple | list | dict) or hasattr(old, "__dict__"):
+        return type(old) is type(new) and _same_parts(old, new)
+    return old == new
+
+
+def _same_parts(old, new) -> bool:
+    if isinstance(old, torch.Tensor):
+        return old.shape == new.shape and old.dtype == new.dtype and torch.equal(old, new)
+    if isinstance(old, dict) or hasattr(old, "__dict__"):
+        old, new = (x if isinstance(x, dict) else vars(x) for x in (old, new))
+        return old.keys() == new.keys() and all(made_again(old[k], new[k]) for k in old)
+    return len(old) == len(new) and all(map(made_again, old, new))
 
 
 def load_plugins(modules=()) -> list[str]:

@@ -60,7 +60,7 @@ def test_a_name_is_refused_in_one_sentence_when_it_is_taken_or_not_a_method(meth
     with pytest.raises(plugins.PluginError, match="not an egalib.methods.Method; wrap"):
         egalib.register_method("plain", cosine)
     # a name is part of its run folders' names: '/' or '..' trained outside --runs-dir
-    for name in ("two words", "", "../../outside", "a/b", "a\\b", ".hidden", "é"):
+    for name in ("two words", "", "../../outside", "a/b", "a\\b", ".hidden", "é", "m" * 65):
         with pytest.raises(plugins.PluginError, match="one word of letters, digits and - _ "):
             egalib.register_method(name, egalib.Method(cosine))
         with pytest.raises(plugins.PluginError, match="(it names run folders)"):
@@ -306,3 +306,35 @@ def test_notebook_02_trains_a_plugin_s_method_named_by_the_environment(tmp_path,
     finished = [p.parent.name for p in tmp_path.glob("*/metrics.json")]
     assert sorted("_ega-cosine_" in name for name in finished) == [False, True], finished
     assert "ega-cosine" in out.read_text()
+
+
+CELL = """
+import torch
+import egalib
+
+def cosine_again(xs, xt):
+    return 1 - torch.nn.functional.cosine_similarity(xs, xt).mean()
+
+egalib.register_method("cosine-again", egalib.Method(cosine_again, beta=BETA))
+egalib.register_dataset("folder-again", egalib.ImageFolder("some/folder"))
+egalib.register_dataset("tensors-again", egalib.TensorSource(x, y, x, y, "ab"))
+"""
+
+
+def test_a_notebook_cell_run_again_registers_the_same_method_and_data_again():
+    """docs/extending.md allows it; a cell run again makes a new function and a new source,
+    which were once refused as another plugin's. Other weights or other tensors are refused."""
+    x, y = torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 1])
+    cell = lambda beta=2.0, labels=y: exec(CELL, {"BETA": beta, "x": x, "y": labels})
+    try:
+        cell()
+        cell()  # the same cell, run again in the same kernel
+        assert METHODS["cosine-again"].beta == 2.0 and "folder-again" in DATASETS
+        with pytest.raises(plugins.PluginError, match="'cosine-again' is already registered"):
+            cell(beta=3.0)
+        with pytest.raises(plugins.PluginError, match="'tensors-again' is already registered"):
+            cell(labels=1 - y)
+    finally:
+        METHODS.pop("cosine-again", None)
+        for name in ("folder-again", "tensors-again"):
+            DATASETS.pop(name, None)
