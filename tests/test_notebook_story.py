@@ -136,8 +136,10 @@ def test_05_tables_are_empty_at_smoke_size_and_list_the_runs(story):
     for header in ("<th>method</th>", "<th>top1</th>", "<th>selected_top1</th>", "<th>epochs</th>"):
         assert header in html
     # the four smoke runs in the "all finished runs" table, and their one setting over seeds as
-    # `compare` lays it out: against vanilla, with an interval (none from one seed)
-    assert html.count("small-cnn") == 4 and markdown.count("student small-cnn") == 1
+    # `compare` lays it out: against vanilla, with an interval (none from one seed); once by
+    # test top-1, once by validation top-1 for the exercise's ranking
+    assert html.count("small-cnn") == 4 and markdown.count("student small-cnn") == 2
+    assert "| run | seeds | val_top1, mean ± sd | minus vanilla | verdict |" in markdown
     assert (
         "| ega | 0 | " in markdown and "(1 seed, no interval) | unresolved at 1 seed |" in markdown
     )

@@ -107,7 +107,9 @@ def test_notebook_06_reruns_the_study_at_smoke_size_and_draws_its_three_figures(
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "EGA minus vanilla in validation top-1, paired over 1 seed(s): batch 8 (0.7" in text
     # each difference with its interval and verdict (was mean ± sd, and no verdict)
-    assert text.count("(1 seed, no interval), unresolved at 1 seed") == 3 * 2
+    assert text.count("(1 seed, no interval), unresolved at 1 seed") == 3 * 2 + 2
+    # each beta of the sweep against vanilla, paired (was "EGA's best beta is", means alone)
+    assert "At batch 16, EGA minus vanilla in validation top-1 by beta: beta 0.1: " in text
     assert "The rule picks batch 16 of [16]; the demo profile trains at batch 16." in text
     assert " runs, 1 seed; trained or read from the run folders under " in text
     summary = (tmp_path / "results" / "regime-smoke.csv").read_text().splitlines()
