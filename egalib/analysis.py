@@ -21,6 +21,23 @@ def as_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def embeddings_and_labels(x, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) embeddings with one label each, refused in one sentence otherwise."""
+    x, labels = as_numpy(x), as_numpy(labels)
+    if x.ndim != 2 or labels.ndim != 1 or len(x) != len(labels):
+        raise ValueError(
+            f"embeddings must be (N, D) with one label each, got shapes {x.shape} and "
+            f"{labels.shape}; give the embeddings and labels of one run's images."
+        )
+    return x, labels
+
+
+def measurable(x: np.ndarray, labels: np.ndarray) -> bool:
+    """Whether a class-separation measure means something here: finite embeddings (a diverged
+    run's are not) of two classes or more. Where it does not, the measure is NaN."""
+    return bool(np.isfinite(x).all()) and len(np.unique(labels)) >= 2
+
+
 def pearson_normalise(x) -> np.ndarray:
     """Rows centred over their features and scaled to unit norm (a constant row stays 0)."""
     return centre_and_normalise(torch.as_tensor(as_numpy(x), dtype=torch.float64)).numpy()
@@ -54,8 +71,10 @@ def knn_accuracy(x, labels, k: int = 5, seed: int = 0, normalise: bool = True) -
     from sklearn.neighbors import KNeighborsClassifier
 
     check_whole("k", k, 1)
-    x = pearson_normalise(x) if normalise else as_numpy(x)
-    labels = as_numpy(labels)
+    x, labels = embeddings_and_labels(x, labels)
+    if not measurable(x, labels):
+        return float("nan")
+    x = pearson_normalise(x) if normalise else x
     order = np.random.default_rng(seed).permutation(len(labels))
     fit_on, score_on = order[: len(order) // 2], order[len(order) // 2 :]
     if k > len(fit_on):  # not clamped: the score is labelled with this k
@@ -72,12 +91,12 @@ def silhouette(x, labels, max_points: int = 2000, seed: int = 0, normalise: bool
     on a class-balanced subsample of at most `max_points` samples."""
     from sklearn.metrics import silhouette_score
 
-    labels = as_numpy(labels)
+    x, labels = embeddings_and_labels(x, labels)
     keep = balanced_subsample(labels, max_points, seed)
-    x = pearson_normalise(x) if normalise else as_numpy(x)
-    if len(np.unique(labels[keep])) < 2:
-        return float("nan")
-    return float(silhouette_score(x[keep], labels[keep]))
+    if not measurable(x[keep], labels[keep]) or len(np.unique(labels[keep])) >= len(keep):
+        return float("nan")  # also where every point is a class of its own: no cluster to score
+    x = pearson_normalise(x[keep]) if normalise else x[keep]
+    return float(silhouette_score(x, labels[keep]))
 
 
 def embedding_scores(
@@ -99,7 +118,14 @@ def tsne_2d(x, perplexity: float = 30.0, seed: int = 0, normalise: bool = True) 
     from sklearn.manifold import TSNE
 
     check_numbers(SimpleNamespace(perplexity=perplexity), {}, above_zero=["perplexity"])
-    x = pearson_normalise(x) if normalise else as_numpy(x)
+    x = as_numpy(x)
+    if x.ndim != 2 or len(x) < 2 or not np.isfinite(x).all():
+        raise ValueError(
+            f"t-SNE maps two or more finite (N, D) embeddings, got shape {x.shape}"
+            f"{'' if np.isfinite(x).all() else ' holding NaN or inf (a diverged run?)'}; give "
+            "the embeddings of a run that trained."
+        )
+    x = pearson_normalise(x) if normalise else x
     perplexity = float(min(perplexity, max(1.0, (len(x) - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
     return tsne.fit_transform(x.astype(np.float32))
@@ -131,6 +157,11 @@ def node_matrix_stats(xs, xt, labels, batch_size: int, seed: int = 0) -> dict[st
     per image per batch (the other images of its class in its batch)."""
     xs, xt, labels = (torch.as_tensor(as_numpy(v)) for v in (xs, xt, labels))
     check_whole("batch_size", batch_size, 2)
+    if xs.dim() != 2 or xt.dim() != 2 or xs.shape[1] != xt.shape[1]:
+        raise ValueError(
+            f"xs and xt must be (N, D) embeddings of one width, got shapes {tuple(xs.shape)} and "
+            f"{tuple(xt.shape)}; give the student's and the teacher head's embeddings of a run."
+        )
     if not len(xs) == len(xt) == len(labels):
         raise ValueError(
             f"xs, xt and labels must have a row per image, got {len(xs)}, {len(xt)} and "

@@ -79,6 +79,12 @@ def tsne_panels(points: dict, labels, class_names=None, size: float = 4.0, title
     import numpy as np
 
     labels = np.asarray(labels)
+    if not points or any(len(xy) != len(labels) for xy in points.values()):
+        raise ValueError(
+            f"tsne_panels draws one or more maps of one point per label, got {len(points)} maps "
+            f"of {sorted({len(xy) for xy in points.values()})} points for {len(labels)} labels; "
+            "give the maps and labels of the same images."
+        )
     names = class_names or {}
     hue = [str(names[c]) if c in names else str(c) for c in labels.tolist()]
     order = list(dict.fromkeys(hue[i] for i in np.argsort(labels, kind="stable")))
@@ -194,6 +200,10 @@ def ours_vs_paper(cells, size: float = 5.0) -> plt.Figure:
     keys = ["teacher", "student", "dataset", "method", "protocol", "paper"]
     cells = cells.drop_duplicates(keys)
     fig, ax = plt.subplots(figsize=(size + 2, size), constrained_layout=True)
+    if cells.empty:  # runs only of cells the paper left empty, or none yet
+        ax.text(0.5, 0.5, "no cell has both our top-1 and the paper's yet", ha="center")
+        ax.set_axis_off()
+        return fig
     sns.scatterplot(data=cells, x="paper", y="ours", hue="protocol", style="method", s=60, ax=ax)
     low = min(cells["paper"].min(), cells["ours"].min()) - 1
     high = max(cells["paper"].max(), cells["ours"].max()) + 1

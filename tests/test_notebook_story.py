@@ -360,6 +360,27 @@ def test_analysis_refuses_sizes_that_would_mislabel_or_empty_its_numbers():
             analysis.balanced_subsample(labels, budget)
 
 
+def test_analysis_of_a_diverged_run_or_one_class_is_nan_and_bad_shapes_one_sentence():
+    """Each was scikit-learn's "Input X contains NaN", a silent 100 % for one class, or a number
+    from embeddings and labels of different lengths."""
+    x, labels = _clusters(mixed=False)
+    diverged = x.copy()
+    diverged[3, 1] = np.nan
+    for measure in (analysis.knn_accuracy, analysis.silhouette):
+        assert np.isnan(measure(diverged, labels)), measure.__name__
+        assert np.isnan(measure(x, np.zeros_like(labels))), measure.__name__  # one class
+        for rows, with_labels in ((x[:200], labels), (x, labels[:200]), (x[:, 0], labels)):
+            with pytest.raises(ValueError, match="must be \\(N, D\\) with one label each"):
+                measure(rows, with_labels)
+    ten = np.arange(10)  # one point a class: nothing to cluster
+    assert np.isnan(analysis.silhouette(x[:10], ten, max_points=10))
+    for points in (x[:1], diverged):
+        with pytest.raises(ValueError, match="^t-SNE maps two or more finite"):
+            analysis.tsne_2d(points)
+    with pytest.raises(ValueError, match="xs and xt must be \\(N, D\\) embeddings of one width"):
+        analysis.node_matrix_stats(x[:, :3], x, labels, batch_size=4)
+
+
 def test_balanced_subsample_and_tsne_on_few_points():
     labels = np.array([0] * 50 + [1] * 30 + [2] * 5)
     keep = analysis.balanced_subsample(labels, 30, seed=0)

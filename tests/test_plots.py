@@ -56,6 +56,20 @@ def test_the_paper_comparison_names_its_diagonal():
     fig = plots.ours_vs_paper(cells)
     assert lines_without_entry(fig) == []
     assert "ours = paper" in [t.get_text() for t in fig.axes[0].get_legend().texts]
+    # runs only of a cell the poster left empty: once matplotlib's "Axis limits cannot be NaN"
+    empty = plots.ours_vs_paper(cells.assign(paper=float("nan")))
+    assert [t.get_text() for t in empty.axes[0].texts] == [
+        "no cell has both our top-1 and the paper's yet"
+    ]
+
+
+def test_tsne_panels_refuse_no_maps_or_maps_of_other_images_in_one_sentence():
+    import numpy as np
+
+    xy = np.zeros((4, 2))
+    for points, labels in (({}, [0, 1, 0, 1]), ({"a": xy}, [0, 1, 0])):
+        with pytest.raises(ValueError, match="^tsne_panels draws one or more maps of one point"):
+            plots.tsne_panels(points, labels)
 
 
 def test_a_saved_figure_is_the_image_savefig_writes_and_nothing_else(tmp_path):
