@@ -578,7 +578,6 @@ def test_the_local_executor_trains_pending_cells_in_parallel_processes(tmp_path)
     assert cluster.dispatch(configs, "local", parallel=2) == [c.run_name for c in configs]
     for config in configs:
         assert all((folder(config) / name).is_file() for name in RUN_FILES)
-        marker = json.loads((folder(config) / "job.json").read_text())
-        assert marker == {**marker, "executor": "local", "job_id": str(os.getpid())}
+        assert not (folder(config) / "job.json").exists()  # the dispatch is over: no owner
     assert list(cluster.cell_status(configs)["state"]) == ["finished", "finished"]
     assert cluster.dispatch(configs, "local", parallel=2) == []
