@@ -130,7 +130,8 @@ def rkd(
     loss = distance_weight * distance + angle_weight * angle. Unchanged when both embeddings are
     scaled; widths may differ. Gradients reach the teacher too unless the caller detaches it.
     """
-    check.pair("rkd", fs, ft, 2, distance_weight=distance_weight, angle_weight=angle_weight)
+    weights = dict(distance_weight=distance_weight, angle_weight=angle_weight)
+    check.pair("rkd", fs, ft, min_batch=2, **weights)
     distance = F.smooth_l1_loss(_scaled_distances(fs, "mean"), _scaled_distances(ft, "mean"))
     angle = F.smooth_l1_loss(_angle_cosines(fs), _angle_cosines(ft))
     return distance_weight * distance + angle_weight * angle
@@ -169,9 +170,8 @@ def ccl(
     """
     check.pair("ccl", fs, ft, min_batch=2, same_shape=True, tau=tau, T=T)
     check.logits("ccl", logits_s, logits_t, fs.shape[0])
-    return nce(fs, ft, target, tau) + (kd(logits_s, logits_t, T) + kd(logits_t, logits_s, T)) / (
-        2 * T * T
-    )
+    symmetric_kl = (kd(logits_s, logits_t, T) + kd(logits_t, logits_s, T)) / (2 * T * T)
+    return nce(fs, ft, target, tau) + symmetric_kl
 
 
 def irg(
@@ -186,7 +186,7 @@ def irg(
     Euclidean, not squared); a batch of identical samples has d / max(d) = 0. The paper's
     transformation term and its multi-layer graphs are left out; embedding widths may differ.
     """
-    check.pair("irg", fs, ft, 2, vertex_weight=vertex_weight, edge_weight=edge_weight)
+    check.pair("irg", fs, ft, min_batch=2, vertex_weight=vertex_weight, edge_weight=edge_weight)
     check.logits("irg", logits_s, logits_t, fs.shape[0])
     vertex = F.mse_loss(logits_s, logits_t)
     edge = F.mse_loss(_scaled_distances(fs, "max"), _scaled_distances(ft, "max"))
