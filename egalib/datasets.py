@@ -158,7 +158,8 @@ FASHION_MNIST_CLASSES = tuple(
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file, gzipped or not; cached while the file is unchanged (notebooks reload it)."""
-    return _decode_idx(path, ndim, path.stat().st_mtime_ns, path.stat().st_size)
+    stat = path.stat()
+    return _decode_idx(path, ndim, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=8)
